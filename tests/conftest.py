@@ -1,0 +1,56 @@
+"""Session-wide real servers: the VoIPstudio sandbox and SeaweedFS, both on loopback."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from voipstudio_devstack import SandboxServer, SeaweedS3
+
+# Airflow reads its configuration at import: give the test session a home of its own.
+_AIRFLOW_HOME = Path(os.environ.setdefault("VOIPSTUDIO_TEST_TMP", "/tmp")) / (
+    f"voipstudio-airflow-{os.getpid()}"
+)
+os.environ.setdefault("AIRFLOW_HOME", str(_AIRFLOW_HOME))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory):
+    """A running SeaweedFS S3 server, stopped for certain at the end of the session."""
+    server = SeaweedS3(tmp_path_factory.mktemp("seaweedfs"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(seaweed: SeaweedS3) -> str:
+    """A new, empty bucket for one test."""
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    seaweed.client().create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture(scope="session")
+def sandbox_server(tmp_path_factory: pytest.TempPathFactory):
+    """The sandbox, seed 1, running for the whole session."""
+    server = SandboxServer(tmp_path_factory.mktemp("sandbox"), seed=1)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def sandbox(sandbox_server: SandboxServer) -> SandboxServer:
+    """The session's sandbox, reset to its seeded state with no faults and an empty log."""
+    sandbox_server.control("POST", "reset")
+    return sandbox_server
