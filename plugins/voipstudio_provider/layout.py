@@ -1,0 +1,114 @@
+"""Where things live in the archive bucket (CONTRACT.md, "Bucket layout").
+
+Every key the provider writes or checks is built here, so the layout is stated once.
+Dates in keys are UTC days taken from the record's own date field.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from voipstudio_provider.endpoints import DATE_FORMAT, RESOURCES, Endpoint, endpoint
+
+
+@dataclass(frozen=True)
+class ArchiveKind:
+    """A kind of binary the archive DAGs keep.
+
+    :param name: the kind's name, as used in DAG params and summaries.
+    :param operation: the download endpoint's operation name in the endpoint table.
+    :param folder: the folder below the prefix.
+    :param sidecar: whether a JSON sidecar (the record plus ``sha256``, ``size``,
+        ``archived_at``) is written beside the binary.
+    """
+
+    name: str
+    operation: str
+    folder: str
+    sidecar: bool
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return endpoint(self.operation)
+
+    @property
+    def resource(self) -> str:
+        return self.endpoint.resource
+
+    @property
+    def suffix(self) -> str:
+        return self.endpoint.suffix or "bin"
+
+    @property
+    def content_type(self) -> str:
+        return self.endpoint.content_type
+
+
+ARCHIVE_KINDS: dict[str, ArchiveKind] = {
+    k.name: k
+    for k in (
+        ArchiveKind("monitors", "download_monitor_mp3", "recordings", sidecar=True),
+        ArchiveKind("voicemessages", "download_voicemessage_mp3", "voicemail", sidecar=True),
+        ArchiveKind("cdr_pcaps", "download_cdr_pcap", "pcaps/cdrs", sidecar=False),
+        ArchiveKind("msdr_pcaps", "download_msdr_pcap", "pcaps/msdrs", sidecar=False),
+        ArchiveKind("cdr_traces", "download_cdr_trace", "pcaps/cdrs", sidecar=False),
+        ArchiveKind("msdr_traces", "download_msdr_trace", "pcaps/msdrs", sidecar=False),
+    )
+}
+
+
+def parse_api_datetime(value: str) -> dt.datetime:
+    """Parse the API's ``YYYY-MM-DD HH:MM:SS`` (UTC) into an aware datetime."""
+    return dt.datetime.strptime(value, DATE_FORMAT).replace(tzinfo=dt.timezone.utc)
+
+
+def format_api_datetime(value: dt.datetime) -> str:
+    """Format an aware (or naive UTC) datetime as the API expects in filters."""
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.timezone.utc)
+    return value.strftime(DATE_FORMAT)
+
+
+def record_day(resource: str, record: dict) -> dt.date:
+    """The UTC day of a record, from its resource's own date field."""
+    date_field = RESOURCES[resource].date_field
+    if date_field is None:
+        raise ValueError(f"{resource} records carry no date field")
+    return parse_api_datetime(record[date_field]).date()
+
+
+def _day(day: dt.date) -> str:
+    return f"date={day.isoformat()}"
+
+
+def archive_key(prefix: str, kind: ArchiveKind, record: dict) -> str:
+    """``{p}/recordings/date=YYYY-MM-DD/{id}.mp3`` and its siblings."""
+    day = record_day(kind.resource, record)
+    return f"{prefix}/{kind.folder}/{_day(day)}/{int(record['id'])}.{kind.suffix}"
+
+
+def sidecar_key(prefix: str, kind: ArchiveKind, record: dict) -> str:
+    """The JSON sidecar beside a binary: same key, ``.json`` instead of its suffix."""
+    binary = archive_key(prefix, kind, record)
+    return binary[: -len(kind.suffix)] + "json"
+
+
+def cdr_csv_key(prefix: str, user_id: int, day: dt.date) -> str:
+    """``{p}/cdr-csv/user_id={user}/date=YYYY-MM-DD/cdrs.csv``."""
+    return f"{prefix}/cdr-csv/user_id={int(user_id)}/{_day(day)}/cdrs.csv"
+
+
+def chat_key(prefix: str, chat_id: int, day: dt.date) -> str:
+    """``{p}/chats/date=YYYY-MM-DD/{chat_id}.json``: a chat and its messages."""
+    return f"{prefix}/chats/{_day(day)}/{int(chat_id)}.json"
+
+
+def audit_key(prefix: str, dag_id: str, run_id: str) -> str:
+    """``{p}/audit/{dag_id}/{run_id}.jsonl``: one line per deleted or skipped item."""
+    return f"{prefix}/audit/{dag_id}/{run_id}.jsonl"
+
+
+def plan_key(prefix: str, dag_id: str, run_id: str) -> str:
+    """The purge plan, next to the audit log of the same run."""
+    return f"{prefix}/audit/{dag_id}/{run_id}.plan.json"
