@@ -1,0 +1,77 @@
+"""What Airflow's ProvidersManager learns about this provider (the ``apache_airflow_provider``
+entry point). The connection form is declared as data, as Airflow 3.2+ expects."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from voipstudio_provider import __version__
+
+INTEGRATION = "VoIPstudio"
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Describe the provider: its hooks and the ``voipstudio`` connection type and form."""
+    return {
+        "package-name": "airflow-provider-voipstudio",
+        "name": "VoIPstudio",
+        "description": (
+            "`VoIPstudio <https://voipstudio.com/>`__ History API: call detail records, "
+            "call recordings, voicemail, PCAPs, CDR exports and retention deletes.\n"
+        ),
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": INTEGRATION,
+                "external-doc-url": "https://voipstudio.com/app/api/",
+                "tags": ["service"],
+            }
+        ],
+        "hooks": [
+            {
+                "integration-name": INTEGRATION,
+                "python-modules": ["voipstudio_provider.hooks.voipstudio"],
+            }
+        ],
+        "connection-types": [
+            {
+                "hook-class-name": "voipstudio_provider.hooks.voipstudio.VoIPstudioHook",
+                "connection-type": "voipstudio",
+                "hook-name": "VoIPstudio",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "port", "extra"],
+                    "relabeling": {
+                        "host": "Base URL",
+                        "login": "User ID (optional)",
+                        "password": "API token",
+                    },
+                    "placeholders": {
+                        "host": "https://l7api.com/v1.1/voipstudio",
+                        "login": "numeric user id: Basic auth instead of X-Auth-Token",
+                        "password": "an API key from the dashboard or POST /apitokens",
+                        "page_size": "1000",
+                        "timeout": "300",
+                    },
+                },
+                "conn-fields": {
+                    "page_size": {
+                        "label": "Page size",
+                        "description": "Rows per page when walking a collection (at most 5000).",
+                        "schema": {"type": ["integer", "null"], "minimum": 1, "maximum": 5000},
+                    },
+                    "timeout": {
+                        "label": "Read timeout (seconds)",
+                        "description": "Seconds to wait for the server between bytes; "
+                        "connecting waits at most 10 seconds.",
+                        "schema": {"type": ["number", "null"], "exclusiveMinimum": 0},
+                    },
+                    "verify_ssl": {
+                        "label": "Verify TLS certificate",
+                        "description": "Turn off only for a test server with a self-signed "
+                        "certificate.",
+                        "schema": {"type": ["boolean", "null"], "default": True},
+                    },
+                },
+            }
+        ],
+    }
