@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
-from pathlib import Path
 
 import pytest
 
 from voipstudio_devstack import SandboxServer, SeaweedS3
 
-# Airflow reads its configuration at import: give the test session a home of its own.
-_AIRFLOW_HOME = Path(os.environ.setdefault("VOIPSTUDIO_TEST_TMP", "/tmp")) / (
-    f"voipstudio-airflow-{os.getpid()}"
-)
-os.environ.setdefault("AIRFLOW_HOME", str(_AIRFLOW_HOME))
-os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
+# Airflow reads its configuration at import: give the test session a home of its own,
+# never the user's ~/airflow.
+_AIRFLOW_HOME = tempfile.mkdtemp(prefix="voipstudio-airflow-")
+os.environ["AIRFLOW_HOME"] = _AIRFLOW_HOME
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ.pop("AIRFLOW__CORE__DAGS_FOLDER", None)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(_AIRFLOW_HOME, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
