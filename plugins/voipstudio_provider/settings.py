@@ -1,0 +1,82 @@
+"""Where the DAGs write: bucket, prefix and S3 options, resolved in one place.
+
+A DAG param of a run wins, else the Airflow Variable, else the default (CONTRACT.md):
+``bucket`` / ``voipstudio_s3_bucket`` / ``voipstudio-archive`` and
+``prefix`` / ``voipstudio_s3_prefix`` / ``voipstudio``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+DEFAULT_BUCKET = "voipstudio-archive"
+DEFAULT_PREFIX = "voipstudio"
+BUCKET_VARIABLE = "voipstudio_s3_bucket"
+PREFIX_VARIABLE = "voipstudio_s3_prefix"
+#: Variable holding the default S3 write options, JSON such as
+#: ``{"sse": "aws:kms", "kms_key_id": "...", "storage_class": "GLACIER_IR"}``.
+S3_OPTIONS_VARIABLE = "voipstudio_s3_options"
+S3_OPTION_NAMES = ("sse", "kms_key_id", "storage_class", "object_lock_mode", "object_lock_days")
+
+VOIPSTUDIO_CONN_ID = "voipstudio_default"
+AWS_CONN_ID = "aws_default"
+API_POOL = "voipstudio_api"
+
+
+def _variable(name: str, default: Any = None) -> Any:
+    from airflow.sdk import Variable
+
+    try:
+        return Variable.get(name, default=default)
+    except Exception:  # no Variable backend reachable (e.g. outside a task): use the default
+        return default
+
+
+def _given(value: Any) -> bool:
+    return value is not None and value != ""
+
+
+def resolve_bucket_and_prefix(params: Mapping[str, Any] | None = None) -> tuple[str, str]:
+    """The bucket and prefix a run writes to.
+
+    :param params: the run's DAG params; ``bucket`` and ``prefix`` override the Variables
+        ``voipstudio_s3_bucket`` and ``voipstudio_s3_prefix`` when set and non-empty.
+    :return: ``(bucket, prefix)``; the prefix has no leading or trailing slash.
+    """
+    params = params or {}
+    bucket = params.get("bucket")
+    if not _given(bucket):
+        bucket = _variable(BUCKET_VARIABLE, DEFAULT_BUCKET) or DEFAULT_BUCKET
+    prefix = params.get("prefix")
+    if not _given(prefix):
+        prefix = _variable(PREFIX_VARIABLE, DEFAULT_PREFIX) or DEFAULT_PREFIX
+    prefix = str(prefix).strip("/")
+    if not prefix:
+        raise ValueError("the S3 prefix must not be empty")
+    return str(bucket), prefix
+
+
+def resolve_s3_options(params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The S3 write options of a run: params first, then the ``voipstudio_s3_options`` Variable.
+
+    :param params: the run's DAG params (``sse``, ``kms_key_id``, ``storage_class``,
+        ``object_lock_mode``, ``object_lock_days``).
+    :return: only the options that are set, as keyword arguments of
+        :class:`~voipstudio_provider.archive.ArchiveTarget`.
+    """
+    params = params or {}
+    raw = _variable(S3_OPTIONS_VARIABLE, None)
+    defaults = json.loads(raw) if isinstance(raw, str) and raw.strip() else (raw or {})
+    unknown = set(defaults) - set(S3_OPTION_NAMES)
+    if unknown:
+        raise ValueError(f"{S3_OPTIONS_VARIABLE} has unknown options: {sorted(unknown)}")
+    options: dict[str, Any] = {}
+    for name in S3_OPTION_NAMES:
+        value = params.get(name)
+        if not _given(value):
+            value = defaults.get(name)
+        if _given(value):
+            options[name] = int(value) if name == "object_lock_days" else value
+    return options
