@@ -1,0 +1,156 @@
+"""Errors the VoIPstudio hook raises, one class per kind of answer.
+
+Every error keeps the HTTP status, the API's own message and its per-field ``errors`` list,
+and says whether trying again may help (``retryable``). None carries the API token.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class VoIPstudioError(Exception):
+    """Base class of every error the VoIPstudio provider raises about the API.
+
+    :param message: what went wrong, with the method and path of the request.
+    :param status_code: the HTTP status, ``None`` when no answer came back.
+    :param api_message: the API's own message (``errors[0].message`` or ``message``).
+    :param errors: the API's ``errors`` list, as sent.
+    :param retryable: whether the same request may succeed later.
+    """
+
+    default_retryable = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        api_message: str | None = None,
+        errors: list[dict[str, Any]] | None = None,
+        retryable: bool | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.api_message = api_message
+        self.errors = list(errors or [])
+        self.retryable = self.default_retryable if retryable is None else retryable
+
+    def __reduce__(self):
+        # Keep the attributes when the error crosses a process boundary (pickled).
+        return (
+            _rebuild,
+            (
+                type(self),
+                str(self),
+                self.status_code,
+                self.api_message,
+                self.errors,
+                self.retryable,
+            ),
+        )
+
+
+def _rebuild(cls, message, status_code, api_message, errors, retryable):
+    return cls(
+        message,
+        status_code=status_code,
+        api_message=api_message,
+        errors=errors,
+        retryable=retryable,
+    )
+
+
+class VoIPstudioAuthenticationError(VoIPstudioError):
+    """401: the token is missing, wrong or expired."""
+
+
+class VoIPstudioAccessDeniedError(VoIPstudioError):
+    """403: the token's user may not see or change this record."""
+
+
+class VoIPstudioNotFoundError(VoIPstudioError):
+    """404: no such record (or no such path under the base URL)."""
+
+
+class VoIPstudioValidationError(VoIPstudioError):
+    """400: the request was refused; :attr:`field_messages` says why, field by field."""
+
+    @property
+    def field_messages(self) -> dict[str, str]:
+        """``{field: message}`` from the API's ``errors`` entries that name a field."""
+        messages: dict[str, str] = {}
+        for error in self.errors:
+            name = error.get("field") or error.get("property") or error.get("path")
+            if name and error.get("message"):
+                messages[str(name)] = str(error["message"])
+        return messages
+
+
+class VoIPstudioRateLimitedError(VoIPstudioError):
+    """429: too many requests; :attr:`retry_after` is the server's wait in seconds, if any."""
+
+    default_retryable = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+    def __reduce__(self):
+        return (_rebuild_rate_limited, (str(self), self.retry_after, self.status_code))
+
+
+def _rebuild_rate_limited(message, retry_after, status_code):
+    return VoIPstudioRateLimitedError(message, retry_after=retry_after, status_code=status_code)
+
+
+class VoIPstudioServerError(VoIPstudioError):
+    """5xx, a dropped connection, a timeout or a broken body: the service may recover."""
+
+    default_retryable = True
+
+
+class VoIPstudioIncompleteDownloadError(VoIPstudioError):
+    """A file arrived with fewer (or more) bytes than announced or expected.
+
+    :param received: the bytes written before the body ended.
+    :param expected: the bytes announced by ``Content-Length`` or the record's size.
+    """
+
+    default_retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        received: int | None = None,
+        expected: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(message, **kwargs)
+        self.received = received
+        self.expected = expected
+
+    def __reduce__(self):
+        return (
+            _rebuild_incomplete,
+            (str(self), self.received, self.expected, self.status_code),
+        )
+
+
+def _rebuild_incomplete(message, received, expected, status_code):
+    return VoIPstudioIncompleteDownloadError(
+        message, received=received, expected=expected, status_code=status_code
+    )
+
+
+__all__ = [
+    "VoIPstudioAccessDeniedError",
+    "VoIPstudioAuthenticationError",
+    "VoIPstudioError",
+    "VoIPstudioIncompleteDownloadError",
+    "VoIPstudioNotFoundError",
+    "VoIPstudioRateLimitedError",
+    "VoIPstudioServerError",
+    "VoIPstudioValidationError",
+]

@@ -1,0 +1,162 @@
+"""How the API's answers and transport failures become the provider's errors, and how long
+to wait before trying again. Kept apart from the hook so the policy reads in one place."""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import random
+import time
+from typing import Any
+
+import requests
+from urllib3.exceptions import HTTPError as Urllib3HTTPError
+
+from voipstudio_provider.exceptions import (
+    VoIPstudioAccessDeniedError,
+    VoIPstudioAuthenticationError,
+    VoIPstudioError,
+    VoIPstudioNotFoundError,
+    VoIPstudioRateLimitedError,
+    VoIPstudioServerError,
+    VoIPstudioValidationError,
+)
+
+AUTHENTICATION_FAILED = "authentication failed: check the API token"
+#: Longest path shown in an error message (a DELETE of many ids has a very long one).
+_MAX_PATH_IN_MESSAGE = 120
+
+_BY_STATUS: dict[int, type[VoIPstudioError]] = {
+    400: VoIPstudioValidationError,
+    401: VoIPstudioAuthenticationError,
+    403: VoIPstudioAccessDeniedError,
+    404: VoIPstudioNotFoundError,
+    429: VoIPstudioRateLimitedError,
+}
+
+
+def request_label(method: str, path: str) -> str:
+    """``METHOD /path`` for messages: never the host's credentials, never a query string."""
+    if len(path) > _MAX_PATH_IN_MESSAGE:
+        path = path[: _MAX_PATH_IN_MESSAGE - 3] + "..."
+    return f"{method} {path}"
+
+
+def api_error_details(response: requests.Response) -> tuple[str | None, list[dict[str, Any]]]:
+    """The API's message (``errors[0].message``, then ``message``) and its ``errors`` list."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None, []
+    if not isinstance(body, dict):
+        return None, []
+    errors = [e for e in body.get("errors") or [] if isinstance(e, dict)]
+    message = next((str(e["message"]) for e in errors if e.get("message")), None)
+    return message or (str(body["message"]) if body.get("message") else None), errors
+
+
+def parse_retry_after(value: str | None, cap: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (seconds or an HTTP date), capped.
+
+    A malformed or negative header gives ``None``: the caller falls back to its backoff.
+    """
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - time.time()
+    if seconds != seconds or seconds < 0:  # NaN or in the past
+        return None
+    return min(seconds, cap)
+
+
+def error_from_response(
+    response: requests.Response, method: str, path: str, retry_after_cap: float
+) -> VoIPstudioError:
+    """The error that a non-2xx answer stands for, with the API's message and field errors."""
+    status = response.status_code
+    api_message, errors = api_error_details(response)
+    label = request_label(method, path)
+    if status == 401:
+        text = f"{label}: {AUTHENTICATION_FAILED}"
+    else:
+        text = f"{label} answered {status}"
+        if api_message:
+            text += f": {api_message}"
+    if status == 400:
+        fields = [f"{e.get('field')}: {e.get('message')}" for e in errors if e.get("field")]
+        if fields:
+            text += " (" + "; ".join(fields) + ")"
+    kwargs: dict[str, Any] = {"status_code": status, "api_message": api_message, "errors": errors}
+    if status == 429:
+        retry_after = parse_retry_after(response.headers.get("Retry-After"), retry_after_cap)
+        return VoIPstudioRateLimitedError(text, retry_after=retry_after, **kwargs)
+    if status >= 500:
+        return VoIPstudioServerError(text, **kwargs)
+    return _BY_STATUS.get(status, VoIPstudioError)(text, **kwargs)
+
+
+def error_from_transport(exc: Exception, method: str, path: str) -> VoIPstudioError:
+    """The error for a request that got no complete answer (refused, timed out, cut off)."""
+    label = request_label(method, path)
+    if isinstance(exc, requests.exceptions.SSLError):
+        # A certificate problem does not fix itself between attempts.
+        return VoIPstudioError(f"{label}: TLS error, check the certificate or verify_ssl")
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        reason = "timed out while connecting"
+    elif isinstance(exc, requests.exceptions.ReadTimeout | TimeoutError):
+        reason = "timed out waiting for the answer"
+    elif isinstance(exc, requests.exceptions.ChunkedEncodingError | Urllib3HTTPError):
+        reason = "the connection broke while reading the answer"
+    elif isinstance(exc, requests.exceptions.ConnectionError) and _refused(exc):
+        reason = "connection refused"
+    elif isinstance(exc, requests.exceptions.ConnectionError | ConnectionError):
+        reason = "connection failed or dropped"
+    elif isinstance(exc, requests.exceptions.InvalidURL | requests.exceptions.MissingSchema):
+        return VoIPstudioError(f"{label}: invalid base URL")
+    else:
+        reason = f"request failed ({type(exc).__name__})"
+    return VoIPstudioServerError(f"{label}: {reason}")
+
+
+def _refused(exc: Exception) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ConnectionRefusedError) or "refused" in str(current).lower():
+            return True
+        current = getattr(current, "reason", None) or current.__cause__ or current.__context__
+    return False
+
+
+def malformed_json_error(method: str, path: str, status: int) -> VoIPstudioError:
+    """A 2xx answer whose body is not the JSON the API promises: retried like a 5xx."""
+    return VoIPstudioError(
+        f"{request_label(method, path)} answered {status} with a malformed JSON body",
+        status_code=status,
+        retryable=True,
+    )
+
+
+def backoff_seconds(attempt: int, base: float, cap: float, error: VoIPstudioError) -> float:
+    """How long to wait after failed ``attempt`` (1-based): the server's ``Retry-After`` when
+    it gave one, otherwise exponential backoff with equal jitter, never above ``cap``."""
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after is not None:
+        return retry_after
+    ceiling = min(cap, base * 2 ** (attempt - 1))
+    return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+def encode_json(value: Any) -> str:
+    """Compact JSON, as the ``filter`` query parameter carries it."""
+    return json.dumps(value, separators=(",", ":"), default=str)
