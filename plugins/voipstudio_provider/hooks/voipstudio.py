@@ -8,32 +8,29 @@ streams downloads while hashing them, and retries what may succeed later.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import IO, Any, TypeVar
 
 import requests
 from airflow.providers.http.hooks.http import HttpHook
-from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
-from voipstudio_provider.endpoints import (
-    FILTER_OPERATORS,
-    MAX_PAGE_SIZE,
-    MAX_URL_LENGTH,
-    RESOURCES,
-    Endpoint,
-    Filter,
-    Shape,
-    endpoint,
-    endpoints_of,
-)
+from voipstudio_provider.endpoints import MAX_PAGE_SIZE, Endpoint, Filter, Shape, endpoint
 from voipstudio_provider.exceptions import (
     VoIPstudioAuthenticationError,
     VoIPstudioError,
     VoIPstudioIncompleteDownloadError,
     VoIPstudioNotFoundError,
+)
+from voipstudio_provider.hooks.downloads import DownloadResult, is_seekable, write_body
+from voipstudio_provider.hooks.paths import (
+    FilterLike,
+    date_filters,
+    endpoint_for,
+    filter_entries,
+    path_of,
+    positive_id,
+    url_chunks,
 )
 from voipstudio_provider.hooks.responses import (
     AUTHENTICATION_FAILED,
@@ -44,7 +41,6 @@ from voipstudio_provider.hooks.responses import (
     malformed_json_error,
     request_label,
 )
-from voipstudio_provider.layout import format_api_datetime
 
 try:
     from airflow.sdk.log import mask_secret
@@ -52,62 +48,10 @@ except ImportError:  # pragma: no cover - older task SDK layouts
     from airflow.sdk.execution_time.secrets_masker import mask_secret
 
 T = TypeVar("T")
-FilterLike = Filter | dict[str, Any]
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_READ_TIMEOUT = 300.0
-DOWNLOAD_CHUNK_SIZE = 1024 * 1024
-#: A body that breaks mid-way surfaces as one of these while iterating over it.
-_BODY_ERRORS = (
-    requests.exceptions.ChunkedEncodingError,
-    requests.exceptions.ConnectionError,
-    requests.exceptions.Timeout,
-    Urllib3HTTPError,
-    ConnectionError,
-    TimeoutError,
-)
-
-
-@dataclass(frozen=True)
-class DownloadResult:
-    """What :meth:`VoIPstudioHook.download` wrote.
-
-    :param size: bytes written to the file object.
-    :param sha256: hex SHA-256 of those bytes.
-    :param content_type: the answer's media type without parameters, e.g. ``audio/mpeg``.
-    """
-
-    size: int
-    sha256: str
-    content_type: str
-
-
-def positive_id(value: Any, what: str = "id") -> int:
-    """Return ``value`` if it is a positive ``int`` (``bool`` excluded), else raise ValueError."""
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{what} must be a positive integer, got {value!r}")
-    return value
-
-
-def filter_entries(filters: Iterable[FilterLike] | None) -> list[dict[str, Any]]:
-    """Filters as the API's ``{"property", "operator", "value"}`` dicts, operators checked."""
-    entries = []
-    for item in filters or ():
-        entry = item.as_dict() if isinstance(item, Filter) else dict(item)
-        if set(entry) != {"property", "operator", "value"}:
-            raise ValueError(f"a filter needs exactly property, operator and value: {entry!r}")
-        if entry["operator"] not in FILTER_OPERATORS:
-            raise ValueError(
-                f"filter operator {entry['operator']!r} is not one of {FILTER_OPERATORS}"
-            )
-        entries.append(entry)
-    return entries
-
-
-def _aware(value: dt.datetime, name: str) -> str:
-    if not isinstance(value, dt.datetime) or value.tzinfo is None:
-        raise ValueError(f"{name} must be a timezone-aware datetime, got {value!r}")
-    return format_api_datetime(value)
+DEFAULT_PAGE_SIZE = 1000
 
 
 class VoIPstudioHook(HttpHook):
@@ -217,7 +161,7 @@ class VoIPstudioHook(HttpHook):
 
     def _resolve_page_size(self, extra_page_size: Any) -> int:
         value = self._page_size_arg if self._page_size_arg is not None else extra_page_size
-        size = int(value) if value not in (None, "") else 1000
+        size = int(value) if value not in (None, "") else DEFAULT_PAGE_SIZE
         if size < 1:
             raise ValueError(f"page_size must be at least 1, got {size}")
         return min(size, MAX_PAGE_SIZE)
@@ -317,36 +261,9 @@ class VoIPstudioHook(HttpHook):
 
     # -- paths ------------------------------------------------------------------------
 
-    @staticmethod
-    def path_of(ep: Endpoint, *, id: Any = None, ids: Iterable[Any] | None = None) -> str:
-        """The path of ``ep`` below the base URL, its ``{id}``/``{ids}`` filled and checked."""
-        if ep.takes_id:
-            return ep.path.format(id=positive_id(id))
-        if ep.takes_ids:
-            id_list = [positive_id(i) for i in ids or ()]
-            if not id_list:
-                raise ValueError(f"{ep.operation} needs at least one id")
-            return ep.path.format(ids=",".join(map(str, id_list)))
-        if id is not None or ids is not None:
-            raise ValueError(f"{ep.operation} takes no id")
-        return ep.path
-
-    @staticmethod
-    def endpoint_for(resource: str, shape: Shape) -> Endpoint:
-        """The endpoint of ``shape`` serving ``resource`` (its main one when there are two)."""
-        if resource not in RESOURCES:
-            raise ValueError(f"unknown VoIPstudio resource {resource!r}")
-        candidates = endpoints_of(resource, shape)
-        if len(candidates) > 1:
-            main = {f"/{resource}", f"/{resource}/{{id}}", f"/{resource}/{{ids}}"}
-            candidates = [e for e in candidates if e.path in main]
-        if len(candidates) != 1:
-            raise ValueError(f"{resource} has no single {shape.value} endpoint")
-        return candidates[0]
-
     def _endpoint(self, operation: str | None, resource: str, shape: Shape) -> Endpoint:
         if operation is None:
-            return self.endpoint_for(resource, shape)
+            return endpoint_for(resource, shape)
         ep = endpoint(operation)
         if ep.shape != shape:
             raise ValueError(f"{operation} is a {ep.shape.value} endpoint, not {shape.value}")
@@ -378,12 +295,12 @@ class VoIPstudioHook(HttpHook):
         query = dict(params or {})
         if "filter" in query and not isinstance(query["filter"], str):
             query["filter"] = encode_json(filter_entries(query["filter"]))
-        body, _ = self._json(ep, self.path_of(ep, id=id, ids=ids), params=query, json=json)
+        body, _ = self._json(ep, path_of(ep, id=id, ids=ids), params=query, json=json)
         return body
 
     def get_record(self, resource: str, record_id: int) -> dict[str, Any]:
         """One record by id, e.g. ``hook.get_record("monitors", 42)["size"]``."""
-        ep = self.endpoint_for(resource, Shape.GET)
+        ep = endpoint_for(resource, Shape.GET)
         return self.call(ep.operation, id=record_id)["data"]
 
     def list_page(
@@ -414,26 +331,11 @@ class VoIPstudioHook(HttpHook):
             if direction.upper() not in ("ASC", "DESC"):
                 raise ValueError(f"direction must be ASC or DESC, got {direction!r}")
             params["dir"] = direction.upper()
-        path = self.path_of(ep)
+        path = path_of(ep)
         body, status = self._json(ep, path, params=params)
         if not isinstance(body, dict) or not isinstance(body.get("data"), list):
             raise malformed_json_error(ep.method, path, status)
         return body["data"], int(body.get("total", len(body["data"])))
-
-    def _date_filters(
-        self, resource: str, since: dt.datetime | None, until: dt.datetime | None
-    ) -> list[dict[str, Any]]:
-        if since is None and until is None:
-            return []
-        date_field = RESOURCES[resource].date_field
-        if date_field is None:
-            raise ValueError(f"{resource} records have no date field to filter on")
-        entries = []
-        if since is not None:
-            entries.append(Filter(date_field, "gte", _aware(since, "since")).as_dict())
-        if until is not None:
-            entries.append(Filter(date_field, "lt", _aware(until, "until")).as_dict())
-        return entries
 
     def iter_records(
         self,
@@ -456,7 +358,7 @@ class VoIPstudioHook(HttpHook):
         ep = self._endpoint(operation, resource, Shape.LIST)
         self.get_conn()
         limit = min(positive_id(page_size or self.page_size, "page_size"), MAX_PAGE_SIZE)
-        fixed = filter_entries(filters) + self._date_filters(ep.resource, since, until)
+        fixed = filter_entries(filters) + date_filters(ep.resource, since, until)
         last_id: int | None = None
         while True:
             keyset = [] if last_id is None else [Filter("id", "gt", last_id).as_dict()]
@@ -489,12 +391,12 @@ class VoIPstudioHook(HttpHook):
         filters: Iterable[FilterLike] | None = None,
     ) -> int:
         """How many records match, from a one-row page's ``total``: ``hook.count("sms")``."""
-        entries = filter_entries(filters) + self._date_filters(resource, since, until)
+        entries = filter_entries(filters) + date_filters(resource, since, until)
         return self.list_page(resource, limit=1, filters=entries)[1]
 
     def get_dictionaries(self, resource: str) -> Any:
         """The labels of a resource's enumerated fields: ``hook.get_dictionaries("cdrs")``."""
-        ep = self.endpoint_for(resource, Shape.DICTIONARY)
+        ep = endpoint_for(resource, Shape.DICTIONARY)
         return (self.call(ep.operation) or {}).get("data")
 
     def get_cdr_notes(self, cdr_id: int) -> Any:
@@ -516,7 +418,7 @@ class VoIPstudioHook(HttpHook):
 
         ``hook.update_records("voicemessages", [{"id": 7, "folder": "Old"}])``
         """
-        ep = self.endpoint_for(resource, Shape.UPDATE)
+        ep = endpoint_for(resource, Shape.UPDATE)
         rows = list(rows)
         if not rows:
             return None
@@ -530,34 +432,18 @@ class VoIPstudioHook(HttpHook):
         The ids go in as few requests as keep each full URL below ``MAX_URL_LENGTH``; each
         request is all-or-nothing. ``hook.delete_records("monitors", [3, 1, 2])``
         """
-        ep = self.endpoint_for(resource, Shape.DELETE_IDS)
+        ep = endpoint_for(resource, Shape.DELETE_IDS)
         id_list = sorted({positive_id(i) for i in ids})
         self.get_conn()
         deleted: list[int] = []
-        for chunk in self._url_chunks(ep, id_list):
+        for chunk in url_chunks(self.base_url, ep, id_list):
             try:
-                self._json(ep, self.path_of(ep, ids=chunk))
+                self._json(ep, path_of(ep, ids=chunk))
             except VoIPstudioError as error:
                 error.deleted_ids = list(deleted)  # type: ignore[attr-defined]
                 raise
             deleted.extend(chunk)
         return deleted
-
-    def _url_chunks(self, ep: Endpoint, id_list: list[int]) -> Iterator[list[int]]:
-        fixed = len(self.base_url) + len(ep.path.format(ids=""))
-        chunk: list[int] = []
-        length = fixed
-        for record_id in id_list:
-            extra = len(str(record_id)) + (1 if chunk else 0)
-            if chunk and length + extra >= MAX_URL_LENGTH:
-                yield chunk
-                chunk, length, extra = [], fixed, len(str(record_id))
-            if length + extra >= MAX_URL_LENGTH:
-                raise ValueError("the base URL is too long to delete even one id per request")
-            chunk.append(record_id)
-            length += extra
-        if chunk:
-            yield chunk
 
     def delete_all(self, resource: str, *, confirm: str) -> int:
         """Delete a whole collection; return the status (202: the rows go shortly after).
@@ -568,9 +454,9 @@ class VoIPstudioHook(HttpHook):
         expected = f"DELETE ALL {resource}"
         if confirm != expected:
             raise ValueError(f"deleting every {resource} record needs confirm={expected!r}")
-        ep = self.endpoint_for(resource, Shape.DELETE_ALL)
+        ep = endpoint_for(resource, Shape.DELETE_ALL)
         self.get_conn()
-        _, status = self._json(ep, self.path_of(ep))
+        _, status = self._json(ep, path_of(ep))
         return status
 
     # -- downloads --------------------------------------------------------------------
@@ -595,11 +481,11 @@ class VoIPstudioHook(HttpHook):
         ep = endpoint(operation)
         if ep.shape is not Shape.DOWNLOAD:
             raise ValueError(f"{operation} is not a file endpoint")
-        path = self.path_of(ep, id=record_id)
+        path = path_of(ep, id=record_id)
         query = dict(params or {})
         if "filter" in query and not isinstance(query["filter"], str):
             query["filter"] = encode_json(filter_entries(query["filter"]))
-        seekable = _is_seekable(fileobj)
+        seekable = is_seekable(fileobj)
         start = fileobj.tell() if seekable else 0
 
         def attempt() -> DownloadResult:
@@ -622,46 +508,11 @@ class VoIPstudioHook(HttpHook):
         fileobj: IO[bytes],
         expected_size: int | None,
     ) -> DownloadResult:
-        label = request_label(ep.method, path)
         # identity: Content-Length then counts the very bytes written to the file.
         response = self._send(
             ep.method, path, params=params, stream=True, headers={"Accept-Encoding": "identity"}
         )
-        digest = hashlib.sha256()
-        size = 0
-        announced = _content_length(response)
-        with response:
-            try:
-                for chunk in response.iter_content(chunk_size=DOWNLOAD_CHUNK_SIZE):
-                    fileobj.write(chunk)
-                    digest.update(chunk)
-                    size += len(chunk)
-            except _BODY_ERRORS:
-                raise VoIPstudioIncompleteDownloadError(
-                    f"{label}: the connection broke after {size} of "
-                    f"{announced if announced is not None else 'unknown'} bytes",
-                    received=size,
-                    expected=announced,
-                    status_code=response.status_code,
-                ) from None
-        if announced is not None and size != announced:
-            raise VoIPstudioIncompleteDownloadError(
-                f"{label}: received {size} bytes, Content-Length announced {announced}",
-                received=size,
-                expected=announced,
-                status_code=response.status_code,
-            )
-        if expected_size is not None and size != expected_size:
-            # The server sent what it announced: asking again would give the same bytes.
-            raise VoIPstudioIncompleteDownloadError(
-                f"{label}: received {size} bytes, the record's size is {expected_size}",
-                received=size,
-                expected=expected_size,
-                status_code=response.status_code,
-                retryable=announced is None,
-            )
-        content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
-        return DownloadResult(size=size, sha256=digest.hexdigest(), content_type=content_type)
+        return write_body(response, fileobj, request_label(ep.method, path), expected_size)
 
     def export_user_cdrs_csv(
         self,
@@ -676,7 +527,7 @@ class VoIPstudioHook(HttpHook):
 
         ``hook.export_user_cdrs_csv(12, f, since=day_start, until=day_end)``
         """
-        entries = filter_entries(filters) + self._date_filters("cdrs", since, until)
+        entries = filter_entries(filters) + date_filters("cdrs", since, until)
         params = {"filter": encode_json(entries)} if entries else None
         return self.download("export_user_cdrs_csv", user_id, fileobj, params=params)
 
@@ -692,26 +543,12 @@ class VoIPstudioHook(HttpHook):
         except VoIPstudioNotFoundError:
             return False, "not found: check the base URL, e.g. https://l7api.com/v1.1/voipstudio"
         except VoIPstudioError as error:
-            return False, str(error)
+            return False, f"cannot use {self.base_url or 'the base URL'}: {error}"
         except ValueError as error:
             return False, str(error)
         finally:
             self.max_attempts = attempts
         return True, f"Connected to {self.base_url}: {answer.get('response', 'ok')}"
-
-
-def _is_seekable(fileobj: IO[bytes]) -> bool:
-    try:
-        return bool(fileobj.seekable()) and fileobj.tell() >= 0
-    except (AttributeError, OSError, ValueError):
-        return False
-
-
-def _content_length(response: requests.Response) -> int | None:
-    try:
-        return int(response.headers["Content-Length"])
-    except (KeyError, ValueError):
-        return None
 
 
 def _as_bool(value: Any) -> bool:

@@ -1,0 +1,100 @@
+"""Writing a streamed file answer to a file object while counting and hashing it."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import IO
+
+import requests
+from urllib3.exceptions import HTTPError as Urllib3HTTPError
+
+from voipstudio_provider.exceptions import VoIPstudioIncompleteDownloadError
+
+CHUNK_SIZE = 1024 * 1024
+#: A body that breaks mid-way surfaces as one of these while iterating over it.
+BODY_ERRORS = (
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ConnectionError,
+    requests.exceptions.Timeout,
+    Urllib3HTTPError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    """What :meth:`VoIPstudioHook.download` wrote.
+
+    :param size: bytes written to the file object.
+    :param sha256: hex SHA-256 of those bytes.
+    :param content_type: the answer's media type without parameters, e.g. ``audio/mpeg``.
+    """
+
+    size: int
+    sha256: str
+    content_type: str
+
+
+def write_body(
+    response: requests.Response, fileobj: IO[bytes], label: str, expected_size: int | None
+) -> DownloadResult:
+    """Copy ``response``'s body into ``fileobj``; raise when it is short, broken or too long.
+
+    :param response: a streamed (``stream=True``) successful answer; closed on return.
+    :param fileobj: a binary file object open for writing.
+    :param label: ``METHOD /path`` for messages.
+    :param expected_size: the byte count the record says the file has, if it says one.
+    """
+    digest = hashlib.sha256()
+    size = 0
+    announced = content_length(response)
+    with response:
+        try:
+            for chunk in response.iter_content(chunk_size=CHUNK_SIZE):
+                fileobj.write(chunk)
+                digest.update(chunk)
+                size += len(chunk)
+        except BODY_ERRORS:
+            raise VoIPstudioIncompleteDownloadError(
+                f"{label}: the connection broke after {size} of "
+                f"{announced if announced is not None else 'unknown'} bytes",
+                received=size,
+                expected=announced,
+                status_code=response.status_code,
+            ) from None
+    if announced is not None and size != announced:
+        raise VoIPstudioIncompleteDownloadError(
+            f"{label}: received {size} bytes, Content-Length announced {announced}",
+            received=size,
+            expected=announced,
+            status_code=response.status_code,
+        )
+    if expected_size is not None and size != expected_size:
+        raise VoIPstudioIncompleteDownloadError(
+            f"{label}: received {size} bytes, the record's size is {expected_size}",
+            received=size,
+            expected=expected_size,
+            status_code=response.status_code,
+            # The server sent all it announced: asking again would give the same bytes.
+            retryable=announced is None,
+        )
+    content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+    return DownloadResult(size=size, sha256=digest.hexdigest(), content_type=content_type)
+
+
+def is_seekable(fileobj: IO[bytes]) -> bool:
+    """Whether ``fileobj`` can be rewound to retry a download into it."""
+    try:
+        return bool(fileobj.seekable()) and fileobj.tell() >= 0
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def content_length(response: requests.Response) -> int | None:
+    """The announced body length, ``None`` when absent or not a number."""
+    try:
+        return int(response.headers["Content-Length"])
+    except (KeyError, ValueError):
+        return None
