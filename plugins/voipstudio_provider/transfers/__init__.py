@@ -1,0 +1,1 @@
+"""Transfers from VoIPstudio to other systems."""
