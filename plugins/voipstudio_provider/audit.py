@@ -1,0 +1,227 @@
+"""The audit log of deletions: one JSON line per deleted or skipped item.
+
+A run's audit log is the object :func:`~.layout.audit_key` (``{p}/audit/{dag_id}/
+{run_id}.jsonl``). S3 has no append, and a run deletes from several tasks, so each task
+attempt writes its own part below ``{run_id}.parts/`` when it ends, however it ends, and
+the run's last task joins the parts into the one object (:func:`merge_audit_parts`).
+
+A line reads::
+
+    {"time": "2026-11-20T03:00:05+00:00", "dag_id": "voipstudio_retention",
+     "run_id": "scheduled__...", "resource": "monitors", "id": 42, "action": "deleted",
+     "reason": "archive_verified", "detail": "verified",
+     "archive_key": "voipstudio/recordings/date=2025-11-01/42.mp3",
+     "record_date": "2025-11-01 10:00:00"}
+
+``action`` is ``deleted``, ``would_delete`` (dry run), ``skipped`` or ``failed``;
+``reason`` is one of :data:`REASONS`; ``detail`` says more in words.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import tempfile
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+from voipstudio_provider.layout import audit_key
+
+log = logging.getLogger(__name__)
+
+DELETED, WOULD_DELETE, SKIPPED, FAILED = "deleted", "would_delete", "skipped", "failed"
+ACTIONS = (DELETED, WOULD_DELETE, SKIPPED, FAILED)
+
+#: Why an item was deleted, kept, or could not be deleted.
+REASONS: dict[str, str] = {
+    "archive_verified": "the archived copy exists and checks out",
+    "archive_not_required": "deleted without an archive check (purge, require_archive off)",
+    "archive_unverified": "no complete archived copy: kept",
+    "legal_hold_id": "the id is under legal hold: kept",
+    "legal_hold_number": "a phone number under legal hold is involved: kept",
+    "max_deletions": "the run's max_deletions was reached: kept",
+    "gone": "no longer at the source when its turn came",
+    "delete_error": "the API refused or failed the delete",
+    "delete_unconfirmed": "still listed after the delete was accepted",
+    "masked": "the phone number was masked in the CDR",
+}
+
+_SPOOL_BYTES = 4 * 1024 * 1024
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+class AuditLog:
+    """The audit lines of one task attempt, spooled (memory, then disk) until uploaded.
+
+    :param dag_id: the DAG's id, written on every line.
+    :param run_id: the DAG run's id, written on every line.
+    """
+
+    def __init__(self, dag_id: str, run_id: str) -> None:
+        self.dag_id = dag_id
+        self.run_id = run_id
+        self._spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)
+        self._counts: Counter[tuple[str, str, str]] = Counter()
+
+    def add(
+        self,
+        resource: str,
+        record_id: int,
+        action: str,
+        reason: str,
+        *,
+        detail: str | None = None,
+        archive_key: str | None = None,
+        **fields: Any,
+    ) -> None:
+        """Write one line.
+
+        :param resource: the record's resource (``monitors``, ``chatmsgs`` ...).
+        :param record_id: the record's id.
+        :param action: one of :data:`ACTIONS`.
+        :param reason: one of :data:`REASONS`.
+        :param detail: more words for a person (e.g. ``size 10 != record size 12``).
+        :param archive_key: the archive key the item was checked against.
+        :param fields: more small values (``record_date``, ``cutoff``, ``chat_id`` ...).
+        """
+        if action not in ACTIONS:
+            raise ValueError(f"unknown audit action {action!r}")
+        if reason not in REASONS:
+            raise ValueError(f"unknown audit reason {reason!r}")
+        line = {
+            "time": _now(),
+            "dag_id": self.dag_id,
+            "run_id": self.run_id,
+            "resource": resource,
+            "id": int(record_id),
+            "action": action,
+            "reason": reason,
+            "detail": detail or REASONS[reason],
+            "archive_key": archive_key,
+            **fields,
+        }
+        self._spool.write(json.dumps(line, sort_keys=True, default=str).encode() + b"\n")
+        self._counts[(resource, action, reason)] += 1
+
+    def __len__(self) -> int:
+        return sum(self._counts.values())
+
+    def summary(self) -> dict[str, Any]:
+        """Counts per resource, action and reason: small enough for XCom and the log."""
+        return summarize_counts(self._counts)
+
+    def upload(self, s3_client, bucket: str, key: str) -> None:
+        """Write every line so far as the one object ``key`` (S3 has no append)."""
+        _put_lines(s3_client, bucket, key, self._spool)
+
+    def close(self) -> None:
+        self._spool.close()
+
+    def __enter__(self) -> AuditLog:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def summarize_counts(counts: Counter[tuple[str, str, str]]) -> dict[str, Any]:
+    """``{"lines": n, "resources": {res: {action: n, "reasons": {reason: n}}}}``."""
+    resources: dict[str, dict[str, Any]] = {}
+    for (resource, action, reason), n in sorted(counts.items()):
+        entry = resources.setdefault(resource, {a: 0 for a in ACTIONS} | {"reasons": {}})
+        entry[action] += n
+        entry["reasons"][reason] = entry["reasons"].get(reason, 0) + n
+    return {"lines": sum(counts.values()), "resources": resources}
+
+
+def _put_lines(s3_client, bucket: str, key: str, spool) -> None:
+    spool.seek(0)
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: spool.read(1024 * 1024), b""):
+        digest.update(chunk)
+    spool.seek(0)
+    s3_client.upload_fileobj(
+        spool,
+        bucket,
+        key,
+        ExtraArgs={
+            "ContentType": "application/x-ndjson",
+            "Metadata": {"sha256": digest.hexdigest()},
+        },
+    )
+    spool.seek(0, 2)
+
+
+def audit_parts_prefix(prefix: str, dag_id: str, run_id: str) -> str:
+    """Where a run's task attempts leave their audit parts: ``{run_id}.parts/``."""
+    return audit_key(prefix, dag_id, run_id).removesuffix(".jsonl") + ".parts/"
+
+
+def audit_part_key(prefix: str, dag_id: str, run_id: str, part: str) -> str:
+    """The part one task attempt writes, e.g. ``{run_id}.parts/monitors.try1.jsonl``."""
+    return f"{audit_parts_prefix(prefix, dag_id, run_id)}{part}.jsonl"
+
+
+def _keys_below(s3_client, bucket: str, below: str) -> list[str]:
+    keys: list[str] = []
+    for page in s3_client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=below):
+        keys.extend(obj["Key"] for obj in page.get("Contents", []))
+    return sorted(keys)
+
+
+def _object_lines(s3_client, bucket: str, key: str) -> Iterator[bytes]:
+    try:
+        body = s3_client.get_object(Bucket=bucket, Key=key)["Body"]
+    except s3_client.exceptions.NoSuchKey:
+        return
+    with body:
+        for line in body.iter_lines():
+            if line.strip():
+                yield line
+
+
+def read_audit(s3_client, bucket: str, key: str) -> list[dict[str, Any]]:
+    """Every line of an audit object, decoded (for reports and tests; it may be large)."""
+    return [json.loads(line) for line in _object_lines(s3_client, bucket, key)]
+
+
+def merge_audit_parts(
+    s3_client, bucket: str, prefix: str, dag_id: str, run_id: str
+) -> dict[str, Any]:
+    """Join a run's audit parts (and any audit object already there) into the audit object.
+
+    Lines already in the object are kept, so clearing and re-running one task of a run
+    adds its lines instead of losing the others'; a line is never written twice, so
+    merging again after an interruption is harmless. Parts are deleted once joined.
+
+    :return: the summary of the whole audit object (see :func:`summarize_counts`) and its
+        ``key``.
+    """
+    key = audit_key(prefix, dag_id, run_id)
+    parts = _keys_below(s3_client, bucket, audit_parts_prefix(prefix, dag_id, run_id))
+    seen: set[bytes] = set()
+    counts: Counter[tuple[str, str, str]] = Counter()
+    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
+        for source in (key, *parts):
+            for line in _object_lines(s3_client, bucket, source):
+                fingerprint = hashlib.sha256(line).digest()
+                if fingerprint in seen:
+                    continue
+                seen.add(fingerprint)
+                spool.write(line + b"\n")
+                item = json.loads(line)
+                counts[(item["resource"], item["action"], item["reason"])] += 1
+        if parts or seen:
+            _put_lines(s3_client, bucket, key, spool)
+    for part in parts:
+        s3_client.delete_object(Bucket=bucket, Key=part)
+    summary = summarize_counts(counts)
+    summary["key"] = key
+    log.info("audit log s3://%s/%s: %d lines from %d parts", bucket, key, len(seen), len(parts))
+    return summary

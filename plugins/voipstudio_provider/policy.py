@@ -1,0 +1,273 @@
+"""Retention policy and legal hold: what may be deleted at the source, and what never.
+
+Both come from Airflow Variables (CONTRACT.md): ``voipstudio_retention_policy`` holds the
+days to keep per resource, ``voipstudio_legal_hold`` the ids per resource and the phone
+numbers that are never deleted. This module only parses and answers questions; it reads
+no Variable and calls no API, so it is tested without Airflow.
+
+Phone numbers are compared by their digits only (``+44 20 7946 0000`` and ``442079460000``
+are the same number). Leading zeros (a ``00`` international or ``0`` trunk prefix) are
+ignored, and a number written without its country code (``020 7946 0000``) matches the
+full one when they share at least :data:`MIN_SUFFIX_DIGITS` trailing digits.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from voipstudio_provider.endpoints import RESOURCES
+
+#: The resources retention deletes at the source, and their days to keep when the
+#: Variable ``voipstudio_retention_policy`` is unset.
+DEFAULT_RETENTION_DAYS: dict[str, int] = {"monitors": 365, "voicemessages": 90, "chatmsgs": 365}
+RETENTION_RESOURCES: tuple[str, ...] = tuple(DEFAULT_RETENTION_DAYS)
+#: Resources whose ids a legal hold may name: the deletable ones, plus whole chats.
+HOLD_RESOURCES: tuple[str, ...] = (*RETENTION_RESOURCES, "chats")
+#: Two numbers of different lengths match only if they share this many trailing digits,
+#: so an extension such as ``101`` never matches a full number that ends in 101.
+MIN_SUFFIX_DIGITS = 8
+#: Chat fields a visitor fills in, where a phone number may appear.
+CHAT_VISITOR_FIELDS: tuple[str, ...] = tuple(
+    f for f in RESOURCES["chats"].fields if f.startswith("visitor_")
+)
+
+# A run of digits that may be broken by the separators people type in numbers.
+_NUMBER_IN_TEXT = re.compile(r"\+?\(?\d[\d\s().\-/]{4,}\d")
+
+
+def _load(value: str | Mapping | None, name: str) -> Mapping | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as error:
+            raise ValueError(f"{name} is not valid JSON: {error}") from None
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{name} must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+def parse_retention_policy(value: str | Mapping | None) -> dict[str, int | None]:
+    """Days to keep per resource, from the Variable ``voipstudio_retention_policy``.
+
+    An unset or empty Variable gives :data:`DEFAULT_RETENTION_DAYS`. A Variable overrides
+    the defaults resource by resource; ``null`` keeps a resource forever.
+
+    :param value: the Variable's JSON text, or an already decoded mapping.
+    :return: ``{"monitors": 365, "voicemessages": 90, "chatmsgs": 365}`` or overrides.
+    :raises ValueError: unknown resource, or days that are not a whole number of at least 1.
+    """
+    policy: dict[str, int | None] = dict(DEFAULT_RETENTION_DAYS)
+    given = _load(value, "voipstudio_retention_policy")
+    for resource, days in (given or {}).items():
+        if resource not in DEFAULT_RETENTION_DAYS:
+            raise ValueError(
+                f"voipstudio_retention_policy names {resource!r}; "
+                f"retention applies to {', '.join(RETENTION_RESOURCES)}"
+            )
+        if days is not None and (isinstance(days, bool) or not isinstance(days, int)):
+            raise ValueError(f"days to keep {resource} must be a whole number, not {days!r}")
+        if days is not None and days < 1:
+            # Zero would delete everything up to the run's end: refuse rather than guess.
+            raise ValueError(f"days to keep {resource} must be at least 1, not {days}")
+        policy[resource] = days
+    return policy
+
+
+def retention_cutoff(days: int, reference: dt.datetime) -> dt.datetime:
+    """The moment before which a record is older than ``days``, counted from ``reference``.
+
+    Retention counts from the run's ``data_interval_end``, not from the wall clock, so a
+    re-run of the same run deletes up to the same moment.
+
+    :param days: days to keep.
+    :param reference: an aware datetime, normally the run's ``data_interval_end``.
+    """
+    if reference.tzinfo is None:
+        raise ValueError("the retention reference time must be timezone-aware")
+    return reference.astimezone(dt.UTC) - dt.timedelta(days=days)
+
+
+def normalize_number(value: object) -> str:
+    """The significant digits of a phone number: digits only, leading zeros dropped.
+
+    :param value: a number as typed (``"+44 20 7946 0000"``, ``"0044..."``, ``4420...``).
+    """
+    return re.sub(r"\D", "", str(value)).lstrip("0")
+
+
+def numbers_match(a: str, b: str) -> bool:
+    """Whether two normalised numbers denote the same line.
+
+    Equal digits match; otherwise the shorter must be the longer's ending and have at least
+    :data:`MIN_SUFFIX_DIGITS` digits (a national form against an international one).
+    """
+    if not a or not b:
+        return False
+    if a == b:
+        return True
+    shorter, longer = sorted((a, b), key=len)
+    return len(shorter) >= MIN_SUFFIX_DIGITS and longer.endswith(shorter)
+
+
+def numbers_in_text(text: object) -> set[str]:
+    """The normalised phone numbers written in free text (a chat message, a visitor field).
+
+    :param text: any value; non-strings are read as their text.
+    """
+    if text is None:
+        return set()
+    found = {normalize_number(m.group()) for m in _NUMBER_IN_TEXT.finditer(str(text))}
+    return {n for n in found if n}
+
+
+def record_numbers(resource: str, record: Mapping[str, Any]) -> set[str]:
+    """The normalised numbers a record involves.
+
+    Calls, recordings and voicemail carry numbers in their resource's ``number_fields``
+    (a field may hold a name and a number, e.g. ``clid``); a chat message in its text;
+    a chat in its visitor fields.
+
+    :param resource: the record's resource name.
+    :param record: the API record.
+    """
+    if resource == "chatmsgs":
+        return numbers_in_text(record.get("message"))
+    if resource == "chats":
+        numbers: set[str] = set()
+        for name in CHAT_VISITOR_FIELDS:
+            numbers |= numbers_in_text(record.get(name))
+        return numbers
+    numbers = set()
+    for name in RESOURCES[resource].number_fields:
+        value = record.get(name)
+        if value is None:
+            continue
+        # A number field holds one number (possibly short, an extension) or a caller id
+        # such as '"Ann" <+44 20 7946 0000>': take both readings.
+        numbers |= numbers_in_text(value)
+        if normalize_number(value):
+            numbers.add(normalize_number(value))
+    return numbers
+
+
+def find_match(numbers: Iterable[str], wanted: Iterable[str]) -> str | None:
+    """The first of ``wanted`` that one of ``numbers`` matches, or ``None``."""
+    numbers = list(numbers)
+    for number in wanted:
+        if any(numbers_match(found, number) for found in numbers):
+            return number
+    return None
+
+
+@dataclass(frozen=True)
+class LegalHold:
+    """Ids and phone numbers that are never deleted, from ``voipstudio_legal_hold``.
+
+    :param ids: held ids per resource (``monitors``, ``voicemessages``, ``chatmsgs``,
+        ``chats``; a held chat holds all its messages).
+    :param numbers: held numbers, normalised (see :func:`normalize_number`).
+    """
+
+    ids: Mapping[str, frozenset[int]] = field(default_factory=dict)
+    numbers: frozenset[str] = frozenset()
+
+    def held_id(self, resource: str, record_id: int) -> bool:
+        """Whether ``record_id`` of ``resource`` is held by id."""
+        return int(record_id) in self.ids.get(resource, frozenset())
+
+    def held_number(self, numbers: Iterable[str]) -> str | None:
+        """The held number among ``numbers`` (normalised), or ``None``."""
+        return find_match(numbers, self.numbers)
+
+    def reason(self, resource: str, record: Mapping[str, Any]) -> str | None:
+        """Why ``record`` is held (``legal_hold_id`` / ``legal_hold_number``), or ``None``.
+
+        A chat message is also held through its chat; :func:`chat_hold_reason` says that.
+        """
+        if self.held_id(resource, record["id"]):
+            return "legal_hold_id"
+        if self.held_number(record_numbers(resource, record)):
+            return "legal_hold_number"
+        return None
+
+    def chat_reason(
+        self, chat_id: int, chat: Mapping[str, Any] | None, messages: Iterable[Mapping]
+    ) -> str | None:
+        """Why a whole chat is held: its id, or a held number in a visitor field or message.
+
+        :param chat_id: the chat's id.
+        :param chat: the chat record, ``None`` if the API no longer has it.
+        :param messages: every message of the chat that is known.
+        """
+        if self.held_id("chats", chat_id):
+            return "legal_hold_id"
+        numbers = record_numbers("chats", chat) if chat else set()
+        for message in messages:
+            numbers |= record_numbers("chatmsgs", message)
+        if self.held_number(numbers):
+            return "legal_hold_number"
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        """Counts only, safe to log: how many ids per resource and how many numbers."""
+        return {
+            "ids": {resource: len(ids) for resource, ids in self.ids.items()},
+            "numbers": len(self.numbers),
+        }
+
+
+def parse_legal_hold(value: str | Mapping | None) -> LegalHold:
+    """The legal hold from the Variable ``voipstudio_legal_hold``.
+
+    Format: ``{"ids": {"monitors": [1, 2], "voicemessages": [], "chatmsgs": [],
+    "chats": [7]}, "numbers": ["+44 20 7946 0000"]}``; both keys are optional and an
+    unset Variable holds nothing.
+
+    :param value: the Variable's JSON text, or an already decoded mapping.
+    :raises ValueError: a malformed hold. A hold that cannot be read must stop a deletion
+        rather than be ignored.
+    """
+    given = _load(value, "voipstudio_legal_hold") or {}
+    unknown = set(given) - {"ids", "numbers"}
+    if unknown:
+        raise ValueError(f"voipstudio_legal_hold has unknown keys {sorted(unknown)}")
+    raw_ids = given.get("ids") or {}
+    if not isinstance(raw_ids, Mapping):
+        raise ValueError("voipstudio_legal_hold 'ids' must map resources to lists of ids")
+    ids: dict[str, frozenset[int]] = {}
+    for resource, values in raw_ids.items():
+        if resource not in HOLD_RESOURCES:
+            raise ValueError(
+                f"voipstudio_legal_hold names {resource!r}; holds apply to "
+                f"{', '.join(HOLD_RESOURCES)}"
+            )
+        if not isinstance(values, list):
+            raise ValueError(f"voipstudio_legal_hold ids of {resource} must be a list")
+        try:
+            ids[resource] = frozenset(_hold_id(v) for v in values)
+        except ValueError:
+            raise ValueError(f"voipstudio_legal_hold ids of {resource} must be integers") from None
+    raw_numbers = given.get("numbers") or []
+    if not isinstance(raw_numbers, list):
+        raise ValueError("voipstudio_legal_hold 'numbers' must be a list")
+    numbers = frozenset(normalize_number(n) for n in raw_numbers)
+    if "" in numbers:
+        raise ValueError("voipstudio_legal_hold 'numbers' has an entry without digits")
+    return LegalHold(ids=ids, numbers=numbers)
+
+
+def _hold_id(value: object) -> int:
+    if isinstance(value, bool):
+        raise ValueError(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    if isinstance(value, int):
+        return value
+    raise ValueError(value)
