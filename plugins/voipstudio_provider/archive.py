@@ -16,8 +16,9 @@ import hashlib
 import json
 import logging
 import tempfile
+import threading
 import urllib.parse
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO, Any
@@ -332,6 +333,17 @@ def archive_record(
     return ArchiveOutcome(kind.name, record_id, ARCHIVED, key, result.size, result.sha256)
 
 
+def _hook_per_thread(voip_hook) -> Callable[[], Any]:
+    """A factory of hooks like ``voip_hook``: the VoIPstudio hook holds one HTTP session,
+    which is not for sharing between threads."""
+    settings = {
+        name: getattr(voip_hook, name)
+        for name in ("max_attempts", "backoff_base", "backoff_cap", "retry_after_cap")
+        if hasattr(voip_hook, name)
+    }
+    return lambda: type(voip_hook)(voip_hook.voipstudio_conn_id, **settings)
+
+
 def archive_batch(
     voip_hook,
     s3_client,
@@ -339,19 +351,22 @@ def archive_batch(
     records: Iterable[dict],
     target: ArchiveTarget,
     max_streams: int = 4,
+    hook_factory: Callable[[], Any] | None = None,
 ) -> list[ArchiveOutcome]:
     """Archive many records with at most ``max_streams`` downloads and uploads at a time.
 
     Memory stays within about ``max_streams`` times twice ``target.chunk_size``. A failed
     record does not stop the others.
 
-    :param voip_hook: a VoIPstudio hook, shared by the streams.
+    :param voip_hook: a VoIPstudio hook; with more than one stream, each stream uses a hook
+        of its own built like this one (same connection and retry settings).
     :param s3_client: a boto3 S3 client, shared by the streams (boto3 clients are
         thread-safe).
     :param kind: what kind of binary to archive.
     :param records: the API records.
     :param target: where and how to write.
     :param max_streams: parallel streams.
+    :param hook_factory: builds the hook of each stream, instead of copying ``voip_hook``.
     :return: one outcome per record, in the order of ``records``.
     """
     if max_streams < 1:
@@ -359,10 +374,28 @@ def archive_batch(
     records = list(records)
     if max_streams == 1 or len(records) <= 1:
         return [archive_record(voip_hook, s3_client, kind, r, target) for r in records]
-    with ThreadPoolExecutor(max_workers=max_streams, thread_name_prefix="archive") as pool:
-        return list(
-            pool.map(lambda r: archive_record(voip_hook, s3_client, kind, r, target), records)
-        )
+
+    make_hook = hook_factory or _hook_per_thread(voip_hook)
+    local = threading.local()
+    made: list[Any] = []
+    made_lock = threading.Lock()
+
+    def archive_one(record: dict) -> ArchiveOutcome:
+        hook = getattr(local, "hook", None)
+        if hook is None:
+            hook = local.hook = make_hook()
+            with made_lock:
+                made.append(hook)
+        return archive_record(hook, s3_client, kind, record, target)
+
+    try:
+        with ThreadPoolExecutor(max_workers=max_streams, thread_name_prefix="archive") as pool:
+            return list(pool.map(archive_one, records))
+    finally:
+        for hook in made:
+            close = getattr(hook, "close", None)
+            if close is not None:
+                close()
 
 
 def summarize(outcomes: Iterable[ArchiveOutcome]) -> dict[str, Any]:
