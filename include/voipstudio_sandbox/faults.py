@@ -1,0 +1,244 @@
+"""Faults on demand and the request log, as an ASGI layer in front of the API.
+
+A fault rule names request paths (an ``fnmatch`` glob), methods, a kind and a rate. Whether a
+request is hit is drawn from a random source seeded by the rule set's ``seed``, so the same
+sequence of requests meets the same faults. Every API request is logged with the status
+and the number of body bytes that really left the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import json
+import logging
+import random
+import threading
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+FAULT_KINDS = ("429", "500", "502", "503", "slow", "drop", "truncate", "malformed")
+_MALFORMED_BODY = b'{"data": [{"id": 1, "calldate": "2024-01-'
+_REASONS = {
+    "429": "Too many requests",
+    "500": "Internal server error",
+    "502": "Bad gateway",
+    "503": "Service unavailable",
+}
+
+
+@dataclass
+class FaultRule:
+    """One fault: which requests it hits, how often, and what they get instead."""
+
+    path: str = "*"
+    kind: str = "500"
+    methods: list[str] | None = None
+    rate: float = 1.0
+    retry_after: float | None = 1
+    delay: float = 0.5
+    times: int | None = None
+    hits: int = field(default=0)
+
+    @classmethod
+    def from_json(cls, spec: dict[str, Any]) -> FaultRule:
+        if not isinstance(spec, dict):
+            raise ValueError("each fault rule must be an object")
+        unknown = set(spec) - {f for f in cls.__dataclass_fields__ if f != "hits"}
+        if unknown:
+            raise ValueError(f"unknown fault rule fields: {', '.join(sorted(unknown))}")
+        rule = cls(**spec)
+        rule.kind = str(rule.kind)
+        if rule.kind not in FAULT_KINDS:
+            raise ValueError(f"fault kind must be one of {', '.join(FAULT_KINDS)}")
+        if not 0 <= float(rule.rate) <= 1:
+            raise ValueError("fault rate must be between 0 and 1")
+        if rule.methods is not None:
+            rule.methods = [m.upper() for m in rule.methods]
+        return rule
+
+    def matches(self, method: str, path: str) -> bool:
+        if self.methods and method.upper() not in self.methods:
+            return False
+        if self.times is not None and self.hits >= self.times:
+            return False
+        return fnmatch.fnmatchcase(path, self.path)
+
+
+class FaultPlan:
+    """The current fault rules; :meth:`pick` decides which one, if any, hits a request."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.seed = 0
+        self.rules: list[FaultRule] = []
+        self.rng = random.Random(0)
+
+    def replace(self, spec: dict[str, Any] | list | None) -> None:
+        """Install ``{"seed": N, "rules": [...]}`` (a bare list of rules is accepted too)."""
+        if spec is None:
+            spec = {}
+        if isinstance(spec, list):
+            spec = {"rules": spec}
+        if not isinstance(spec, dict):
+            raise ValueError("faults must be an object with seed and rules")
+        rules = [FaultRule.from_json(rule) for rule in spec.get("rules") or []]
+        seed = int(spec.get("seed") or 0)
+        with self.lock:
+            self.seed, self.rules, self.rng = seed, rules, random.Random(seed)
+
+    def clear(self) -> None:
+        self.replace(None)
+
+    def pick(self, method: str, path: str) -> FaultRule | None:
+        with self.lock:
+            for rule in self.rules:
+                if rule.matches(method, path) and self.rng.random() < rule.rate:
+                    rule.hits += 1
+                    return rule
+        return None
+
+    def as_json(self) -> dict[str, Any]:
+        with self.lock:
+            return {"seed": self.seed, "rules": [asdict(rule) for rule in self.rules]}
+
+
+class RequestLog:
+    """Every API request in arrival order."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.entries: list[dict[str, Any]] = []
+
+    def add(self, entry: dict[str, Any]) -> None:
+        with self.lock:
+            self.entries.append(entry)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.entries.clear()
+
+    def as_list(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [dict(entry) for entry in self.entries]
+
+
+class _BrokenBody(Exception):
+    """Raised inside the wrapped ``send`` to stop the application mid-body."""
+
+
+class FaultMiddleware:
+    """Applies the fault plan to API requests and logs them; control paths pass untouched.
+
+    :param app: the API application.
+    :param plan: the fault rules.
+    :param requests: the request log.
+    :param control_prefix: the path prefix that is neither faulted nor logged.
+    """
+
+    def __init__(self, app, plan: FaultPlan, requests: RequestLog, control_prefix: str) -> None:
+        self.app = app
+        self.plan = plan
+        self.requests = requests
+        self.control_prefix = control_prefix
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(self.control_prefix):
+            await self.app(scope, receive, send)
+            return
+        rule = self.plan.pick(scope["method"], scope["path"])
+        entry: dict[str, Any] = {
+            "method": scope["method"],
+            "path": scope["path"],
+            "query": scope.get("query_string", b"").decode("latin-1"),
+            "status": None,
+            "bytes": 0,
+            "fault": rule.kind if rule else None,
+        }
+        self.requests.add(entry)
+
+        async def counting_send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                entry["status"] = message["status"]
+            elif message["type"] == "http.response.body":
+                entry["bytes"] += len(message.get("body", b""))
+            await send(message)
+
+        kind = rule.kind if rule else None
+        if kind in _REASONS:
+            await self._error(rule, counting_send)
+        elif kind == "malformed":
+            await self._answer(counting_send, 200, _MALFORMED_BODY, [])
+        elif kind in ("drop", "truncate"):
+            try:
+                await self.app(scope, receive, self._breaking_send(kind, counting_send))
+            except _BrokenBody:
+                # Returning without completing the response makes the server close the
+                # connection: the client sees fewer bytes than Content-Length promised.
+                log.info("%s %s: %s fault, connection closed", scope["method"], scope["path"], kind)
+        else:
+            if kind == "slow":
+                await asyncio.sleep(float(rule.delay))
+            await self.app(scope, receive, counting_send)
+
+    @staticmethod
+    async def _answer(send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            *headers,
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _error(self, rule: FaultRule, send) -> None:
+        message = _REASONS[rule.kind]
+        body = json.dumps({"message": message, "errors": [{"message": message}]}).encode()
+        headers = []
+        if rule.kind == "429" and rule.retry_after is not None:
+            retry_after = rule.retry_after
+            value = str(int(retry_after)) if float(retry_after).is_integer() else str(retry_after)
+            headers.append((b"retry-after", value.encode()))
+        await self._answer(send, int(rule.kind), body, headers)
+
+    @staticmethod
+    def _breaking_send(kind: str, send):
+        """A ``send`` that lets part of the body through, then breaks the response.
+
+        ``drop`` lets the headers and half of the first body chunk through; ``truncate``
+        lets everything through except the last tenth of the declared length.
+        """
+        state = {"declared": None, "sent": 0}
+
+        async def breaking_send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                headers = dict(message.get("headers") or [])
+                declared = headers.get(b"content-length")
+                state["declared"] = int(declared) if declared is not None else None
+                await send(message)
+                return
+            if message["type"] != "http.response.body":
+                await send(message)
+                return
+            body = message.get("body", b"")
+            if kind == "drop":
+                await send({"type": "http.response.body", "body": body[: len(body) // 2],
+                            "more_body": True})  # fmt: skip
+                raise _BrokenBody
+            declared = state["declared"]
+            keep_total = (
+                declared - max(1, declared // 10) if declared else state["sent"] + len(body) // 2
+            )
+            room = keep_total - state["sent"]
+            if len(body) < room and message.get("more_body"):
+                state["sent"] += len(body)
+                await send(message)
+                return
+            part = body[: max(0, room)]
+            if part:
+                await send({"type": "http.response.body", "body": part, "more_body": True})
+            raise _BrokenBody
+
+        return breaking_send
