@@ -130,7 +130,7 @@ def _user_of_token(sandbox: Sandbox, token: str) -> int | None:
 
 
 def record_id(raw: str) -> int:
-    value = int(raw) if raw.isdigit() else 0
+    value = int(raw) if raw.isascii() and raw.isdigit() else 0
     if value < 1:
         raise ApiError(400, f"Invalid id {raw!r}", [{"message": "Invalid id", "property": "id"}])
     return value
