@@ -1,0 +1,105 @@
+"""Binary bodies read back with independent parsers: mutagen for MP3, dpkt for PCAP."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import dpkt
+import mutagen.mp3
+import pytest
+
+from tests.sandbox.sandbox_api import Api, records
+
+
+def _mp3(api: Api, path: str) -> tuple[bytes, mutagen.mp3.MPEGInfo]:
+    response = api.get(path)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "audio/mpeg"
+    assert int(response.headers["content-length"]) == len(response.content)
+    return response.content, mutagen.mp3.MP3(io.BytesIO(response.content)).info
+
+
+@pytest.mark.parametrize("position", [0, 1, -1])
+def test_monitor_mp3_is_size_bytes_of_about_its_duration(sandbox, api: Api, position):
+    monitor = records(sandbox, "monitors")[position]
+    content, info = _mp3(api, f"/monitors/{monitor['id']}.mp3")
+    assert len(content) == monitor["size"]
+    assert info.length == pytest.approx(monitor["duration"], rel=0.1, abs=1.0)
+
+
+def test_voicemessage_mp3_is_deterministic_audio(sandbox, api: Api):
+    message = records(sandbox, "voicemessages")[3]
+    first, info = _mp3(api, f"/voicemessages/{message['id']}.mp3")
+    again, _ = _mp3(api, f"/voicemessages/{message['id']}.mp3")
+    assert first == again
+    assert info.length == pytest.approx(message["duration"], rel=0.1, abs=1.0)
+
+
+def test_recordings_differ_from_one_another(sandbox, api: Api):
+    ids = [m["id"] for m in records(sandbox, "monitors")[:2]]
+    a, b = (api.get(f"/monitors/{i}.mp3").content for i in ids)
+    assert a != b
+
+
+def _sip_packets(content: bytes) -> list[tuple[dpkt.ip.IP, bytes]]:
+    packets = []
+    for _, frame in dpkt.pcap.Reader(io.BytesIO(content)):
+        ip = dpkt.ethernet.Ethernet(frame).data
+        assert isinstance(ip, dpkt.ip.IP) and isinstance(ip.data, dpkt.udp.UDP)
+        packets.append((ip, bytes(ip.data.data)))
+    return packets
+
+
+@pytest.mark.parametrize("resource", ["cdrs", "msdrs"])
+def test_pcap_is_the_calls_sip_dialogue(sandbox, api: Api, resource):
+    record = [r for r in records(sandbox, resource) if r["src"] and r["dst"]][5]
+    response = api.get(f"/{resource}/{record['id']}.pcap")
+    assert response.headers["content-type"] == "application/vnd.tcpdump.pcap"
+    packets = _sip_packets(response.content)
+    first_lines = [payload.split(b"\r\n", 1)[0].decode() for _, payload in packets]
+    assert [line.split()[0] for line in first_lines] == [
+        "INVITE", "SIP/2.0", "SIP/2.0", "SIP/2.0", "ACK", "BYE", "SIP/2.0",
+    ]  # fmt: skip
+    assert [line.split()[1] for line in first_lines if line.startswith("SIP/2.0")] == [
+        "100", "180", "200", "200",
+    ]  # fmt: skip
+    invite = dpkt.sip.Request(packets[0][1])
+    assert record["src"] in invite.headers["from"]
+    assert record["dst"] in invite.headers["to"]
+    assert invite.headers["call-id"] == record["call_id"]
+    assert all(dpkt.sip.Response(p).headers["call-id"] == record["call_id"]
+               for _, p in packets if p.startswith(b"SIP/2.0"))  # fmt: skip
+
+
+def test_trace_is_the_same_messages_as_text(sandbox, api: Api):
+    cdr = records(sandbox, "cdrs")[7]
+    response = api.get(f"/cdrs/{cdr['id']}.trace")
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert text.count("Call-ID: " + cdr["call_id"]) == 7
+    assert "INVITE sip:" + cdr["dst"] in text and "BYE sip:" in text
+
+
+def test_user_cdrs_csv_has_a_header_and_the_users_rows(sandbox, api: Api):
+    response = api.get("/users/1004/cdrs.csv")
+    assert response.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    expected = [c for c in records(sandbox, "cdrs") if c["user_id"] == 1004]
+    assert [int(r["id"]) for r in rows] == [c["id"] for c in expected]
+    assert list(rows[0]) == list(expected[0])
+    assert rows[0]["src"] == expected[0]["src"]
+
+
+def test_user_cdrs_csv_honours_the_filter(sandbox, api: Api):
+    expected = [c for c in records(sandbox, "cdrs") if c["user_id"] == 1004 and c["type"] == "M"]
+    response = api.get(
+        "/users/1004/cdrs.csv",
+        params={"filter": json.dumps([{"property": "type", "operator": "eq", "value": "M"}])},
+    )
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert [int(r["id"]) for r in rows] == [c["id"] for c in expected] and expected
+    bad = api.get("/users/1004/cdrs.csv", params={"filter": '[{"property": "x"}]'})
+    assert bad.status_code == 400
+    assert api.get("/users/99999/cdrs.csv").status_code == 404
