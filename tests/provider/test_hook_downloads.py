@@ -1,0 +1,125 @@
+"""Downloads: streamed, counted, hashed, checked against Content-Length and the record."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+
+import pytest
+from voipstudio_provider.endpoints import RESOURCES
+from voipstudio_provider.exceptions import VoIPstudioIncompleteDownloadError
+from voipstudio_provider.layout import parse_api_datetime
+
+MP3_PATHS = "/v1.1/voipstudio/monitors/*.mp3"
+
+
+class _OneWayStream(io.RawIOBase):
+    """A writable stream that cannot be rewound, like a pipe."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def write(self, chunk) -> int:
+        self.data += chunk
+        return len(chunk)
+
+
+@pytest.fixture
+def monitor(truth) -> dict:
+    return truth("monitors")[0]
+
+
+def test_monitor_download_matches_its_size(hook, monitor):
+    sink = io.BytesIO()
+    result = hook.download(
+        "download_monitor_mp3", monitor["id"], sink, expected_size=monitor["size"]
+    )
+    assert result.size == monitor["size"] == len(sink.getvalue())
+    assert result.sha256 == hashlib.sha256(sink.getvalue()).hexdigest()
+    assert result.content_type == "audio/mpeg"
+
+
+def test_a_body_of_several_chunks_is_hashed_whole(hook, sandbox):
+    size = 3 * 1024 * 1024 + 17
+    (monitor_id,) = sandbox.control(
+        "POST", "records/monitors", {"count": 1, "fields": {"size": size}}
+    )["ids"]
+    sink = io.BytesIO()
+    result = hook.download("download_monitor_mp3", monitor_id, sink, expected_size=size)
+    assert result.size == size == len(sink.getvalue())
+    assert result.sha256 == hashlib.sha256(sink.getvalue()).hexdigest()
+
+
+def test_size_mismatch_with_the_record_raises(hook, monitor, api_requests):
+    with pytest.raises(VoIPstudioIncompleteDownloadError) as raised:
+        hook.download(
+            "download_monitor_mp3", monitor["id"], io.BytesIO(), expected_size=monitor["size"] + 1
+        )
+    assert raised.value.received == monitor["size"]
+    assert raised.value.expected == monitor["size"] + 1
+    # The server sent all it announced: asking again would not help.
+    assert len(api_requests(".mp3")) == 1
+
+
+@pytest.mark.parametrize("kind", ["truncate", "drop"])
+def test_broken_body_into_a_seekable_file_is_retried(hook, monitor, set_faults, api_requests, kind):
+    clean = io.BytesIO()
+    hook.download("download_monitor_mp3", monitor["id"], clean)
+    set_faults({"path": MP3_PATHS, "kind": kind, "rate": 1, "times": 2})
+    sink = io.BytesIO(b"leftover bytes that must go")
+    sink.seek(0)
+    result = hook.download(
+        "download_monitor_mp3", monitor["id"], sink, expected_size=monitor["size"]
+    )
+    assert sink.getvalue() == clean.getvalue()
+    assert result.size == monitor["size"]
+    faults = [e["fault"] for e in api_requests(".mp3")]
+    assert faults[1:] == [kind, kind, None]
+
+
+def test_broken_body_into_a_one_way_stream_is_not_retried(hook, monitor, set_faults, api_requests):
+    set_faults({"path": MP3_PATHS, "kind": "truncate", "rate": 1})
+    with pytest.raises(VoIPstudioIncompleteDownloadError) as raised:
+        hook.download("download_monitor_mp3", monitor["id"], _OneWayStream())
+    assert raised.value.retryable is True  # a caller that can start over may try again
+    assert raised.value.received < monitor["size"]
+    assert len(api_requests(".mp3")) == 1
+
+
+def test_download_gives_up_after_max_attempts(make_hook, monitor, set_faults, api_requests):
+    set_faults({"path": MP3_PATHS, "kind": "drop", "rate": 1})
+    with pytest.raises(VoIPstudioIncompleteDownloadError):
+        make_hook(max_attempts=3).download("download_monitor_mp3", monitor["id"], io.BytesIO())
+    assert len(api_requests(".mp3")) == 3
+
+
+def test_server_error_before_the_body_is_retried_even_for_one_way_streams(
+    hook, monitor, set_faults, api_requests
+):
+    set_faults({"path": MP3_PATHS, "kind": "503", "rate": 1, "times": 1})
+    sink = _OneWayStream()
+    result = hook.download("download_monitor_mp3", monitor["id"], sink)
+    assert result.size == len(sink.data) == monitor["size"]
+    assert [e["status"] for e in api_requests(".mp3")] == [503, 200]
+
+
+def test_user_cdr_export_is_a_csv_of_that_users_cdrs(hook, truth):
+    cdrs = truth("cdrs")
+    user_id = cdrs[0]["user_id"]
+    mine = [c for c in cdrs if c["user_id"] == user_id]
+    days = sorted(parse_api_datetime(c["calldate"]) for c in mine)
+    since, until = days[1], days[-1]
+    sink = io.BytesIO()
+    result = hook.export_user_cdrs_csv(user_id, sink, since=since, until=until)
+    assert result.content_type == "text/csv"
+    rows = list(csv.reader(io.StringIO(sink.getvalue().decode())))
+    assert tuple(rows[0]) == RESOURCES["cdrs"].fields
+    expected = sorted(c["id"] for c in mine if since <= parse_api_datetime(c["calldate"]) < until)
+    assert sorted(int(r[0]) for r in rows[1:]) == expected

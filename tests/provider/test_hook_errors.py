@@ -1,0 +1,188 @@
+"""Error classes, the retry policy under the sandbox's faults, and the token kept secret."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from voipstudio_provider.exceptions import (
+    VoIPstudioAccessDeniedError,
+    VoIPstudioAuthenticationError,
+    VoIPstudioError,
+    VoIPstudioNotFoundError,
+    VoIPstudioRateLimitedError,
+    VoIPstudioServerError,
+    VoIPstudioValidationError,
+)
+
+CDRS = "/v1.1/voipstudio/cdrs"
+PING = "/v1.1/voipstudio/ping"
+
+
+def _retry_warnings(capfd) -> list[str]:
+    """The hook's retry warnings (Airflow's structured logger writes them to the output)."""
+    out, err = capfd.readouterr()
+    return [line for line in (out + err).splitlines() if "warning" in line and "retrying" in line]
+
+
+# -- errors that are not retried ------------------------------------------------------
+
+
+def test_bad_token_is_an_authentication_error_tried_once(make_hook, api_requests, sandbox):
+    bad = "sandbox-token-not-valid"
+    with pytest.raises(VoIPstudioAuthenticationError) as raised:
+        make_hook(token=bad).list_page("cdrs")
+    error = raised.value
+    assert error.status_code == 401 and error.retryable is False
+    assert "authentication failed: check the API token" in str(error)
+    assert bad not in str(error) and bad not in repr(error) and bad not in (error.api_message or "")
+    assert len(api_requests("/cdrs")) == 1
+
+
+def test_other_users_record_is_access_denied(make_hook, users, truth, sandbox, api_requests):
+    _, user = users
+    foreign = next(m for m in truth("monitors") if m["user_id"] != user["id"])
+    own = next(m for m in truth("monitors") if m["user_id"] == user["id"])
+    user_hook = make_hook(token=f"{sandbox.token}-user-{user['id']}")
+    assert user_hook.get_record("monitors", own["id"])["id"] == own["id"]
+    with pytest.raises(VoIPstudioAccessDeniedError) as raised:
+        user_hook.get_record("monitors", foreign["id"])
+    assert raised.value.status_code == 403 and not raised.value.retryable
+    assert f"GET /monitors/{foreign['id']} answered 403" in str(raised.value)
+    assert len(api_requests(f"/monitors/{foreign['id']}")) == 1
+
+
+def test_unknown_record_is_not_found(hook, api_requests):
+    with pytest.raises(VoIPstudioNotFoundError) as raised:
+        hook.get_record("cdrs", 987654321)
+    assert raised.value.status_code == 404
+    assert len(api_requests("/cdrs/987654321")) == 1
+
+
+def test_validation_error_keeps_the_field_messages(hook, truth, api_requests):
+    voicemessage_id = truth("voicemessages")[0]["id"]
+    with pytest.raises(VoIPstudioValidationError) as raised:
+        hook.update_records("voicemessages", [{"id": voicemessage_id, "folder": "Trash"}])
+    error = raised.value
+    assert error.status_code == 400 and not error.retryable
+    assert error.errors and error.errors[0]["message"]
+    assert error.api_message == error.errors[0]["message"]
+    assert error.api_message in str(error)
+    assert len(api_requests("/voicemessages", method="PATCH")) == 1
+
+
+def test_unknown_filter_field_is_a_validation_error(hook):
+    with pytest.raises(VoIPstudioValidationError) as raised:
+        hook.list_page(
+            "cdrs", filters=[{"property": "no_such_field", "operator": "eq", "value": 1}]
+        )
+    assert raised.value.status_code == 400
+
+
+def test_filters_the_api_rejects_are_refused_before_sending(hook, api_requests):
+    with pytest.raises(ValueError, match="between"):
+        hook.list_page("cdrs", filters=[{"property": "id", "operator": "between", "value": 1}])
+    with pytest.raises(ValueError, match="property, operator and value"):
+        hook.list_page("cdrs", filters=[{"property": "id", "value": 1}])
+    assert api_requests() == []
+
+
+# -- retried errors ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["500", "502", "503"])
+def test_server_errors_are_retried(hook, set_faults, api_requests, capfd, kind):
+    set_faults({"path": CDRS, "methods": ["GET"], "kind": kind, "rate": 1, "times": 2})
+    rows, total = hook.list_page("cdrs", limit=3)
+    assert len(rows) == 3 and total > 3
+    statuses = [e["status"] for e in api_requests("/cdrs")]
+    assert statuses == [int(kind), int(kind), 200]
+    warnings = _retry_warnings(capfd)
+    assert len(warnings) == 2
+    assert "attempt 1 of 5" in warnings[0] and f"answered {kind}" in warnings[0]
+
+
+def test_server_errors_give_up_after_max_attempts(make_hook, set_faults, api_requests):
+    set_faults({"path": CDRS, "methods": ["GET"], "kind": "503", "rate": 1})
+    with pytest.raises(VoIPstudioServerError) as raised:
+        make_hook(max_attempts=3).list_page("cdrs")
+    assert raised.value.status_code == 503 and raised.value.retryable
+    assert len(api_requests("/cdrs")) == 3
+
+
+def test_rate_limit_is_retried(hook, set_faults, api_requests, capfd):
+    set_faults({"path": PING, "kind": "429", "rate": 1, "retry_after": 1, "times": 2})
+    assert hook.ping() == {"response": "Pong"}
+    assert [e["status"] for e in api_requests("/ping")] == [429, 429, 200]
+    # Retry-After says 1 s; the hook under test caps it at 0.05 s.
+    assert all("retrying in 0.05 s" in w for w in _retry_warnings(capfd))
+
+
+def test_rate_limit_error_carries_retry_after(make_hook, set_faults, api_requests):
+    set_faults({"path": PING, "kind": "429", "rate": 1, "retry_after": 1})
+    hook = make_hook(max_attempts=2, retry_after_cap=0.2)
+    with pytest.raises(VoIPstudioRateLimitedError) as raised:
+        hook.ping()
+    assert raised.value.retry_after == 0.2
+    assert raised.value.status_code == 429
+    assert len(api_requests("/ping")) == 2
+
+
+@pytest.mark.parametrize("kind", ["drop", "truncate", "malformed"])
+def test_broken_json_answers_are_retried(hook, set_faults, api_requests, truth, kind):
+    set_faults({"path": CDRS, "methods": ["GET"], "kind": kind, "rate": 1, "times": 1})
+    rows, _ = hook.list_page("cdrs", limit=10, sort="id", direction="ASC")
+    assert [r["id"] for r in rows] == [r["id"] for r in truth("cdrs")[:10]]
+    log = api_requests("/cdrs")
+    assert len(log) == 2 and log[0]["fault"] == kind
+
+
+def test_malformed_json_is_a_retryable_error(make_hook, set_faults):
+    set_faults({"path": PING, "kind": "malformed", "rate": 1})
+    with pytest.raises(VoIPstudioError) as raised:
+        make_hook(max_attempts=1).ping()
+    assert raised.value.retryable is True
+    assert "malformed JSON" in str(raised.value)
+
+
+def test_slow_answer_times_out_and_is_retried(make_hook, set_faults, capfd):
+    set_faults({"path": PING, "kind": "slow", "delay": 1.5, "rate": 1, "times": 1})
+    hook = make_hook(timeout=(2, 0.3))
+    assert hook.ping() == {"response": "Pong"}
+    (warning,) = _retry_warnings(capfd)
+    assert "timed out" in warning
+
+
+# -- the token stays secret -------------------------------------------------------------
+
+
+def test_token_never_logged_or_raised(make_hook, set_faults, sandbox, caplog, capfd, users):
+    root, _ = users
+    caplog.set_level(logging.DEBUG)
+    set_faults(
+        {"path": CDRS, "methods": ["GET"], "kind": "500", "rate": 1, "times": 2},
+        {"path": PING, "kind": "429", "rate": 1, "retry_after": 1, "times": 1},
+    )
+    texts = []
+    for hook in (make_hook(), make_hook(login=root["id"], conn_id="voipstudio_basic")):
+        hook.list_page("cdrs", limit=2)
+        hook.ping()
+        for failing in (
+            lambda h=hook: h.get_record("cdrs", 987654321),
+            lambda h=hook: h.call("me", id=1),
+        ):
+            try:
+                failing()
+            except (VoIPstudioError, ValueError) as error:
+                texts += [str(error), repr(error), str(getattr(error, "api_message", ""))]
+    with pytest.raises(VoIPstudioAuthenticationError) as raised:
+        make_hook(token="sandbox-token-typo", conn_id="voipstudio_typo").ping()
+    texts += [str(raised.value), repr(raised.value)]
+
+    out, err = capfd.readouterr()
+    assert "retrying" in out + err, "the scenario should have retried"
+    logged = [r.getMessage() for r in caplog.records] + texts + [out, err]
+    for secret in (sandbox.token, "sandbox-token-typo"):
+        assert not [line for line in logged if secret in line]
+    for entry in sandbox.control("GET", "requests")["data"]:
+        assert sandbox.token not in entry["path"] + str(entry["query"])

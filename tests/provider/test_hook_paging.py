@@ -1,0 +1,115 @@
+"""Walking collections: keyset paging that neither skips nor repeats, date windows, counts."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from urllib.parse import parse_qs
+
+import pytest
+from voipstudio_provider.endpoints import MAX_PAGE_SIZE, Filter
+from voipstudio_provider.layout import parse_api_datetime
+
+
+def _query(entry) -> dict:
+    query = entry["query"]
+    if isinstance(query, str):
+        return {k: v[0] for k, v in parse_qs(query).items()}
+    return query
+
+
+def test_walk_yields_every_record_once_in_id_order(hook, truth, api_requests):
+    expected = [r["id"] for r in truth("cdrs")]
+    walked = [r["id"] for r in hook.iter_records("cdrs", page_size=50)]
+    assert walked == expected
+    pages = api_requests("/cdrs")
+    assert len(pages) == len(expected) // 50 + 1
+    first, second = _query(pages[0]), _query(pages[1])
+    assert first["sort"] == "id" and first["dir"] == "ASC" and first["limit"] == "50"
+    assert json.loads(second["filter"]) == [
+        {"property": "id", "operator": "gt", "value": expected[49]}
+    ]
+
+
+def test_walk_survives_rows_added_and_deleted_between_pages(hook, make_hook, sandbox, truth):
+    before = [r["id"] for r in truth("monitors")]
+    other = make_hook(conn_id="voipstudio_other")
+    seen: list[int] = []
+    deleted_ahead: list[int] = []
+    added: list[int] = []
+    for monitor in hook.iter_records("monitors", page_size=10):
+        seen.append(monitor["id"])
+        if len(seen) == 10:  # between the first and second page
+            deleted_behind = seen[:3]
+            deleted_ahead = before[15:18]
+            other.delete_records("monitors", deleted_behind + deleted_ahead)
+            added = sandbox.control("POST", "records/monitors", {"count": 4})["ids"]
+    assert len(seen) == len(set(seen)), "a record came twice"
+    assert seen == sorted(seen)
+    assert not set(seen) & set(deleted_ahead)
+    assert set(added) <= set(seen)
+    assert set(before) - set(deleted_ahead) <= set(seen)
+
+
+def test_since_inclusive_until_exclusive_on_the_date_field(hook, truth):
+    cdrs = truth("cdrs")
+    days = sorted(parse_api_datetime(c["calldate"]) for c in cdrs)
+    since, until = days[len(days) // 4], days[len(days) // 2]
+    expected = sorted(c["id"] for c in cdrs if since <= parse_api_datetime(c["calldate"]) < until)
+    walked = [r["id"] for r in hook.iter_records("cdrs", since=since, until=until, page_size=40)]
+    assert walked == expected
+    assert any(parse_api_datetime(c["calldate"]) == since for c in cdrs if c["id"] in walked)
+    assert hook.count("cdrs", since=since, until=until) == len(expected)
+
+
+def test_since_in_another_timezone_means_the_same_instant(hook, truth):
+    monitors = truth("monitors")
+    since = parse_api_datetime(monitors[len(monitors) // 2]["timestamp"])
+    paris = since.astimezone(dt.timezone(dt.timedelta(hours=2)))
+    assert [r["id"] for r in hook.iter_records("monitors", since=paris)] == [
+        r["id"] for r in hook.iter_records("monitors", since=since)
+    ]
+
+
+def test_naive_datetimes_are_refused(hook):
+    with pytest.raises(ValueError, match="timezone-aware"):
+        list(hook.iter_records("cdrs", since=dt.datetime(2024, 1, 1)))
+
+
+def test_filters_combine_with_the_walk(hook, truth):
+    cdrs = truth("cdrs")
+    user_id = cdrs[0]["user_id"]
+    expected = [c["id"] for c in cdrs if c["user_id"] == user_id and c["type"] == "I"]
+    walked = hook.iter_records(
+        "cdrs",
+        filters=[
+            Filter("user_id", "eq", user_id),
+            {"property": "type", "operator": "eq", "value": "I"},
+        ],
+        page_size=7,
+    )
+    assert [r["id"] for r in walked] == expected
+
+
+def test_count_matches_the_truth(hook, truth):
+    assert hook.count("voicemessages") == len(truth("voicemessages"))
+    assert hook.count("chatmsgs", filters=[Filter("id", "lte", 10)]) == len(
+        [m for m in truth("chatmsgs") if m["id"] <= 10]
+    )
+
+
+def test_page_size_comes_from_the_connection_and_is_capped(make_hook, api_requests):
+    hook = make_hook(extra={"page_size": 7})
+    next(iter(hook.iter_records("chats")))
+    assert _query(api_requests("/chats")[0])["limit"] == "7"
+    hook.list_page("chats", limit=MAX_PAGE_SIZE * 3)
+    assert _query(api_requests("/chats")[-1])["limit"] == str(MAX_PAGE_SIZE)
+
+
+def test_list_page_pages_and_sorts(hook, truth):
+    ids = [r["id"] for r in truth("chats")]
+    page_two, total = hook.list_page("chats", page=2, limit=5, sort="id", direction="asc")
+    assert total == len(ids)
+    assert [r["id"] for r in page_two] == ids[5:10]
+    newest, _ = hook.list_page("chats", limit=3)
+    assert [r["id"] for r in newest] == ids[::-1][:3]
