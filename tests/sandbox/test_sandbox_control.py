@@ -1,0 +1,162 @@
+"""The control API: records added mid-run, faults as a client sees them, the request log."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+
+import pytest
+import requests
+
+from tests.sandbox.sandbox_api import Api, records
+
+MONITORS = "/v1.1/voipstudio/monitors/*"
+
+
+def _faults(sandbox, *rules: dict, seed: int = 7) -> None:
+    sandbox.control("PUT", "faults", {"seed": seed, "rules": list(rules)})
+
+
+def test_health_and_stats(sandbox):
+    assert sandbox.control("GET", "health") == {"status": "ok"}
+    stats = sandbox.control("GET", "stats")
+    assert stats["cdrs"] == len(records(sandbox, "cdrs")) > 0
+    assert stats["monitors"] == len(records(sandbox, "monitors")) > 0
+
+
+def test_added_calls_with_recordings_are_linked(sandbox, api: Api):
+    answer = sandbox.control("POST", "records/cdrs", {"count": 3, "with_recording": True})
+    assert len(answer["ids"]) == 3
+    cdrs = {c["id"]: c for c in records(sandbox, "cdrs")}
+    monitors = {m["id"]: m for m in records(sandbox, "monitors")}
+    for cdr_id, monitor_id in zip(answer["ids"], answer["monitors"], strict=True):
+        cdr, monitor = cdrs[cdr_id], monitors[monitor_id]
+        assert monitor["live_id"] == cdr["live_id"]
+        assert (monitor["caller"], monitor["called"]) == (cdr["src"], cdr["dst"])
+        assert monitor["timestamp"] == cdr["calldate"]
+        assert api.get(f"/monitors/{monitor_id}.mp3").headers["content-length"] == str(
+            monitor["size"]
+        )
+    assert len(answer["msdrs"]) == 3
+
+
+def test_added_records_take_field_overrides(sandbox, api: Api):
+    answer = sandbox.control("POST", "records/monitors", {"fields": {"size": 12345}})
+    (monitor_id,) = answer["ids"]
+    assert len(api.get(f"/monitors/{monitor_id}.mp3").content) == 12345
+    with pytest.raises(urllib.error.HTTPError) as error:
+        sandbox.control("POST", "records/monitors", {"fields": {"colour": "red"}})
+    assert error.value.code == 400
+
+
+def test_keyset_paging_sees_calls_arriving_mid_run(sandbox, api: Api):
+    seen, last_id = [], 0
+    while True:
+        page = api.page(
+            "/cdrs",
+            filter=[{"property": "id", "operator": "gt", "value": last_id}],
+            sort="id",
+            dir="ASC",
+            limit=100,
+        )["data"]
+        if not page:
+            break
+        if not seen:
+            sandbox.control("POST", "records/cdrs", {"count": 5})
+        seen.extend(c["id"] for c in page)
+        last_id = page[-1]["id"]
+    assert seen == [c["id"] for c in records(sandbox, "cdrs")]
+
+
+def test_offset_paging_repeats_rows_when_calls_arrive(sandbox, api: Api):
+    first = api.page("/cdrs", page=1, limit=50)["data"]
+    sandbox.control("POST", "records/cdrs", {"count": 5})
+    second = api.page("/cdrs", page=2, limit=50)["data"]
+    assert {c["id"] for c in first} & {c["id"] for c in second}
+
+
+def test_reset_returns_to_the_seeded_state(sandbox):
+    before = records(sandbox, "cdrs")
+    sandbox.control("POST", "records/cdrs", {"count": 2})
+    _faults(sandbox, {"path": "*", "kind": "500"})
+    sandbox.control("POST", "reset")
+    assert records(sandbox, "cdrs") == before
+    assert sandbox.control("GET", "faults")["rules"] == []
+    assert sandbox.control("GET", "requests")["data"] == []
+
+
+@pytest.mark.parametrize("kind", ["429", "500", "502", "503"])
+def test_error_faults(sandbox, api: Api, kind):
+    _faults(sandbox, {"path": MONITORS, "kind": kind, "retry_after": 2, "times": 1})
+    response = api.get("/monitors/1")
+    assert response.status_code == int(kind)
+    assert response.json()["errors"][0]["message"]
+    if kind == "429":
+        assert response.headers["retry-after"] == "2"
+    assert api.get("/monitors/1").status_code == 200, "times=1: the second request passes"
+    assert sandbox.control("GET", "faults")["rules"][0]["hits"] == 1
+
+
+def test_slow_fault_answers_normally(sandbox, api: Api):
+    _faults(sandbox, {"path": MONITORS, "kind": "slow", "delay": 0.2})
+    assert api.get("/monitors/1").json()["data"]["id"] == 1
+    assert sandbox.control("GET", "requests")["data"][-1]["fault"] == "slow"
+
+
+@pytest.mark.parametrize("kind", ["drop", "truncate"])
+def test_broken_bodies_are_seen_by_requests(sandbox, api: Api, kind):
+    monitor = records(sandbox, "monitors")[0]
+    _faults(sandbox, {"path": MONITORS, "methods": ["GET"], "kind": kind})
+    with pytest.raises((requests.exceptions.ChunkedEncodingError, requests.ConnectionError)):
+        api.get(f"/monitors/{monitor['id']}.mp3").content  # noqa: B018
+    entry = sandbox.control("GET", "requests")["data"][-1]
+    assert entry["fault"] == kind and entry["status"] == 200
+    assert 0 <= entry["bytes"] < monitor["size"]
+
+
+def test_malformed_fault_sends_broken_json_with_200(sandbox, api: Api):
+    _faults(sandbox, {"path": "/v1.1/voipstudio/cdrs", "kind": "malformed"})
+    response = api.get("/cdrs")
+    assert response.status_code == 200
+    with pytest.raises(ValueError):
+        json.loads(response.text)
+
+
+def test_fault_rate_is_deterministic_for_a_seed(sandbox, api: Api):
+    def pattern() -> list[int]:
+        _faults(sandbox, {"path": MONITORS, "kind": "503", "rate": 0.5}, seed=11)
+        return [api.get("/monitors/1").status_code for _ in range(30)]
+
+    first, second = pattern(), pattern()
+    assert first == second
+    assert 0 < first.count(503) < 30
+
+
+def test_methods_limit_a_fault(sandbox, api: Api):
+    _faults(sandbox, {"path": MONITORS, "methods": ["DELETE"], "kind": "500"})
+    assert api.get("/monitors/1").status_code == 200
+    assert api.request("DELETE", "/monitors/1").status_code == 500
+    assert 1 in {m["id"] for m in records(sandbox, "monitors")}
+
+
+def test_bad_fault_rules_are_refused(sandbox):
+    with pytest.raises(urllib.error.HTTPError) as error:
+        _faults(sandbox, {"path": "*", "kind": "explode"})
+    assert error.value.code == 400
+
+
+def test_request_log_counts_requests_and_bytes(sandbox, api: Api):
+    monitor = records(sandbox, "monitors")[1]
+    api.get("/cdrs", params={"limit": 3})
+    api.get(f"/monitors/{monitor['id']}.mp3")
+    api.get("/monitors/99999999")
+    log = sandbox.control("GET", "requests")["data"]
+    assert [(e["method"], e["path"], e["status"]) for e in log] == [
+        ("GET", "/v1.1/voipstudio/cdrs", 200),
+        ("GET", f"/v1.1/voipstudio/monitors/{monitor['id']}.mp3", 200),
+        ("GET", "/v1.1/voipstudio/monitors/99999999", 404),
+    ]
+    assert log[0]["query"] == "limit=3"
+    assert log[1]["bytes"] == monitor["size"]
+    sandbox.control("DELETE", "requests")
+    assert sandbox.control("GET", "requests")["data"] == []
