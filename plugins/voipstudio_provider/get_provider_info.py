@@ -27,6 +27,19 @@ def get_provider_info() -> dict[str, Any]:
                 "tags": ["service"],
             }
         ],
+        "operators": [
+            {
+                "integration-name": INTEGRATION,
+                "python-modules": ["voipstudio_provider.operators.voipstudio"],
+            }
+        ],
+        "transfers": [
+            {
+                "source-integration-name": INTEGRATION,
+                "target-integration-name": "Amazon Simple Storage Service (S3)",
+                "python-module": "voipstudio_provider.transfers.voipstudio_to_s3",
+            }
+        ],
         "hooks": [
             {
                 "integration-name": INTEGRATION,

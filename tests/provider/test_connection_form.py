@@ -19,10 +19,11 @@ def test_provider_info_declares_the_connection_type():
 
 def test_providers_manager_knows_the_voipstudio_form():
     from airflow.providers_manager import ProvidersManager
+    from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime
 
     manager = ProvidersManager()
     assert "airflow-provider-voipstudio" in manager.providers
-    hook_info = manager.hooks["voipstudio"]
+    hook_info = ProvidersManagerTaskRuntime().hooks["voipstudio"]
     assert hook_info is not None
     assert hook_info.hook_class_name == "voipstudio_provider.hooks.voipstudio.VoIPstudioHook"
     assert hook_info.connection_id_attribute_name == "voipstudio_conn_id"
