@@ -1,0 +1,323 @@
+"""Archiving binaries from the sandbox into SeaweedFS, and verifying what is there."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import hashlib
+import json
+import urllib.request
+import uuid
+
+import pytest
+from voipstudio_provider.archive import (
+    ArchiveTarget,
+    archive_batch,
+    archive_record,
+    summarize,
+    verify_archive,
+)
+from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
+from voipstudio_provider.layout import ARCHIVE_KINDS, archive_key, sidecar_key
+
+MONITORS = ARCHIVE_KINDS["monitors"]
+MP3_PATHS = "/v1.1/voipstudio/monitors/*.mp3"
+MIB = 1024 * 1024
+
+
+@pytest.fixture
+def voip_hook(sandbox, monkeypatch):
+    """A hook on the sandbox whose retries wait milliseconds."""
+    monkeypatch.setenv("AIRFLOW_CONN_VOIPSTUDIO_DEFAULT", sandbox.airflow_conn_json())
+    hook = VoIPstudioHook("voipstudio_default", backoff_base=0.01, backoff_cap=0.05)
+    yield hook
+    hook.close()
+
+
+@pytest.fixture
+def s3(seaweed):
+    return seaweed.client()
+
+
+@pytest.fixture(scope="module")
+def bucket(seaweed) -> str:
+    """One bucket for the module (SeaweedFS gives every bucket volumes of its own)."""
+    name = f"archive-{uuid.uuid4().hex[:12]}"
+    seaweed.client().create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def target(bucket) -> ArchiveTarget:
+    """A prefix of its own for each test."""
+    return ArchiveTarget(bucket=bucket, prefix=f"archive-{uuid.uuid4().hex[:8]}")
+
+
+def stored_keys(s3, target: ArchiveTarget) -> list[str]:
+    listing = s3.list_objects_v2(Bucket=target.bucket, Prefix=target.prefix + "/")
+    return [o["Key"] for o in listing.get("Contents", [])]
+
+
+def truth(sandbox, resource: str) -> list[dict]:
+    return sandbox.control("GET", f"records/{resource}")["data"]
+
+
+def sandbox_bytes(sandbox, kind, record_id: int) -> bytes:
+    """The body the API serves, fetched without the provider."""
+    path = kind.endpoint.path.replace("{id}", str(record_id))
+    request = urllib.request.Request(
+        sandbox.base_url + path, headers={"X-Auth-Token": sandbox.token}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return response.read()
+
+
+def requests_to(sandbox, suffix: str) -> list[dict]:
+    return [e for e in sandbox.control("GET", "requests")["data"] if e["path"].endswith(suffix)]
+
+
+def set_faults(sandbox, *rules: dict) -> None:
+    sandbox.control("PUT", "faults", {"seed": 7, "rules": list(rules)})
+
+
+def no_multipart_uploads(s3, target: ArchiveTarget) -> bool:
+    listing = s3.list_multipart_uploads(Bucket=target.bucket, Prefix=target.prefix + "/")
+    return not listing.get("Uploads")
+
+
+def small_monitors(sandbox, count: int) -> list[dict]:
+    monitors = sorted(truth(sandbox, "monitors"), key=lambda m: m["size"])
+    assert len(monitors) >= count, "the seeded sandbox has too few monitors"
+    return monitors[:count]
+
+
+def test_monitor_is_archived_with_sha256_metadata_and_sidecar(sandbox, voip_hook, s3, target):
+    monitor = small_monitors(sandbox, 1)[0]
+
+    outcome = archive_record(voip_hook, s3, MONITORS, monitor, target)
+
+    expected = sandbox_bytes(sandbox, MONITORS, monitor["id"])
+    key = archive_key(target.prefix, MONITORS, monitor)
+    assert (outcome.status, outcome.key, outcome.error) == ("archived", key, None)
+    stored = s3.get_object(Bucket=target.bucket, Key=key)
+    body = stored["Body"].read()
+    assert body == expected and len(body) == monitor["size"] == outcome.size
+    assert stored["Metadata"]["sha256"] == hashlib.sha256(expected).hexdigest() == outcome.sha256
+    assert stored["Metadata"]["size"] == str(len(expected))
+    assert stored["ContentType"] == "audio/mpeg"
+
+    sidecar_object = s3.get_object(
+        Bucket=target.bucket, Key=sidecar_key(target.prefix, MONITORS, monitor)
+    )
+    assert sidecar_object["ContentType"] == "application/json"
+    sidecar = json.loads(sidecar_object["Body"].read())
+    assert {k: sidecar[k] for k in monitor} == monitor
+    assert sidecar["sha256"] == outcome.sha256 and sidecar["size"] == len(expected)
+    archived_at = dt.datetime.fromisoformat(sidecar["archived_at"])
+    assert archived_at.utcoffset() == dt.timedelta(0)
+    assert verify_archive(s3, MONITORS, monitor, target).reason == "verified"
+
+
+@pytest.mark.parametrize("kind_name", sorted(ARCHIVE_KINDS))
+def test_every_kind_lands_at_its_layout_key(sandbox, voip_hook, s3, target, kind_name):
+    kind = ARCHIVE_KINDS[kind_name]
+    record = truth(sandbox, kind.resource)[0]
+
+    outcome = archive_record(voip_hook, s3, kind, record, target)
+
+    assert outcome.status == "archived", outcome.error
+    assert outcome.key == archive_key(target.prefix, kind, record)
+    assert outcome.key.endswith(f"/{record['id']}.{kind.endpoint.suffix}")
+    stored = s3.get_object(Bucket=target.bucket, Key=outcome.key)
+    body = stored["Body"].read()
+    assert body == sandbox_bytes(sandbox, kind, record["id"])
+    assert stored["Metadata"]["sha256"] == hashlib.sha256(body).hexdigest()
+    assert stored["ContentType"] == kind.content_type
+    assert len(stored_keys(s3, target)) == (2 if kind.sidecar else 1)
+
+
+def test_rerun_skips_verified_records_without_downloading(sandbox, voip_hook, s3, target):
+    monitors = small_monitors(sandbox, 3)
+    first = archive_batch(voip_hook, s3, MONITORS, monitors, target, max_streams=2)
+    assert [o.status for o in first] == ["archived"] * 3
+    sandbox.control("DELETE", "requests")
+
+    again = archive_batch(voip_hook, s3, MONITORS, monitors, target, max_streams=2)
+
+    assert [o.status for o in again] == ["skipped"] * 3
+    assert [o.sha256 for o in again] == [o.sha256 for o in first]
+    assert requests_to(sandbox, ".mp3") == []
+
+
+@pytest.mark.parametrize("fault", ["truncate", "drop"])
+def test_broken_bodies_are_downloaded_again_until_complete(sandbox, voip_hook, s3, target, fault):
+    monitor = small_monitors(sandbox, 1)[0]
+    set_faults(
+        sandbox, {"path": MP3_PATHS, "methods": ["GET"], "kind": fault, "rate": 1, "times": 2}
+    )
+
+    outcome = archive_record(voip_hook, s3, MONITORS, monitor, target)
+
+    assert outcome.status == "archived", outcome.error
+    body = s3.get_object(Bucket=target.bucket, Key=outcome.key)["Body"].read()
+    assert body == sandbox_bytes(sandbox, MONITORS, monitor["id"])
+    tries = requests_to(sandbox, f"/{monitor['id']}.mp3")
+    assert [t["fault"] for t in tries[:3]] == [fault, fault, None]
+
+
+def test_a_body_that_never_arrives_whole_fails_and_stores_nothing(sandbox, voip_hook, s3, target):
+    monitor = small_monitors(sandbox, 1)[0]
+    set_faults(sandbox, {"path": MP3_PATHS, "methods": ["GET"], "kind": "truncate", "rate": 1})
+
+    outcome = archive_record(voip_hook, s3, MONITORS, monitor, target)
+
+    assert outcome.status == "failed"
+    assert outcome.error.startswith("download: VoIPstudioIncompleteDownloadError")
+    assert sandbox.token not in outcome.error
+    assert stored_keys(s3, target) == []
+    assert no_multipart_uploads(s3, target)
+    assert verify_archive(s3, MONITORS, monitor, target).reason == "missing"
+
+
+def test_large_bodies_go_up_in_checked_parts(sandbox, voip_hook, s3, target):
+    size = 6 * MIB + 123
+    (new_id,) = sandbox.control("POST", "records/monitors", {"count": 1, "fields": {"size": size}})[
+        "ids"
+    ]
+    monitor = next(m for m in truth(sandbox, "monitors") if m["id"] == new_id)
+    target = ArchiveTarget(bucket=target.bucket, prefix=target.prefix, chunk_size=5 * MIB)
+
+    outcome = archive_record(voip_hook, s3, MONITORS, monitor, target)
+
+    assert outcome.status == "archived", outcome.error
+    head = s3.head_object(Bucket=target.bucket, Key=outcome.key, ChecksumMode="ENABLED")
+    assert head["ContentLength"] == size
+    assert head["ChecksumSHA256"].endswith("-2")  # S3 checked each of the two parts
+    body = s3.get_object(Bucket=target.bucket, Key=outcome.key)["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == head["Metadata"]["sha256"] == outcome.sha256
+    assert no_multipart_uploads(s3, target)
+
+
+def test_a_refused_multipart_upload_leaves_no_object_and_no_parts(sandbox, voip_hook, s3, target):
+    (new_id,) = sandbox.control(
+        "POST", "records/monitors", {"count": 1, "fields": {"size": 6 * MIB}}
+    )["ids"]
+    monitor = next(m for m in truth(sandbox, "monitors") if m["id"] == new_id)
+    # Object Lock on a bucket without it: the server refuses the upload.
+    locked = ArchiveTarget(
+        bucket=target.bucket,
+        prefix=target.prefix,
+        object_lock_mode="GOVERNANCE",
+        object_lock_days=1,
+        chunk_size=5 * MIB,
+    )
+
+    outcome = archive_record(voip_hook, s3, MONITORS, monitor, locked)
+
+    assert outcome.status == "failed"
+    assert outcome.error.startswith("upload: ")
+    assert stored_keys(s3, target) == []
+    assert no_multipart_uploads(s3, target)
+
+
+def test_verification_names_what_is_wrong(sandbox, voip_hook, s3, target):
+    monitor = small_monitors(sandbox, 1)[0]
+    assert verify_archive(s3, MONITORS, monitor, target).reason == "missing"
+    archived = archive_record(voip_hook, s3, MONITORS, monitor, target)
+    key, side = archived.key, sidecar_key(target.prefix, MONITORS, monitor)
+    body = s3.get_object(Bucket=target.bucket, Key=key)["Body"].read()
+    sidecar = json.loads(s3.get_object(Bucket=target.bucket, Key=side)["Body"].read())
+    good = verify_archive(s3, MONITORS, monitor, target)
+    assert (good.ok, good.reason, good.size, good.sha256) == (
+        True, "verified", len(body), archived.sha256,
+    )  # fmt: skip
+
+    def put(data: bytes, **metadata: str) -> None:
+        s3.put_object(Bucket=target.bucket, Key=key, Body=data, Metadata=metadata)
+
+    def reason() -> str:
+        verification = verify_archive(s3, MONITORS, monitor, target)
+        assert not verification.ok
+        return verification.reason
+
+    put(body[:-100], sha256=archived.sha256)
+    assert reason() == f"size {len(body) - 100} != record size {monitor['size']}"
+    put(body)
+    assert reason() == "no sha256 metadata"
+    put(body, sha256="0" * 64)
+    assert reason() == "sha256 metadata differs from sidecar"
+    put(body, sha256=archived.sha256)
+    s3.put_object(Bucket=target.bucket, Key=side, Body=json.dumps({**sidecar, "size": 1}))
+    assert reason() == f"size {len(body)} != sidecar size 1"
+    s3.put_object(Bucket=target.bucket, Key=side, Body=b"{not json")
+    assert reason() == "sidecar is not valid JSON"
+    s3.delete_object(Bucket=target.bucket, Key=side)
+    assert reason() == "sidecar missing"
+
+    repaired = archive_record(voip_hook, s3, MONITORS, monitor, target)
+    assert repaired.status == "archived"
+    assert verify_archive(s3, MONITORS, monitor, target).ok
+
+
+def test_record_whose_size_disagrees_with_the_body_is_not_archived(sandbox, voip_hook, s3, target):
+    monitor = copy.deepcopy(small_monitors(sandbox, 1)[0])
+    monitor["size"] += 1
+
+    outcome = archive_record(voip_hook, s3, MONITORS, monitor, target)
+
+    assert outcome.status == "failed"
+    assert f"the record's size is {monitor['size']}" in outcome.error
+    assert stored_keys(s3, target) == []
+
+
+def test_batch_keeps_order_and_goes_on_after_a_failure(sandbox, voip_hook, s3, target):
+    monitors = small_monitors(sandbox, 5)
+    ghost = {**monitors[0], "id": 987654321}
+    records = monitors[:2] + [ghost] + monitors[2:]
+
+    outcomes = archive_batch(voip_hook, s3, MONITORS, records, target, max_streams=3)
+
+    assert [o.record_id for o in outcomes] == [r["id"] for r in records]
+    assert [o.status for o in outcomes] == ["archived"] * 2 + ["failed"] + ["archived"] * 3
+    assert "VoIPstudioNotFoundError" in outcomes[2].error
+    summary = summarize(outcomes)
+    assert summary["archived"] == 5 and summary["failed_ids"] == [987654321]
+    assert summary["bytes"] == sum(m["size"] for m in monitors)
+    assert len(stored_keys(s3, target)) == 10  # five binaries and their sidecars
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"sse": "DES"},
+        {"kms_key_id": "key"},
+        {"object_lock_mode": "GOVERNANCE"},
+        {"object_lock_mode": "FOREVER", "object_lock_days": 1},
+        {"object_lock_mode": "COMPLIANCE", "object_lock_days": 0},
+        {"chunk_size": 1024},
+    ],
+)
+def test_target_refuses_inconsistent_options(options):
+    with pytest.raises(ValueError):
+        ArchiveTarget(bucket="archive", **options)
+
+
+def test_target_write_arguments():
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    target = ArchiveTarget(
+        bucket="archive",
+        sse="aws:kms",
+        kms_key_id="alias/voip",
+        storage_class="GLACIER_IR",
+        object_lock_mode="COMPLIANCE",
+        object_lock_days=30,
+        tags={"team": "ops", "kind": "call recording"},
+    )
+    assert target.object_args(now) == {
+        "ServerSideEncryption": "aws:kms",
+        "SSEKMSKeyId": "alias/voip",
+        "StorageClass": "GLACIER_IR",
+        "ObjectLockMode": "COMPLIANCE",
+        "ObjectLockRetainUntilDate": dt.datetime(2026, 1, 31, tzinfo=dt.UTC),
+        "Tagging": "team=ops&kind=call+recording",
+    }
