@@ -1,0 +1,107 @@
+"""S3 write options (encryption, storage class, tags, Object Lock) as SeaweedFS stores them.
+
+SeaweedFS does SSE-S3 only with a key-encryption key, so this module runs a SeaweedFS of
+its own started with ``WEED_S3_SSE_KEK``. It has no KMS: ``aws:kms`` is refused, which
+shows that the option reaches the server and that a refused upload leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import uuid
+
+import pytest
+from voipstudio_devstack import SeaweedS3
+from voipstudio_provider.archive import ArchiveTarget, archive_record, verify_archive
+from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
+from voipstudio_provider.layout import ARCHIVE_KINDS, sidecar_key
+
+MONITORS = ARCHIVE_KINDS["monitors"]
+
+
+@pytest.fixture(scope="module")
+def encrypting_s3(tmp_path_factory):
+    """A SeaweedFS with SSE-S3 enabled, for this module only."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("WEED_S3_SSE_KEK", os.urandom(32).hex())
+        server = SeaweedS3(tmp_path_factory.mktemp("seaweedfs-sse"))
+        server.start()
+    try:
+        yield server.client()
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def bucket(encrypting_s3) -> str:
+    name = f"options-{uuid.uuid4().hex[:12]}"
+    encrypting_s3.create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def voip_hook(sandbox, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_VOIPSTUDIO_DEFAULT", sandbox.airflow_conn_json())
+    hook = VoIPstudioHook("voipstudio_default", backoff_base=0.01, backoff_cap=0.05)
+    yield hook
+    hook.close()
+
+
+@pytest.fixture
+def monitor(sandbox) -> dict:
+    return min(sandbox.control("GET", "records/monitors")["data"], key=lambda m: m["size"])
+
+
+def test_sse_s3_storage_class_and_tags_are_stored(encrypting_s3, bucket, voip_hook, monitor):
+    target = ArchiveTarget(
+        bucket=bucket,
+        sse="AES256",
+        storage_class="STANDARD_IA",
+        tags={"source": "voipstudio", "kind": "call recording"},
+    )
+
+    outcome = archive_record(voip_hook, encrypting_s3, MONITORS, monitor, target)
+
+    assert outcome.status == "archived", outcome.error
+    for key in (outcome.key, sidecar_key(target.prefix, MONITORS, monitor)):
+        head = encrypting_s3.head_object(Bucket=bucket, Key=key)
+        assert head["ServerSideEncryption"] == "AES256"
+        assert head["StorageClass"] == "STANDARD_IA"
+        tags = encrypting_s3.get_object_tagging(Bucket=bucket, Key=key)["TagSet"]
+        assert {t["Key"]: t["Value"] for t in tags} == target.tags
+    body = encrypting_s3.get_object(Bucket=bucket, Key=outcome.key)["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == outcome.sha256
+    assert len(body) == monitor["size"]
+
+
+def test_kms_without_a_kms_is_refused_and_nothing_is_stored(
+    encrypting_s3, bucket, voip_hook, monitor
+):
+    target = ArchiveTarget(bucket=bucket, sse="aws:kms", kms_key_id="voipstudio-archive")
+
+    outcome = archive_record(voip_hook, encrypting_s3, MONITORS, monitor, target)
+
+    assert outcome.status == "failed"
+    assert outcome.error.startswith("upload: ")
+    assert encrypting_s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+
+
+def test_object_lock_retains_archived_objects(encrypting_s3, voip_hook, monitor):
+    bucket = f"locked-{uuid.uuid4().hex[:12]}"
+    encrypting_s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    target = ArchiveTarget(bucket=bucket, object_lock_mode="GOVERNANCE", object_lock_days=7)
+    before = dt.datetime.now(dt.UTC).replace(microsecond=0)  # S3 keeps whole seconds
+
+    outcome = archive_record(voip_hook, encrypting_s3, MONITORS, monitor, target)
+
+    assert outcome.status == "archived", outcome.error
+    retention = encrypting_s3.get_object_retention(Bucket=bucket, Key=outcome.key)["Retention"]
+    assert retention["Mode"] == "GOVERNANCE"
+    until = retention["RetainUntilDate"]
+    assert before + dt.timedelta(days=7) <= until <= before + dt.timedelta(days=7, hours=1)
+    version = encrypting_s3.head_object(Bucket=bucket, Key=outcome.key)["VersionId"]
+    with pytest.raises(encrypting_s3.exceptions.ClientError):
+        encrypting_s3.delete_object(Bucket=bucket, Key=outcome.key, VersionId=version)
+    assert verify_archive(encrypting_s3, MONITORS, monitor, target).ok
