@@ -13,6 +13,7 @@ import base64
 import binascii
 import secrets
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +42,8 @@ CONTROL_PREFIX = "/__sandbox__"
 DEFAULT_TOKEN = "sandbox-token"
 #: Assumption: whole-collection deletes of monitors and voicemessages finish this much later.
 ASYNC_DELETE_SECONDS = 1.0
+#: A ``POST /login`` session token expires after this long without requests.
+SESSION_IDLE_SECONDS = 30 * 60
 _UPDATABLE = {"voicemessages": ("folder",), "cdrs": None}  # None: every field but id
 
 
@@ -62,7 +65,8 @@ class Sandbox:
     token: str = DEFAULT_TOKEN
     faults: FaultPlan = field(default_factory=FaultPlan)
     requests: RequestLog = field(default_factory=RequestLog)
-    sessions: dict[str, int] = field(default_factory=dict)
+    #: session token -> [user id, monotonic time of its last request]
+    sessions: dict[str, list[float]] = field(default_factory=dict)
     timers: list[threading.Timer] = field(default_factory=list)
 
     def reset(self) -> None:
@@ -126,7 +130,14 @@ def _user_of_token(sandbox: Sandbox, token: str) -> int | None:
     prefix = f"{sandbox.token}-user-"
     if token.startswith(prefix) and token[len(prefix) :].isdigit():
         return int(token[len(prefix) :])
-    return sandbox.sessions.get(token)
+    session = sandbox.sessions.get(token)
+    if session is None:
+        return None
+    if time.monotonic() - session[1] > SESSION_IDLE_SECONDS:
+        sandbox.sessions.pop(token, None)
+        return None
+    session[1] = time.monotonic()
+    return int(session[0])
 
 
 def record_id(raw: str) -> int:
@@ -361,7 +372,7 @@ def auth_handler(sandbox: Sandbox, ep: Endpoint) -> Handler:
         if not users or payload.get("password") != SANDBOX_PASSWORD:
             raise ApiError(401, "Invalid email or password")
         token = secrets.token_hex(20)
-        sandbox.sessions[token] = users[0]["id"]
+        sandbox.sessions[token] = [users[0]["id"], time.monotonic()]
         return JSONResponse(
             {"message": "Login success", "user_token": token, "user_id": users[0]["id"]}
         )
