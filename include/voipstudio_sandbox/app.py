@@ -9,13 +9,7 @@ lives in :class:`~voipstudio_sandbox.store.Store`, bodies come from
 
 from __future__ import annotations
 
-import base64
-import binascii
-import secrets
-import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -33,111 +27,29 @@ from voipstudio_provider.endpoints import (
 )
 
 from voipstudio_sandbox import media
-from voipstudio_sandbox.faults import FaultMiddleware, FaultPlan, RequestLog
-from voipstudio_sandbox.generate import DICTIONARIES, SANDBOX_PASSWORD, voicemessage_size
-from voipstudio_sandbox.store import NotFoundError, Store, ValidationError
+from voipstudio_sandbox.accounts import (
+    DEFAULT_TOKEN,
+    ApiError,
+    Caller,
+    Sandbox,
+    auth_handler,
+    authenticate,
+)
+from voipstudio_sandbox.control import control_router
+from voipstudio_sandbox.faults import FaultMiddleware
+from voipstudio_sandbox.generate import DICTIONARIES, voicemessage_size
+from voipstudio_sandbox.store import NotFoundError, ValidationError
+
+__all__ = ["DEFAULT_TOKEN", "Sandbox", "create_app"]
 
 API_PREFIXES = ("/v1.1/voipstudio", "/v1.2/voipstudio")
 CONTROL_PREFIX = "/__sandbox__"
-DEFAULT_TOKEN = "sandbox-token"
 #: Assumption: whole-collection deletes of monitors and voicemessages finish this much later.
 ASYNC_DELETE_SECONDS = 1.0
-#: A ``POST /login`` session token expires after this long without requests.
-SESSION_IDLE_SECONDS = 30 * 60
 _UPDATABLE = {"voicemessages": ("folder",), "cdrs": None}  # None: every field but id
 
 
-class ApiError(Exception):
-    """An error answer: ``{"message": ..., "errors": [{"message": ...}, ...]}``."""
-
-    def __init__(self, status: int, message: str, errors: list[dict] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.errors = errors or [{"message": message}]
-
-
-@dataclass
-class Sandbox:
-    """Everything a running sandbox owns: the data, the tokens, the faults and the log."""
-
-    store: Store
-    token: str = DEFAULT_TOKEN
-    faults: FaultPlan = field(default_factory=FaultPlan)
-    requests: RequestLog = field(default_factory=RequestLog)
-    #: session token -> [user id, monotonic time of its last request]
-    sessions: dict[str, list[float]] = field(default_factory=dict)
-    timers: list[threading.Timer] = field(default_factory=list)
-
-    def reset(self) -> None:
-        for timer in self.timers:
-            timer.cancel()
-        self.timers.clear()
-        self.store.reset()
-        self.faults.clear()
-        self.requests.clear()
-        self.sessions.clear()
-
-    def later(self, seconds: float, action: Callable[[], Any]) -> None:
-        timer = threading.Timer(seconds, action)
-        timer.daemon = True
-        self.timers.append(timer)
-        timer.start()
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who is asking: the user behind the token, and whether they see the whole account."""
-
-    user: dict[str, Any]
-    is_root: bool
-
-    @property
-    def owner(self) -> int | None:
-        """The owner id that scopes what this caller sees (``None``: everything)."""
-        return None if self.is_root else self.user["id"]
-
-
 # --- requests -----------------------------------------------------------------------------
-
-
-def authenticate(sandbox: Sandbox, request: Request) -> Caller:
-    """The caller of ``request`` from ``X-Auth-Token`` or Basic ``user_id:token``; else 401."""
-    token = request.headers.get("x-auth-token")
-    basic_user = None
-    authorization = request.headers.get("authorization", "")
-    if token is None and authorization.lower().startswith("basic "):
-        try:
-            decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode()
-            basic_user, _, token = decoded.partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            raise ApiError(401, "Invalid authorization header") from None
-    if not token:
-        raise ApiError(401, "Authentication required")
-    user_id = _user_of_token(sandbox, token)
-    user = sandbox.store.get("users", user_id) if user_id is not None else None
-    if user is None or not user["active"]:
-        raise ApiError(401, "Invalid or expired token")
-    if basic_user is not None and basic_user != str(user["id"]):
-        raise ApiError(401, "Token does not belong to this user")
-    return Caller(user, bool(user["is_root"]))
-
-
-def _user_of_token(sandbox: Sandbox, token: str) -> int | None:
-    if secrets.compare_digest(token, sandbox.token):
-        roots = sandbox.store.find("users", "is_root", 1)
-        return roots[0]["id"] if roots else None
-    prefix = f"{sandbox.token}-user-"
-    if token.startswith(prefix) and token[len(prefix) :].isdigit():
-        return int(token[len(prefix) :])
-    session = sandbox.sessions.get(token)
-    if session is None:
-        return None
-    if time.monotonic() - session[1] > SESSION_IDLE_SECONDS:
-        sandbox.sessions.pop(token, None)
-        return None
-    session[1] = time.monotonic()
-    return int(session[0])
 
 
 def record_id(raw: str) -> int:
@@ -357,36 +269,6 @@ FACTORIES: dict[Shape, Callable[[Sandbox, Endpoint], Handler]] = {
 }
 
 
-# --- credentials ----------------------------------------------------------------------------
-
-
-def auth_handler(sandbox: Sandbox, ep: Endpoint) -> Handler:
-    async def login(request: Request) -> JSONResponse:
-        try:
-            payload = await request.json()
-        except ValueError:
-            payload = None
-        if not isinstance(payload, dict) or not payload.get("email"):
-            raise ApiError(400, "email and password are required")
-        users = sandbox.store.find("users", "email", payload["email"])
-        if not users or payload.get("password") != SANDBOX_PASSWORD:
-            raise ApiError(401, "Invalid email or password")
-        token = secrets.token_hex(20)
-        sandbox.sessions[token] = [users[0]["id"], time.monotonic()]
-        return JSONResponse(
-            {"message": "Login success", "user_token": token, "user_id": users[0]["id"]}
-        )
-
-    def ping(request: Request) -> JSONResponse:
-        authenticate(sandbox, request)
-        return JSONResponse({"data": {"response": "Pong"}})
-
-    def me(request: Request) -> JSONResponse:
-        return _single(authenticate(sandbox, request).user)
-
-    return {"login": login, "ping": ping, "me": me}[ep.operation]
-
-
 # --- the application ------------------------------------------------------------------------
 
 
@@ -400,8 +282,6 @@ def _route_order(ep: Endpoint) -> tuple[int, str]:
 
 def create_app(sandbox: Sandbox):
     """The ASGI application: the API under both prefixes, the control API, the fault layer."""
-    from voipstudio_sandbox.control import control_router
-
     app = FastAPI(title="VoIPstudio sandbox", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.exception_handler(ApiError)

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from voipstudio_provider.endpoints import RESOURCES
 
+from voipstudio_sandbox.accounts import Sandbox
 from voipstudio_sandbox.generate import AccountGenerator
 from voipstudio_sandbox.store import ValidationError, table_fields
 
@@ -25,7 +26,7 @@ from voipstudio_sandbox.store import ValidationError, table_fields
 MAX_ADDED_RECORDS = 100_000
 
 
-def _generator_for(sandbox, resource: str) -> AccountGenerator:
+def _generator_for(sandbox: Sandbox, resource: str) -> AccountGenerator:
     """A generator that knows the account's users and numbers, seeded by what it will add."""
     store = sandbox.store
     key = f"{store.seed}:{resource}:{store.next_id(resource)}"
@@ -37,7 +38,7 @@ def _generator_for(sandbox, resource: str) -> AccountGenerator:
 
 
 def add_records(
-    sandbox, resource: str, count: int, fields: dict[str, Any], with_recording: bool
+    sandbox: Sandbox, resource: str, count: int, fields: dict[str, Any], with_recording: bool
 ) -> dict[str, list[int]]:
     """Add ``count`` records of ``resource`` dated now, with ``fields`` overriding generated
     values; for CDRs ``with_recording`` also adds a linked monitor, MSDR and media session.
@@ -106,8 +107,8 @@ def _api(moment: dt.datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
-def control_router(sandbox) -> APIRouter:
-    """The routes under ``/__sandbox__/`` for ``sandbox`` (a :class:`~.app.Sandbox`)."""
+def control_router(sandbox: Sandbox) -> APIRouter:
+    """The routes under ``/__sandbox__/`` for ``sandbox``."""
     router = APIRouter()
 
     @router.get("/health")
