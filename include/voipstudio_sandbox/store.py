@@ -23,7 +23,7 @@ from voipstudio_sandbox import generate
 _INTEGER = {
     "id", "billsec", "destination_id", "duration", "live_id", "parent_live_id", "server_id",
     "sip_endpoint_id", "user_id", "size", "media_session_id", "extension_id", "customer_id",
-    "operator_id", "website_id", "state", "chat_id", "channels", "cli_prefix", "flag",
+    "operator_id", "website_id", "state", "chat_id", "cdr_id", "channels", "cli_prefix", "flag",
     "target_id", "target_type", "customer", "two_factor_auth", "user", "status_code",
 }  # fmt: skip
 _REAL = {"charge", "rate", "amount"}

@@ -56,8 +56,7 @@ def test_get_cdr_notes(hook, truth):
     for cdr in notes[:50]:
         found = hook.get_cdr_notes(cdr["id"])
         assert isinstance(found, list)
-        # str(): the sandbox serves the note's cdr_id as a string.
-        assert all(str(note["cdr_id"]) == str(cdr["id"]) for note in found)
+        assert all(note["cdr_id"] == cdr["id"] for note in found)
         if found:
             break
     else:
