@@ -1,0 +1,261 @@
+"""Archive throughput: this provider against the Amazon provider's HttpToS3Operator and a bare loop.
+
+Starts the VoIPstudio sandbox and SeaweedFS on loopback, adds the recordings to archive, and
+archives the same set three ways, each in a process of its own so that its peak memory is
+its own:
+
+- ``provider``: :func:`voipstudio_provider.archive.archive_batch` (spooled, hashed,
+  verified, with sidecars);
+- ``http_to_s3``: ``HttpToS3Operator.execute()`` per recording (it reads each body whole);
+- ``bare_loop``: ``requests`` streaming each body straight into ``upload_fileobj``.
+
+All three run ``--streams`` transfers at a time. Two workloads: many recordings of
+``--size`` bytes, then one recording of ``--large-size`` bytes.
+
+    python benchmarks/archive_throughput.py                # 2000 x 500 kB, then 1 GB
+    python benchmarks/archive_throughput.py --tiny         # a few seconds, for smoke tests
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = ("provider", "http_to_s3", "bare_loop")
+MB = 1000 * 1000
+MIB = 1024 * 1024
+
+
+# -- the three ways, each run in a child process ---------------------------------------------
+
+
+def _archive_with_provider(records: list[dict], job: dict) -> int:
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+    from voipstudio_provider.archive import ArchiveTarget, archive_batch
+    from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
+    from voipstudio_provider.layout import ARCHIVE_KINDS
+
+    s3 = S3Hook(aws_conn_id="aws_default").get_conn()
+    target = ArchiveTarget(bucket=job["bucket"], prefix="bench")
+    with VoIPstudioHook("voipstudio_default") as hook:
+        outcomes = archive_batch(
+            hook, s3, ARCHIVE_KINDS["monitors"], records, target, max_streams=job["streams"]
+        )
+    failed = [o for o in outcomes if o.status != "archived"]
+    if failed:
+        raise SystemExit(f"{len(failed)} not archived, e.g. {failed[0].error}")
+    return sum(o.size or 0 for o in outcomes)
+
+
+def _archive_with_http_to_s3(records: list[dict], job: dict) -> int:
+    from airflow.providers.amazon.aws.transfers.http_to_s3 import HttpToS3Operator
+
+    def one(record: dict) -> int:
+        HttpToS3Operator(
+            task_id=f"archive_{record['id']}",
+            http_conn_id="voipstudio_bench_http",
+            endpoint=f"monitors/{record['id']}.mp3",
+            headers={"X-Auth-Token": job["token"]},
+            s3_bucket=job["bucket"],
+            s3_key=f"bench/{record['id']}.mp3",
+            replace=True,
+        ).execute(context={})
+        return record["size"]
+
+    with ThreadPoolExecutor(max_workers=job["streams"]) as pool:
+        return sum(pool.map(one, records))
+
+
+def _archive_with_bare_loop(records: list[dict], job: dict) -> int:
+    import threading
+
+    import boto3
+    import requests
+    from boto3.s3.transfer import TransferConfig
+    from botocore.config import Config
+
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=job["s3_endpoint"],
+        aws_access_key_id=job["s3_access_key"],
+        aws_secret_access_key=job["s3_secret_key"],
+        region_name="us-east-1",
+        config=Config(s3={"addressing_style": "path"}),
+    )
+    config = TransferConfig(multipart_chunksize=8 * MIB, max_concurrency=1, use_threads=False)
+    local = threading.local()
+
+    def one(record: dict) -> int:
+        session = getattr(local, "session", None) or requests.Session()
+        local.session = session
+        url = f"{job['base_url']}/monitors/{record['id']}.mp3"
+        with session.get(url, headers={"X-Auth-Token": job["token"]}, stream=True) as response:
+            response.raise_for_status()
+            s3.upload_fileobj(
+                response.raw, job["bucket"], f"bench/{record['id']}.mp3", Config=config
+            )
+        return record["size"]
+
+    with ThreadPoolExecutor(max_workers=job["streams"]) as pool:
+        return sum(pool.map(one, records))
+
+
+WAYS = {
+    "provider": _archive_with_provider,
+    "http_to_s3": _archive_with_http_to_s3,
+    "bare_loop": _archive_with_bare_loop,
+}
+
+
+def run_worker(job_path: str) -> None:
+    """Child process: archive the job's records one way, then write timings and peak RSS."""
+    job = json.loads(Path(job_path).read_text())
+    records = job["records"]
+    way = WAYS[job["method"]]
+    # Import everything the way needs before the baseline, so that it counts transfers only.
+    way([], job)
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    total = way(records, job)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result = {"items": len(records), "bytes": total, "seconds": seconds}
+    result.update(baseline_mib=baseline / 1024, peak_mib=peak / 1024)
+    Path(job["result"]).write_text(json.dumps(result))
+
+
+# -- the parent: servers, workloads, table ---------------------------------------------------
+
+
+def _measure(method: str, records: list[dict], servers: dict, workdir: Path, streams: int) -> dict:
+    s3 = servers["s3"]
+    bucket = f"bench-{method.replace('_', '-')}-{uuid.uuid4().hex[:8]}"
+    s3.client().create_bucket(Bucket=bucket)
+    job = {
+        "method": method,
+        "records": records,
+        "bucket": bucket,
+        "streams": streams,
+        "base_url": servers["sandbox"].base_url,
+        "token": servers["sandbox"].token,
+        "s3_endpoint": s3.endpoint_url,
+        "s3_access_key": s3.access_key,
+        "s3_secret_key": s3.secret_key,
+        "result": str(workdir / f"{bucket}.result.json"),
+    }
+    job_path = workdir / f"{bucket}.job.json"
+    job_path.write_text(json.dumps(job))
+    child = subprocess.run(
+        [sys.executable, __file__, "--worker", str(job_path)],
+        env=servers["env"],
+        capture_output=True,
+        text=True,
+    )
+    if child.returncode != 0:
+        raise RuntimeError(f"{method} failed:\n{child.stderr[-4000:]}")
+    result = json.loads(Path(job["result"]).read_text())
+    stored = s3.client().list_objects_v2(Bucket=bucket, Prefix="bench/").get("KeyCount", 0)
+    binaries = stored // 2 if method == "provider" else stored  # the provider adds sidecars
+    if binaries != len(records):
+        raise RuntimeError(f"{method}: {binaries} objects stored for {len(records)} recordings")
+    return {"method": method, **result}
+
+
+def _table(title: str, rows: list[dict]) -> str:
+    bare = next((r for r in rows if r["method"] == "bare_loop"), None)
+    bare_rate = bare["bytes"] / MB / bare["seconds"] if bare else None
+    header = (
+        f"{'method':<12} {'items':>6} {'MB':>9} {'seconds':>8} {'MB/s':>8} "
+        f"{'vs bare':>8} {'peak RSS MB':>12} {'RSS growth MB':>14}"
+    )
+    lines = [title, header, "-" * len(header)]
+    for row in rows:
+        rate = row["bytes"] / MB / row["seconds"]
+        ratio = f"{rate / bare_rate:.2f}" if bare_rate else "-"
+        lines.append(
+            f"{row['method']:<12} {row['items']:>6} {row['bytes'] / MB:>9.1f} "
+            f"{row['seconds']:>8.2f} {rate:>8.2f} {ratio:>8} {row['peak_mib']:>12.0f} "
+            f"{row['peak_mib'] - row['baseline_mib']:>14.0f}"
+        )
+    return "\n".join(lines)
+
+
+def _add_recordings(sandbox, count: int, size: int) -> list[dict]:
+    ids = set(
+        sandbox.control("POST", "records/monitors", {"count": count, "fields": {"size": size}})[
+            "ids"
+        ]
+    )
+    return [m for m in sandbox.control("GET", "records/monitors")["data"] if m["id"] in ids]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recordings", type=int, default=2000, help="recordings of --size")
+    parser.add_argument("--size", type=int, default=500_000, help="bytes per recording")
+    parser.add_argument("--large-size", type=int, default=1024**3, help="0 skips the large one")
+    parser.add_argument("--streams", type=int, default=4, help="transfers at a time")
+    parser.add_argument("--scale", type=int, default=1, help="the sandbox's --scale")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated")
+    parser.add_argument("--tiny", action="store_true", help="8 x 50 kB and one 6 MiB")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        run_worker(args.worker)
+        return 0
+    if args.tiny:
+        args.recordings, args.size, args.large_size = 8, 50_000, 6 * MIB
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        parser.error(f"unknown methods {sorted(unknown)}; known: {', '.join(METHODS)}")
+
+    sys.path[:0] = [str(ROOT / "include"), str(ROOT / "plugins")]
+    from voipstudio_devstack import SandboxServer, SeaweedS3
+
+    with tempfile.TemporaryDirectory(prefix="voipstudio-bench-") as tmp:
+        workdir = Path(tmp)
+        # One volume per bucket instead of seven: the benchmark makes a bucket per run.
+        os.environ.setdefault("WEED_MASTER_VOLUME_GROWTH_COPY_1", "1")
+        sandbox_args = ["--scale", str(args.scale)] if args.scale != 1 else []
+        with (
+            SeaweedS3(workdir / "seaweedfs") as s3,
+            SandboxServer(workdir / "sandbox", extra_args=sandbox_args) as sandbox,
+        ):
+            env = {
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), str(ROOT / "include")]),
+                "AIRFLOW_HOME": str(workdir / "airflow"),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW_CONN_VOIPSTUDIO_DEFAULT": sandbox.airflow_conn_json(),
+                "AIRFLOW_CONN_VOIPSTUDIO_BENCH_HTTP": json.dumps(
+                    {"conn_type": "http", "host": sandbox.base_url}
+                ),
+                "AIRFLOW_CONN_AWS_DEFAULT": s3.airflow_conn_uri(),
+                "TMPDIR": str(workdir),
+            }
+            servers = {"s3": s3, "sandbox": sandbox, "env": env}
+            workloads = [
+                (f"{args.recordings} recordings x {args.size} bytes", args.recordings, args.size)
+            ]
+            if args.large_size:
+                workloads.append((f"1 recording x {args.large_size} bytes", 1, args.large_size))
+            for title, count, size in workloads:
+                records = _add_recordings(sandbox, count, size)
+                rows = [_measure(m, records, servers, workdir, args.streams) for m in methods]
+                print(_table(f"{title}, {args.streams} streams", rows), end="\n\n", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
