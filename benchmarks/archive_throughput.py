@@ -164,7 +164,8 @@ def _measure(method: str, records: list[dict], servers: dict, workdir: Path, str
     if child.returncode != 0:
         raise RuntimeError(f"{method} failed:\n{child.stderr[-4000:]}")
     result = json.loads(Path(job["result"]).read_text())
-    stored = s3.client().list_objects_v2(Bucket=bucket, Prefix="bench/").get("KeyCount", 0)
+    pages = s3.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="bench/")
+    stored = sum(page.get("KeyCount", 0) for page in pages)
     binaries = stored // 2 if method == "provider" else stored  # the provider adds sidecars
     if binaries != len(records):
         raise RuntimeError(f"{method}: {binaries} objects stored for {len(records)} recordings")
