@@ -1,0 +1,107 @@
+"""
+### Archive VoIPstudio call recordings and voicemail to S3
+
+Every hour this DAG copies the call recordings (`monitors`) and voicemail messages
+(`voicemessages`) of its window to S3, as MP3 with a JSON sidecar beside each:
+
+- `{prefix}/recordings/date=YYYY-MM-DD/{id}.mp3` and `{id}.json`
+- `{prefix}/voicemail/date=YYYY-MM-DD/{id}.mp3` and `{id}.json`
+
+The date is the record's own UTC date (`timestamp`, `origtime`). Every MP3 carries its
+SHA-256 and size in object metadata; the sidecar is the API record plus `sha256`, `size`
+and `archived_at`.
+
+**Window.** A run covers its data interval `[data_interval_start, data_interval_end)`
+(one hour, hourly runs abut) started `lookback_hours` earlier, so recordings that show up
+in the API late are still caught by a later run. What is already archived and verified
+(size and sha256 agree) is skipped without downloading, so overlapping windows and
+re-runs upload nothing new. To archive history, create a backfill:
+`airflow backfill create --dag-id voipstudio_archive_recordings --from-date 2026-06-01
+--to-date 2026-06-30`.
+
+**Tasks.** `list_recordings_to_archive` lists the window and cuts it into batches of
+`batch_size` ids; `archive_recording_batch` is mapped over them (named like
+`monitors 1201–1400`), downloading `max_streams` files at a time within the
+`voipstudio_api` pool; `summarize_archive` logs and returns the totals.
+
+**Failures.** A record that cannot be archived does not stop the others; its batch fails
+at the end naming its ids, and the batch's retries fetch only what is still missing.
+`summarize_archive` fails the run naming every record not archived. The asset
+`voipstudio_recordings` gets an event only when the whole window is archived and
+verified (its extra holds the summary); clearing the failed batches re-runs them and
+the summary, which then emits it.
+
+**Params.** `bucket`, `prefix` (default: Variables `voipstudio_s3_bucket`,
+`voipstudio_s3_prefix`), `lookback_hours`, `batch_size`, `max_streams`, and S3 options
+`sse`, `kms_key_id`, `storage_class`, `object_lock_mode`, `object_lock_days` (default:
+Variable `voipstudio_s3_options`, JSON). Connections: `voipstudio_default`, `aws_default`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow.sdk import Param, dag, get_current_context, task
+from airflow.timetables.interval import CronDataIntervalTimetable
+from voipstudio_provider import archiving
+from voipstudio_provider.settings import API_POOL
+
+
+@dag(
+    dag_id="voipstudio_archive_recordings",
+    schedule=CronDataIntervalTimetable("0 * * * *", timezone="UTC"),
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["voipstudio", "archive", "recordings"],
+    default_args={
+        "owner": "voipstudio",
+        "retries": 2,
+        "retry_delay": dt.timedelta(minutes=2),
+        "retry_exponential_backoff": True,
+    },
+    params={
+        "bucket": Param(None, type=["null", "string"], description="default: Variable"),
+        "prefix": Param(None, type=["null", "string"], description="default: Variable"),
+        "lookback_hours": Param(6, type="number", minimum=0),
+        "batch_size": Param(200, type="integer", minimum=1),
+        "max_streams": Param(4, type="integer", minimum=1, maximum=32),
+        **archiving.s3_option_params(),
+    },
+)
+def voipstudio_archive_recordings():
+    @task(pool=API_POOL)
+    def list_recordings_to_archive(params=None, data_interval_start=None, data_interval_end=None):
+        from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
+
+        since, until = archiving.archive_window(
+            data_interval_start, data_interval_end, params["lookback_hours"]
+        )
+        return archiving.plan_batches(
+            VoIPstudioHook(), archiving.RECORDING_KINDS, since, until, params["batch_size"]
+        )
+
+    @task(pool=API_POOL, map_index_template="{{ batch_label }}")
+    def archive_recording_batch(batch: dict, params=None, ti=None):
+        get_current_context()["batch_label"] = archiving.batch_label(batch)
+        summary = archiving.archive_one_batch(
+            batch, archiving.archive_target(params), max_streams=params["max_streams"]
+        )
+        ti.xcom_push(key=archiving.BATCH_SUMMARY_KEY, value=summary)
+        archiving.raise_if_batch_failed(summary)
+
+    @task(trigger_rule="all_done", retries=0, outlets=[archiving.RECORDINGS_ASSET])
+    def summarize_archive(params=None, ti=None, outlet_events=None):
+        summary = archiving.summarize_run(
+            ti, "archive_recording_batch", "list_recordings_to_archive", params
+        )
+        ti.xcom_push(key="summary", value=summary)
+        archiving.raise_if_run_incomplete(summary)
+        outlet_events[archiving.RECORDINGS_ASSET].extra = summary
+
+    batches = list_recordings_to_archive()
+    archive_recording_batch.expand(batch=batches) >> summarize_archive()
+
+
+voipstudio_archive_recordings()
