@@ -119,12 +119,15 @@ WAYS = {
 
 def run_worker(job_path: str) -> None:
     """Child process: archive the job's records one way, then write timings and peak RSS."""
+    import psutil
+
     job = json.loads(Path(job_path).read_text())
     records = job["records"]
     way = WAYS[job["method"]]
     # Import everything the way needs before the baseline, so that it counts transfers only.
     way([], job)
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Resident size now, not the peak so far: imports may have peaked higher than that.
+    baseline = psutil.Process().memory_info().rss / 1024
     start = time.perf_counter()
     total = way(records, job)
     seconds = time.perf_counter() - start

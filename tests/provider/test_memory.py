@@ -20,6 +20,8 @@ ARCHIVE_ONE = textwrap.dedent(
     """
     import json, resource, sys
 
+    import psutil
+
     from voipstudio_provider.archive import ArchiveTarget, archive_record
     from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
     from voipstudio_provider.layout import ARCHIVE_KINDS
@@ -30,7 +32,8 @@ ARCHIVE_ONE = textwrap.dedent(
     hook = VoIPstudioHook("voipstudio_default")
     hook.get_conn()
     s3.list_objects_v2(Bucket=bucket, MaxKeys=1)
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Resident size now, not the peak so far: imports may have peaked higher than that.
+    baseline = psutil.Process().memory_info().rss // 1024
     outcome = archive_record(hook, s3, ARCHIVE_KINDS["monitors"], record, ArchiveTarget(bucket))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"baseline_kib": baseline, "peak_kib": peak, **outcome.__dict__}))
