@@ -1,0 +1,103 @@
+"""
+### Archive VoIPstudio call PCAPs (and optionally SIP traces) to S3
+
+Every day this DAG copies the packet captures of the calls of its window to S3:
+
+- `{prefix}/pcaps/cdrs/date=YYYY-MM-DD/{id}.pcap` for each call detail record (CDR)
+- `{prefix}/pcaps/msdrs/date=YYYY-MM-DD/{id}.pcap` for each media-server record (MSDR)
+- with `include_traces`, the SIP messages as text beside them: `{id}.trace`
+
+The date is the record's own UTC date (`calldate`, `created_at`). Every file carries its
+SHA-256 and size in object metadata.
+
+**Window.** A run covers its data interval, one UTC day from 03:00 to 03:00 (daily runs
+abut), started `lookback_hours` earlier for records that reach the API late. What is
+already archived and verified is skipped without downloading, so overlapping windows and
+re-runs upload nothing new. To archive history, create a backfill:
+`airflow backfill create --dag-id voipstudio_archive_pcaps --from-date 2026-06-01
+--to-date 2026-06-30`.
+
+**Tasks.** `list_pcaps_to_archive` lists the CDRs and MSDRs of the window once and cuts
+them into batches of `batch_size` ids per kind; `archive_pcap_batch` is mapped over them
+(named like `cdr_pcaps 1201–1400`), downloading `max_streams` files at a time within the
+`voipstudio_api` pool; `summarize_archive` logs and returns the totals.
+
+**Failures.** A call whose capture cannot be archived does not stop the others; its batch
+fails at the end naming its ids, and the batch's retries fetch only what is still missing.
+`summarize_archive` fails the run naming every record not archived. The asset
+`voipstudio_pcaps` gets an event only when the whole window is archived and verified (its
+extra holds the summary).
+
+**Params.** `bucket`, `prefix` (default: Variables `voipstudio_s3_bucket`,
+`voipstudio_s3_prefix`), `lookback_hours`, `batch_size`, `max_streams`, `include_traces`,
+and S3 options `sse`, `kms_key_id`, `storage_class`, `object_lock_mode`,
+`object_lock_days` (default: Variable `voipstudio_s3_options`, JSON). Connections:
+`voipstudio_default`, `aws_default`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow.sdk import Param, dag, get_current_context, task
+from airflow.timetables.interval import CronDataIntervalTimetable
+from voipstudio_provider import archiving
+from voipstudio_provider.settings import API_POOL
+
+
+@dag(
+    dag_id="voipstudio_archive_pcaps",
+    schedule=CronDataIntervalTimetable("0 3 * * *", timezone="UTC"),
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["voipstudio", "archive", "pcaps"],
+    default_args={
+        "owner": "voipstudio",
+        "retries": 2,
+        "retry_delay": dt.timedelta(minutes=5),
+        "retry_exponential_backoff": True,
+    },
+    params={
+        "bucket": Param(None, type=["null", "string"], description="default: Variable"),
+        "prefix": Param(None, type=["null", "string"], description="default: Variable"),
+        "lookback_hours": Param(6, type="number", minimum=0),
+        "batch_size": Param(200, type="integer", minimum=1),
+        "max_streams": Param(4, type="integer", minimum=1, maximum=32),
+        "include_traces": Param(False, type="boolean", description="also archive .trace files"),
+        **archiving.s3_option_params(),
+    },
+)
+def voipstudio_archive_pcaps():
+    @task(pool=API_POOL)
+    def list_pcaps_to_archive(params=None, data_interval_start=None, data_interval_end=None):
+        from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
+
+        since, until = archiving.archive_window(
+            data_interval_start, data_interval_end, params["lookback_hours"]
+        )
+        kinds = archiving.PCAP_KINDS + (archiving.TRACE_KINDS if params["include_traces"] else ())
+        return archiving.plan_batches(VoIPstudioHook(), kinds, since, until, params["batch_size"])
+
+    @task(pool=API_POOL, map_index_template="{{ batch_label }}")
+    def archive_pcap_batch(batch: dict, params=None, ti=None):
+        get_current_context()["batch_label"] = archiving.batch_label(batch)
+        summary = archiving.archive_one_batch(
+            batch, archiving.archive_target(params), max_streams=params["max_streams"]
+        )
+        ti.xcom_push(key=archiving.BATCH_SUMMARY_KEY, value=summary)
+        archiving.raise_if_batch_failed(summary)
+
+    @task(trigger_rule="all_done", retries=0, outlets=[archiving.PCAPS_ASSET])
+    def summarize_archive(params=None, ti=None, outlet_events=None):
+        summary = archiving.summarize_run(ti, "archive_pcap_batch", "list_pcaps_to_archive", params)
+        ti.xcom_push(key="summary", value=summary)
+        archiving.raise_if_run_incomplete(summary)
+        outlet_events[archiving.PCAPS_ASSET].extra = summary
+
+    batches = list_pcaps_to_archive()
+    archive_pcap_batch.expand(batch=batches) >> summarize_archive()
+
+
+voipstudio_archive_pcaps()
