@@ -1,0 +1,92 @@
+"""
+### Export each user's CDRs of a day as CSV to S3
+
+Every day this DAG writes, for every user with calls on the exported UTC day plus every
+user listed in the Variable `voipstudio_export_user_ids` (a JSON list such as
+`[1001, 1004]`), that user's call detail records of the day as CSV, straight from
+VoIPstudio's `/users/{id}/cdrs.csv`:
+
+- `{prefix}/cdr-csv/user_id={user}/date=YYYY-MM-DD/cdrs.csv`
+
+A listed user without calls gets a header-only file, so an empty day is never mistaken
+for a failed one. Each file's row count is checked against the API's count of that user's
+CDRs of the day before it is uploaded; the object carries `sha256`, `size` and `rows`
+metadata. A re-run writes the day's files again (the export is a snapshot of the day).
+
+**Day.** Runs are scheduled at 03:00 UTC with a one-day data interval (daily runs abut);
+a run exports the UTC day before its interval's end, e.g. the run of the interval ending
+2026-11-20 03:00 exports 2026-11-19, three hours after midnight so that late calls are in.
+The `day` param (`YYYY-MM-DD`) exports another day. To export history, create a backfill:
+`airflow backfill create --dag-id voipstudio_export_user_cdrs --from-date 2026-06-01
+--to-date 2026-06-30`.
+
+**Tasks.** `list_users_to_export` finds the users and cuts them into groups of
+`users_per_batch`; `export_user_cdrs_batch` is mapped over the groups (named like
+`users 1001–1006`) within the `voipstudio_api` pool; `summarize_export` logs the totals.
+A user that fails does not stop the others; the run fails naming the failed users, and
+the asset `voipstudio_cdr_csv` gets an event only when every user's file was written.
+
+**Params.** `bucket`, `prefix` (default: Variables `voipstudio_s3_bucket`,
+`voipstudio_s3_prefix`), `day`, `users_per_batch`. Connections: `voipstudio_default`,
+`aws_default`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow.sdk import Param, Variable, dag, get_current_context, task
+from airflow.timetables.interval import CronDataIntervalTimetable
+from voipstudio_provider import export
+from voipstudio_provider.settings import API_POOL, resolve_bucket_and_prefix
+
+
+@dag(
+    dag_id="voipstudio_export_user_cdrs",
+    schedule=CronDataIntervalTimetable("0 3 * * *", timezone="UTC"),
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    catchup=False,
+    max_active_runs=4,
+    doc_md=__doc__,
+    tags=["voipstudio", "export", "cdrs"],
+    default_args={
+        "owner": "voipstudio",
+        "retries": 2,
+        "retry_delay": dt.timedelta(minutes=5),
+        "retry_exponential_backoff": True,
+    },
+    params={
+        "bucket": Param(None, type=["null", "string"], description="default: Variable"),
+        "prefix": Param(None, type=["null", "string"], description="default: Variable"),
+        "day": Param(None, type=["null", "string"], format="date", description="YYYY-MM-DD"),
+        "users_per_batch": Param(25, type="integer", minimum=1),
+    },
+)
+def voipstudio_export_user_cdrs():
+    @task(pool=API_POOL)
+    def list_users_to_export(params=None, data_interval_end=None, ti=None):
+        day = export.export_day(data_interval_end, params["day"])
+        ti.xcom_push(key="day", value=day.isoformat())
+        listed = Variable.get(export.EXPORT_USERS_VARIABLE, default=None)
+        return export.plan_user_batches(day, listed, params["users_per_batch"])
+
+    @task(pool=API_POOL, map_index_template="{{ batch_label }}")
+    def export_user_cdrs_batch(user_ids: list[int], params=None, ti=None):
+        get_current_context()["batch_label"] = f"users {user_ids[0]}–{user_ids[-1]}"
+        day = dt.date.fromisoformat(ti.xcom_pull(task_ids="list_users_to_export", key="day"))
+        bucket, prefix = resolve_bucket_and_prefix(params)
+        summary = export.export_user_batch(user_ids, day, bucket, prefix)
+        ti.xcom_push(key=export.BATCH_SUMMARY_KEY, value=summary)
+        export.raise_if_users_failed(summary)
+
+    @task(trigger_rule="all_done", retries=0, outlets=[export.CDR_CSV_ASSET])
+    def summarize_export(params=None, ti=None, outlet_events=None):
+        summary = export.summarize_run(ti, "export_user_cdrs_batch", "list_users_to_export", params)
+        ti.xcom_push(key="summary", value=summary)
+        export.raise_if_export_incomplete(summary)
+        outlet_events[export.CDR_CSV_ASSET].extra = summary
+
+    export_user_cdrs_batch.expand(user_ids=list_users_to_export()) >> summarize_export()
+
+
+voipstudio_export_user_cdrs()
