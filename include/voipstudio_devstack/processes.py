@@ -24,7 +24,7 @@ def free_port(avoid: set[int] | None = None, below: int = 55000) -> int:
         if port < below and port not in avoid and port + 10000 not in avoid:
             avoid.add(port)
             return port
-    raise RuntimeError("no free port below %d on 127.0.0.1" % below)
+    raise RuntimeError(f"no free port below {below} on 127.0.0.1")
 
 
 class ManagedProcess:

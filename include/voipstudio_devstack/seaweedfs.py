@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -74,17 +76,24 @@ class SeaweedS3:
             f"-filer.port={p['filer']}", f"-filer.port.grpc={p['filer.grpc']}",
             f"-s3.port={p['s3']}", f"-s3.port.grpc={p['s3.grpc']}",
             f"-iam.port={p['iam']}", "-s3.port.iceberg=0", "-s3.port.lance=0",
-            "-master.telemetry=false", "-volume.max=0", "-master.volumeSizeLimitMB=1024",
+            # Every bucket is a collection with volumes of its own: small volumes grown one
+            # at a time let a test session create hundreds of buckets on a small disk.
+            "-master.telemetry=false", "-volume.max=2000", "-master.volumeSizeLimitMB=64",
             f"-s3.config={self._write_identities()}",
         ]  # fmt: skip
 
     def start(self, timeout: float = 90.0) -> SeaweedS3:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        env["WEED_MASTER_VOLUME_GROWTH_COPY_1"] = "1"
+        # SSE-S3 needs a key-encryption key; this one protects loopback test data only.
+        env.setdefault("WEED_S3_SSE_KEK", hashlib.sha256(b"voipstudio-local").hexdigest())
         self.process = ManagedProcess(
             "seaweedfs",
             self.argv(),
             self.workdir / "weed.log",
             ready=self._ready,
+            env=env,
             cwd=self.workdir,
         )
         self.process.start(timeout=timeout)
