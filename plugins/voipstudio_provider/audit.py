@@ -13,12 +13,14 @@ A line reads::
      "archive_key": "voipstudio/recordings/date=2025-11-01/42.mp3",
      "record_date": "2025-11-01 10:00:00"}
 
-``action`` is ``deleted``, ``would_delete`` (dry run), ``skipped`` or ``failed``;
+``action`` is ``deleted``, ``would_delete`` (dry run), ``skipped`` or ``failed`` (and
+``masked`` / ``would_mask`` for CDRs a purge masks);
 ``reason`` is one of :data:`REASONS`; ``detail`` says more in words.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -33,23 +35,26 @@ from voipstudio_provider.layout import audit_key
 log = logging.getLogger(__name__)
 
 DELETED, WOULD_DELETE, SKIPPED, FAILED = "deleted", "would_delete", "skipped", "failed"
-ACTIONS = (DELETED, WOULD_DELETE, SKIPPED, FAILED)
+MASKED, WOULD_MASK = "masked", "would_mask"
+ACTIONS = (DELETED, WOULD_DELETE, SKIPPED, FAILED, MASKED, WOULD_MASK)
 
 #: Why an item was deleted, kept, or could not be deleted.
 REASONS: dict[str, str] = {
     "archive_verified": "the archived copy exists and checks out",
     "archive_not_required": "deleted without an archive check (purge, require_archive off)",
     "archive_unverified": "no complete archived copy: kept",
+    "archive_pending": "dry run: the chat would be archived first, then the message deleted",
     "legal_hold_id": "the id is under legal hold: kept",
     "legal_hold_number": "a phone number under legal hold is involved: kept",
     "max_deletions": "the run's max_deletions was reached: kept",
     "gone": "no longer at the source when its turn came",
     "delete_error": "the API refused or failed the delete",
     "delete_unconfirmed": "still listed after the delete was accepted",
-    "masked": "the phone number was masked in the CDR",
+    "number_matched": "the CDR involves the phone number of the purge",
 }
 
 _SPOOL_BYTES = 4 * 1024 * 1024
+_DELETING = (DELETED, WOULD_DELETE)
 
 
 def _now() -> str:
@@ -61,11 +66,13 @@ class AuditLog:
 
     :param dag_id: the DAG's id, written on every line.
     :param run_id: the DAG run's id, written on every line.
+    :param key: the object this log is uploaded to, when it has one.
     """
 
-    def __init__(self, dag_id: str, run_id: str) -> None:
+    def __init__(self, dag_id: str, run_id: str, key: str | None = None) -> None:
         self.dag_id = dag_id
         self.run_id = run_id
+        self.key = key
         self._spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)
         self._counts: Counter[tuple[str, str, str]] = Counter()
 
@@ -116,9 +123,14 @@ class AuditLog:
         """Counts per resource, action and reason: small enough for XCom and the log."""
         return summarize_counts(self._counts)
 
+    @property
+    def deletions(self) -> int:
+        """Items deleted, or that a dry run would delete: what ``max_deletions`` counts."""
+        return sum(n for (_, action, _), n in self._counts.items() if action in _DELETING)
+
     def upload(self, s3_client, bucket: str, key: str) -> None:
         """Write every line so far as the one object ``key`` (S3 has no append)."""
-        _put_lines(s3_client, bucket, key, self._spool)
+        _put_lines(s3_client, bucket, key, self._spool, self.deletions)
 
     def close(self) -> None:
         self._spool.close()
@@ -140,20 +152,20 @@ def summarize_counts(counts: Counter[tuple[str, str, str]]) -> dict[str, Any]:
     return {"lines": sum(counts.values()), "resources": resources}
 
 
-def _put_lines(s3_client, bucket: str, key: str, spool) -> None:
+def _put_lines(s3_client, bucket: str, key: str, spool, deletions: int) -> None:
     spool.seek(0)
     digest = hashlib.sha256()
     for chunk in iter(lambda: spool.read(1024 * 1024), b""):
         digest.update(chunk)
     spool.seek(0)
-    s3_client.upload_fileobj(
-        spool,
-        bucket,
-        key,
-        ExtraArgs={
-            "ContentType": "application/x-ndjson",
-            "Metadata": {"sha256": digest.hexdigest()},
-        },
+    # put_object streams the spool and leaves it open (upload_fileobj would close it, and
+    # the log goes on after a checkpoint).
+    s3_client.put_object(
+        Bucket=bucket,
+        Key=key,
+        Body=spool,
+        ContentType="application/x-ndjson",
+        Metadata={"sha256": digest.hexdigest(), "deletions": str(deletions)},
     )
     spool.seek(0, 2)
 
@@ -218,10 +230,53 @@ def merge_audit_parts(
                 item = json.loads(line)
                 counts[(item["resource"], item["action"], item["reason"])] += 1
         if parts or seen:
-            _put_lines(s3_client, bucket, key, spool)
+            deletions = sum(n for (_, action, _), n in counts.items() if action in _DELETING)
+            _put_lines(s3_client, bucket, key, spool, deletions)
     for part in parts:
         s3_client.delete_object(Bucket=bucket, Key=part)
     summary = summarize_counts(counts)
     summary["key"] = key
     log.info("audit log s3://%s/%s: %d lines from %d parts", bucket, key, len(seen), len(parts))
     return summary
+
+
+def deletions_so_far(s3_client, bucket: str, prefix: str, dag_id: str, run_id: str) -> int:
+    """Items a run has deleted (or, dry, would delete) so far, from its audit objects.
+
+    Each audit object carries its count in the ``deletions`` metadata, so this costs one
+    HEAD per task attempt, not a read of every line. Parts not yet merged may be counted
+    twice after an interrupted merge, which only makes the cap stricter.
+    """
+    total = 0
+    for key in (
+        audit_key(prefix, dag_id, run_id),
+        *_keys_below(s3_client, bucket, audit_parts_prefix(prefix, dag_id, run_id)),
+    ):
+        try:
+            head = s3_client.head_object(Bucket=bucket, Key=key)
+        except s3_client.exceptions.ClientError as error:
+            if str(error.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
+                continue
+            raise
+        total += int(head.get("Metadata", {}).get("deletions", 0))
+    return total
+
+
+@contextlib.contextmanager
+def audit_part(
+    s3_client, bucket: str, prefix: str, dag_id: str, run_id: str, part: str
+) -> Iterator[AuditLog]:
+    """An :class:`AuditLog` uploaded as the part ``part`` when the block ends, however.
+
+    ``with audit_part(s3, bucket, prefix, dag_id, run_id, "monitors.try1") as audit: ...``
+    """
+    key = audit_part_key(prefix, dag_id, run_id, part)
+    audit = AuditLog(dag_id, run_id, key)
+    try:
+        yield audit
+    finally:
+        try:
+            audit.upload(s3_client, bucket, key)
+            log.info("audit part s3://%s/%s: %d lines", bucket, key, len(audit))
+        finally:
+            audit.close()

@@ -31,10 +31,9 @@ HOLD_RESOURCES: tuple[str, ...] = (*RETENTION_RESOURCES, "chats")
 #: Two numbers of different lengths match only if they share this many trailing digits,
 #: so an extension such as ``101`` never matches a full number that ends in 101.
 MIN_SUFFIX_DIGITS = 8
-#: Chat fields a visitor fills in, where a phone number may appear.
-CHAT_VISITOR_FIELDS: tuple[str, ...] = tuple(
-    f for f in RESOURCES["chats"].fields if f.startswith("visitor_")
-)
+#: Chat fields a visitor types in, where a phone number may appear. Other visitor fields
+#: (IP address, generated visitor id, user agent) hold digit runs that are not numbers.
+CHAT_VISITOR_FIELDS: tuple[str, ...] = ("visitor_name", "visitor_email")
 
 # A run of digits that may be broken by the separators people type in numbers.
 _NUMBER_IN_TEXT = re.compile(r"\+?\(?\d[\d\s().\-/]{4,}\d")
@@ -91,7 +90,10 @@ def retention_cutoff(days: int, reference: dt.datetime) -> dt.datetime:
     """
     if reference.tzinfo is None:
         raise ValueError("the retention reference time must be timezone-aware")
-    return reference.astimezone(dt.UTC) - dt.timedelta(days=days)
+    # Through a timestamp: a pendulum DateTime (Airflow's context) loses its zone in
+    # astimezone(), and a naive cutoff would be refused by the hook.
+    moment = dt.datetime.fromtimestamp(reference.timestamp(), dt.UTC)
+    return moment - dt.timedelta(days=days)
 
 
 def normalize_number(value: object) -> str:

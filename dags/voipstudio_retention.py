@@ -1,0 +1,109 @@
+"""
+### Delete VoIPstudio recordings, voicemail and chat messages past retention
+
+Every day this DAG deletes **at the source** (the VoIPstudio account) the call recordings
+(`monitors`), voicemail (`voicemessages`) and chat messages (`chatmsgs`) older than the
+retention policy allows, but only what is safely archived and not under legal hold.
+
+**Policy.** Variable `voipstudio_retention_policy`, JSON of days to keep per resource.
+Unset, it is `{"monitors": 365, "voicemessages": 90, "chatmsgs": 365}`; a Variable
+overrides resource by resource and `null` keeps a resource forever. A record is past
+retention when its own date (`timestamp`, `origtime`, `created_at`) is earlier than the
+run's `data_interval_end` minus those days: the cutoff does not move with the wall
+clock, so re-running a run deletes up to the same moment.
+
+**Legal hold.** Variable `voipstudio_legal_hold`, JSON
+`{"ids": {"monitors": [..], "voicemessages": [..], "chatmsgs": [..], "chats": [..]},
+"numbers": ["+44 20 7946 0000"]}`. Held ids, every record involving a held number (caller,
+called, caller id; a chat's visitor fields or any of its messages) and every message of a
+held chat are never deleted. Numbers compare by digits only.
+
+**Archive check.** A recording or voicemail is deleted only if its MP3 in the bucket has
+the record's size (recordings) and its `sha256` metadata equals its JSON sidecar's. Chat
+messages are first archived with their chat as `{prefix}/chats/date=YYYY-MM-DD/{chat_id}.json`
+and read back. What cannot be verified is kept and reported.
+
+**Safety rails.** Param `max_deletions` (default 10000) caps what one run deletes, over
+all resources; `dry_run` (default false) deletes nothing and reports what it would delete.
+Deletes go in id batches, confirmed by reading back (a 202 delete finishes later).
+
+**Audit.** Every deleted or kept item gets one JSON line, with its reason and the archive
+key checked, in `{prefix}/audit/voipstudio_retention/{run_id}.jsonl`; the log of each
+task and the XCom of `write_audit_log` give counts per reason.
+
+**Tasks.** `read_retention_policy` checks both Variables and computes the cutoffs;
+`delete_expired_records` is mapped over the resources (pool `voipstudio_api`, one at a
+time so `max_deletions` holds for the run); `write_audit_log` joins the audit parts even
+when a resource task failed.
+
+**Params.** `dry_run`, `max_deletions`, `bucket`, `prefix` (default: Variables
+`voipstudio_s3_bucket`, `voipstudio_s3_prefix`). Connections: `voipstudio_default`,
+`aws_default`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow.sdk import Param, dag, get_current_context, task
+from airflow.timetables.interval import CronDataIntervalTimetable
+from voipstudio_provider import retention
+from voipstudio_provider.settings import API_POOL
+
+
+@dag(
+    dag_id="voipstudio_retention",
+    schedule=CronDataIntervalTimetable("0 4 * * *", timezone="UTC"),
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["voipstudio", "retention", "compliance"],
+    default_args={
+        "owner": "voipstudio",
+        "retries": 2,
+        "retry_delay": dt.timedelta(minutes=5),
+        "retry_exponential_backoff": True,
+    },
+    params={
+        "dry_run": Param(False, type="boolean", description="delete nothing; report only"),
+        "max_deletions": Param(
+            retention.DEFAULT_MAX_DELETIONS,
+            type="integer",
+            minimum=0,
+            description="most items one run deletes, over all resources",
+        ),
+        "bucket": Param(None, type=["null", "string"], description="default: Variable"),
+        "prefix": Param(None, type=["null", "string"], description="default: Variable"),
+    },
+)
+def voipstudio_retention():
+    @task(retries=0)
+    def read_retention_policy(data_interval_end=None):
+        return retention.retention_windows(data_interval_end)
+
+    @task(
+        pool=API_POOL,
+        max_active_tis_per_dagrun=1,
+        map_index_template="{{ retention_resource }}",
+    )
+    def delete_expired_records(window: dict, params=None, dag_run=None, ti=None):
+        get_current_context()["retention_resource"] = window["resource"]
+        return retention.run_retention(
+            window,
+            params=params,
+            dag_id=dag_run.dag_id,
+            run_id=dag_run.run_id,
+            try_number=ti.try_number,
+        )
+
+    @task
+    def write_audit_log(params=None, dag_run=None):
+        return retention.write_audit_log(params, dag_run.dag_id, dag_run.run_id)
+
+    windows = read_retention_policy()
+    deleted = delete_expired_records.expand(window=windows)
+    deleted >> write_audit_log().as_teardown()
+
+
+voipstudio_retention()

@@ -1,0 +1,250 @@
+"""The retention DAG, run by Airflow against the sandbox and SeaweedFS."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+
+from voipstudio_provider.archive import ArchiveTarget, archive_batch
+from voipstudio_provider.audit import read_audit
+from voipstudio_provider.layout import (
+    ARCHIVE_KINDS,
+    archive_key,
+    audit_key,
+    parse_api_datetime,
+    sidecar_key,
+)
+from voipstudio_provider.policy import normalize_number
+
+DAG_ID = "voipstudio_retention"
+DATE_FIELDS = {"monitors": "timestamp", "voicemessages": "origtime", "chatmsgs": "created_at"}
+KEEP_DAYS = 120
+POLICY = {"monitors": KEEP_DAYS, "voicemessages": KEEP_DAYS, "chatmsgs": KEEP_DAYS}
+
+
+@pytest.fixture
+def run_dag(airflow_env):
+    """Run a DAG once with ``dag.test()``, tasks not retried (a test reports the first
+    failure instead of waiting out retry delays)."""
+    from tests.dags.conftest import load_dag
+
+    def run(dag_id: str, logical_date: dt.datetime | None = None, conf: dict | None = None):
+        dag = load_dag(dag_id)
+        for task in dag.tasks:
+            if hasattr(task, "partial_kwargs"):  # a mapped task
+                task.partial_kwargs["retries"] = 0
+            else:
+                task.retries = 0
+        return dag.test(logical_date=logical_date, run_conf=conf)
+
+    return run
+
+
+def today() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def truth(sandbox, resource: str) -> list[dict]:
+    return sandbox.control("GET", f"records/{resource}")["data"]
+
+
+def older_than(rows: list[dict], resource: str, moment: dt.datetime) -> list[dict]:
+    field = DATE_FIELDS[resource]
+    return [r for r in rows if parse_api_datetime(r[field]) < moment]
+
+
+def archive_old(env, resource: str, before: dt.datetime) -> list[dict]:
+    """Archive, as the archive DAG would, every record of ``resource`` dated before ``before``."""
+    from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
+
+    rows = older_than(truth(env.sandbox, resource), resource, before)
+    target = ArchiveTarget(bucket=env.bucket, prefix=env.prefix)
+    outcomes = archive_batch(VoIPstudioHook(), env.s3(), ARCHIVE_KINDS[resource], rows, target)
+    assert {o.status for o in outcomes} == {"archived"}, outcomes
+    return rows
+
+
+def run_cutoff(dag_run) -> dt.datetime:
+    return dag_run.data_interval_end - dt.timedelta(days=KEEP_DAYS)
+
+
+def audit_lines(env, dag_run) -> list[dict]:
+    key = audit_key(env.prefix, DAG_ID, dag_run.run_id)
+    return read_audit(env.s3(), env.bucket, key)
+
+
+@pytest.fixture
+def small_pages(airflow_env):
+    """Pages of 7 rows, so the keyset walk crosses many pages while it deletes."""
+    conn = json.loads(airflow_env.sandbox.airflow_conn_json())
+    conn["extra"] = {"page_size": 7}
+    airflow_env.monkeypatch.setenv("AIRFLOW_CONN_VOIPSTUDIO_DEFAULT", json.dumps(conn))
+    return airflow_env
+
+
+@pytest.fixture
+def calls_arriving(small_pages, monkeypatch):
+    """New calls (with recordings) arrive between the pages of every walk."""
+    from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
+
+    sandbox = small_pages.sandbox
+    original = VoIPstudioHook.list_page
+    added: list[int] = []
+
+    def list_page(self, resource, **kwargs):
+        if resource in ("monitors", "voicemessages") and len(added) < 40:
+            answer = sandbox.control(
+                "POST", "records/cdrs", {"count": 1, "with_recording": True}
+            )
+            added.extend(answer["ids"])
+        return original(self, resource, **kwargs)
+
+    monkeypatch.setattr(VoIPstudioHook, "list_page", list_page)
+    return added
+
+
+def test_retention_deletes_only_verified_unheld_records(
+    small_pages, calls_arriving, run_dag, capfd
+):
+    env = small_pages
+    env.set_variable("voipstudio_retention_policy", POLICY)
+    # Archive a little more than the run will need: the cutoff is about KEEP_DAYS back.
+    margin = today() - dt.timedelta(days=KEEP_DAYS - 3)
+    monitors = archive_old(env, "monitors", margin)
+    voicemessages = archive_old(env, "voicemessages", margin)
+    assert len(monitors) >= 8 and len(voicemessages) >= 3
+    s3 = env.s3()
+    kind = ARCHIVE_KINDS["monitors"]
+
+    # Spoil four archived copies, four different ways.
+    missing, short, altered, sidecar_changed = monitors[0], monitors[1], monitors[2], monitors[3]
+    s3.delete_object(Bucket=env.bucket, Key=archive_key(env.prefix, kind, missing))
+    key = archive_key(env.prefix, kind, short)
+    head = s3.head_object(Bucket=env.bucket, Key=key)
+    s3.put_object(Bucket=env.bucket, Key=key, Body=b"ID3 short", Metadata=head["Metadata"])
+    key = archive_key(env.prefix, kind, altered)
+    body = s3.get_object(Bucket=env.bucket, Key=key)["Body"].read()
+    s3.put_object(Bucket=env.bucket, Key=key, Body=body, Metadata={"sha256": "0" * 64})
+    side = sidecar_key(env.prefix, kind, sidecar_changed)
+    document = json.loads(s3.get_object(Bucket=env.bucket, Key=side)["Body"].read())
+    document["sha256"] = "f" * 64
+    s3.put_object(Bucket=env.bucket, Key=side, Body=json.dumps(document).encode())
+    spoiled = {missing["id"], short["id"], altered["id"], sidecar_changed["id"]}
+
+    # Hold one monitor and one voicemessage by id, and every call of one caller by number.
+    held_number = monitors[5]["caller"]
+    env.set_variable(
+        "voipstudio_legal_hold",
+        {
+            "ids": {"monitors": [monitors[4]["id"]], "voicemessages": [voicemessages[0]["id"]]},
+            "numbers": ["+" + held_number[:2] + " " + held_number[2:]],
+        },
+    )
+    before = {res: truth(env.sandbox, res) for res in ("monitors", "voicemessages", "chatmsgs")}
+
+    dag_run = run_dag(DAG_ID, logical_date=today())
+
+    assert dag_run.state == "success"
+    cutoff = run_cutoff(dag_run)
+    lines = audit_lines(env, dag_run)
+    by_resource = {res: [x for x in lines if x["resource"] == res] for res in before}
+
+    number = normalize_number(held_number)
+    on_hold_by_number = {
+        m["id"] for m in before["monitors"] if number in (m["caller"], m["called"])
+    }
+    candidates = {m["id"] for m in older_than(before["monitors"], "monitors", cutoff)}
+    expected_deleted = candidates - spoiled - on_hold_by_number - {monitors[4]["id"]}
+    after = {m["id"] for m in truth(env.sandbox, "monitors")}
+
+    # Deleted exactly what it should, nothing else; new calls arrived and were left alone.
+    assert len(calls_arriving) > 0
+    assert expected_deleted and not (expected_deleted & after)
+    assert after == {m["id"] for m in before["monitors"]} - expected_deleted | (
+        after - {m["id"] for m in before["monitors"]}
+    )
+    assert len(after) == len(before["monitors"]) - len(expected_deleted) + len(
+        [i for i in after if i > max(m["id"] for m in before["monitors"])]
+    )
+    # One audit line per candidate, with the reason and the key checked.
+    assert sorted(x["id"] for x in by_resource["monitors"]) == sorted(candidates)
+    reasons = {x["id"]: (x["action"], x["reason"]) for x in by_resource["monitors"]}
+    for record_id in spoiled:
+        assert reasons[record_id] == ("skipped", "archive_unverified")
+    assert reasons[monitors[4]["id"]] == ("skipped", "legal_hold_id")
+    for record_id in on_hold_by_number & candidates:
+        assert reasons[record_id] == ("skipped", "legal_hold_number")
+    for record_id in expected_deleted:
+        assert reasons[record_id] == ("deleted", "archive_verified")
+    details = {x["id"]: x["detail"] for x in by_resource["monitors"]}
+    assert details[missing["id"]] == "missing"
+    assert details[short["id"]].startswith("size 9 != record size")
+    assert details[altered["id"]] == "sha256 metadata differs from sidecar"
+    assert details[sidecar_changed["id"]] == "sha256 metadata differs from sidecar"
+    assert all(x["archive_key"] for x in lines)
+    assert {x["archive_key"] for x in by_resource["monitors"] if x["id"] == missing["id"]} == {
+        archive_key(env.prefix, kind, missing)
+    }
+
+    # Voicemail: the held one stays, the others past retention are gone.
+    vm_candidates = {v["id"] for v in older_than(before["voicemessages"], "voicemessages", cutoff)}
+    vm_after = {v["id"] for v in truth(env.sandbox, "voicemessages")}
+    assert sorted(x["id"] for x in by_resource["voicemessages"]) == sorted(vm_candidates)
+    assert voicemessages[0]["id"] in vm_after
+    held_vm_numbers = {
+        v["id"]
+        for v in before["voicemessages"]
+        if number in {normalize_number(v[f]) for f in ("caller", "callerid", "dialled")}
+    }
+    assert vm_after & vm_candidates == {voicemessages[0]["id"]} | (held_vm_numbers & vm_candidates)
+
+    # Chat messages: archived with their chat first, then deleted.
+    msg_candidates = older_than(before["chatmsgs"], "chatmsgs", cutoff)
+    msg_after = {m["id"] for m in truth(env.sandbox, "chatmsgs")}
+    assert msg_candidates and not ({m["id"] for m in msg_candidates} & msg_after)
+    chat_keys = env.keys("chats/")
+    archived_messages = {}
+    for key in chat_keys:
+        answer = s3.get_object(Bucket=env.bucket, Key=key)
+        document = json.loads(answer["Body"].read())
+        archived_messages.update({m["id"]: m for m in document["messages"]})
+    for message in msg_candidates:
+        assert archived_messages[message["id"]] == message
+
+    # The token is in no task output.
+    assert env.sandbox.token not in capfd.readouterr().out
+
+
+def test_dry_run_and_max_deletions(small_pages, run_dag):
+    env = small_pages
+    env.set_variable("voipstudio_retention_policy", {**POLICY, "chatmsgs": None})
+    margin = today() - dt.timedelta(days=KEEP_DAYS - 3)
+    archive_old(env, "monitors", margin)
+    archive_old(env, "voicemessages", margin)
+    before = {res: truth(env.sandbox, res) for res in ("monitors", "voicemessages")}
+
+    dry = run_dag(DAG_ID, logical_date=today(), conf={"dry_run": True})
+
+    assert dry.state == "success"
+    assert {res: truth(env.sandbox, res) for res in before} == before
+    lines = audit_lines(env, dry)
+    candidates = {
+        (res, r["id"]) for res in before for r in older_than(before[res], res, run_cutoff(dry))
+    }
+    assert {(x["resource"], x["id"]) for x in lines} == candidates
+    assert {x["action"] for x in lines} == {"would_delete"}
+
+    capped = run_dag(
+        DAG_ID, logical_date=today() + dt.timedelta(seconds=1), conf={"max_deletions": 5}
+    )
+
+    assert capped.state == "success"
+    lines = audit_lines(env, capped)
+    deleted = [x for x in lines if x["action"] == "deleted"]
+    assert len(deleted) == 5
+    assert len(lines) == len(candidates)
+    assert {x["reason"] for x in lines if x["action"] == "skipped"} == {"max_deletions"}
+    remaining = sum(len(truth(env.sandbox, res)) for res in before)
+    assert remaining == sum(len(rows) for rows in before.values()) - 5
