@@ -6,7 +6,6 @@ import datetime as dt
 import json
 
 import pytest
-
 from voipstudio_provider.archive import ArchiveTarget, archive_batch
 from voipstudio_provider.audit import read_audit
 from voipstudio_provider.layout import (
@@ -95,9 +94,7 @@ def calls_arriving(small_pages, monkeypatch):
 
     def list_page(self, resource, **kwargs):
         if resource in ("monitors", "voicemessages") and len(added) < 40:
-            answer = sandbox.control(
-                "POST", "records/cdrs", {"count": 1, "with_recording": True}
-            )
+            answer = sandbox.control("POST", "records/cdrs", {"count": 1, "with_recording": True})
             added.extend(answer["ids"])
         return original(self, resource, **kwargs)
 

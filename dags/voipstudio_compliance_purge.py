@@ -1,0 +1,140 @@
+"""
+### Compliance purge of VoIPstudio recordings, voicemail and chats (run by hand)
+
+Never scheduled: a person triggers it from the UI form. It first writes a **plan** of
+what matches, then deletes exactly that plan, and only when `dry_run` is off **and**
+`confirm` is exactly `PURGE`.
+
+**Form.**
+- `resources`: any of `monitors` (call recordings), `voicemessages`, `chatmsgs`.
+- `older_than`: a date; records dated before that UTC day match.
+- `phone_number`: records involving this number match: a recording or voicemail by its
+  caller, called or caller id; a chat by its visitor's name or e-mail or any of its
+  messages (then every message of the chat). Numbers compare by digits only, so
+  `+44 20 7946 0000` finds `442079460000` and `020 7946 0000`.
+- Give `older_than`, `phone_number` or both; with both, a record must match both.
+- `dry_run` (default **on**): plan and report only.
+- `confirm`: type `PURGE` to delete. Anything else (`purge`, `PURGE `) deletes nothing
+  and fails the run.
+- `require_archive` (default on): delete a recording or voicemail only if its archived
+  copy checks out (size, sha256 metadata against the sidecar); chats are archived first.
+  Off, items are deleted without an archive.
+- `mask_cdrs` (default off): CDRs cannot be deleted one by one; with this on, the number
+  is replaced by `masked` in matching CDRs (src, dst, clid and the names repeating it).
+- `bucket`, `prefix` (default: Variables `voipstudio_s3_bucket`, `voipstudio_s3_prefix`).
+
+**Legal hold.** Items held by id or by number (Variable `voipstudio_legal_hold`) are
+listed apart in the plan and never deleted or masked.
+
+**Output.** The plan: `{prefix}/audit/voipstudio_compliance_purge/{run_id}.plan.json`
+(criteria, and per resource the count, the ids and the held ids). The audit log, one line
+per item deleted, masked or kept, with the reason and the archive key checked:
+`{prefix}/audit/voipstudio_compliance_purge/{run_id}.jsonl`. The archived copies in the
+bucket are not touched by a purge.
+
+**Tasks.** `plan_purge` → `check_confirmation` → `purge_planned_records` (mapped over the
+resources, pool `voipstudio_api`) → `mask_matching_cdrs`; `write_audit_log` joins the
+audit parts, also after a failure.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow.sdk import Param, dag, get_current_context, task
+from voipstudio_provider import purge, retention
+from voipstudio_provider.settings import API_POOL
+
+
+@dag(
+    dag_id="voipstudio_compliance_purge",
+    schedule=None,
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    catchup=False,
+    doc_md=__doc__,
+    tags=["voipstudio", "retention", "compliance"],
+    default_args={
+        "owner": "voipstudio",
+        "retries": 2,
+        "retry_delay": dt.timedelta(minutes=2),
+        "retry_exponential_backoff": True,
+    },
+    params={
+        "resources": Param(
+            list(purge.PURGE_RESOURCES),
+            type="array",
+            items={"type": "string", "enum": list(purge.PURGE_RESOURCES)},
+            minItems=1,
+            uniqueItems=True,
+            title="Resources",
+            description="what to purge: monitors (recordings), voicemessages, chatmsgs",
+        ),
+        "older_than": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            title="Older than",
+            description="purge records dated before this day (UTC)",
+        ),
+        "phone_number": Param(
+            None,
+            type=["null", "string"],
+            title="Phone number",
+            description="purge records involving this number, e.g. +44 20 7946 0000",
+        ),
+        "dry_run": Param(True, type="boolean", title="Dry run", description="plan only"),
+        "confirm": Param(
+            "",
+            type="string",
+            title="Confirm",
+            description="type PURGE (capitals) to delete; ignored in a dry run",
+        ),
+        "require_archive": Param(
+            True,
+            type="boolean",
+            title="Require archive",
+            description="delete only what is verified in the archive bucket",
+        ),
+        "mask_cdrs": Param(
+            False,
+            type="boolean",
+            title="Mask CDRs",
+            description="replace the phone number by 'masked' in matching CDRs",
+        ),
+        "bucket": Param(None, type=["null", "string"], description="default: Variable"),
+        "prefix": Param(None, type=["null", "string"], description="default: Variable"),
+    },
+)
+def voipstudio_compliance_purge():
+    @task(pool=API_POOL, retries=0)
+    def plan_purge(params=None, dag_run=None):
+        return purge.run_plan(params, dag_run.dag_id, dag_run.run_id)
+
+    @task(retries=0)
+    def check_confirmation(plan_summary: dict, params=None):
+        return purge.check_confirmation(params, plan_summary)
+
+    @task(
+        pool=API_POOL,
+        max_active_tis_per_dagrun=1,
+        map_index_template="{{ purge_resource }}",
+    )
+    def purge_planned_records(resource: str, params=None, dag_run=None, ti=None):
+        get_current_context()["purge_resource"] = resource
+        return purge.run_purge(resource, params, dag_run.dag_id, dag_run.run_id, ti.try_number)
+
+    @task(pool=API_POOL, trigger_rule="none_failed")
+    def mask_matching_cdrs(params=None, dag_run=None, ti=None):
+        return purge.run_masking(params, dag_run.dag_id, dag_run.run_id, ti.try_number)
+
+    @task
+    def write_audit_log(params=None, dag_run=None):
+        return retention.write_audit_log(params, dag_run.dag_id, dag_run.run_id)
+
+    resources = check_confirmation(plan_purge())
+    purged = purge_planned_records.expand(resource=resources)
+    masked = purged >> mask_matching_cdrs()
+    masked >> write_audit_log().as_teardown()
+
+
+voipstudio_compliance_purge()

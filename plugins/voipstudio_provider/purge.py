@@ -1,0 +1,413 @@
+"""The compliance purge: plan, then (only when confirmed) delete exactly the plan.
+
+A purge is asked for by a person, with ``older_than`` (a date), a ``phone_number``, or
+both. :func:`build_plan` lists what matches per resource, held items apart, and the plan
+is written to :func:`~.layout.plan_key` before anything else happens. Deleting then takes
+``dry_run`` false **and** ``confirm`` exactly ``PURGE``; it deletes only planned ids, with
+the archive check, legal hold, batching and audit of retention
+(:class:`~.retention.SourceDeleter`). CDRs cannot be deleted one by one in this API; with
+``mask_cdrs`` the number is masked in matching CDRs through the bulk PATCH instead.
+
+A recording or voicemessage involves a number through its caller, called or caller id
+fields; a chat through its visitor's name or e-mail or any of its messages, and then
+every message of that chat is purged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from voipstudio_provider.audit import MASKED, SKIPPED, WOULD_MASK, AuditLog, audit_part
+from voipstudio_provider.endpoints import RESOURCES, Filter
+from voipstudio_provider.layout import parse_api_datetime, plan_key
+from voipstudio_provider.policy import (
+    LegalHold,
+    find_match,
+    normalize_number,
+    numbers_in_text,
+    record_numbers,
+)
+from voipstudio_provider.retention import SourceDeleter, batched, clients, load_legal_hold
+
+log = logging.getLogger(__name__)
+
+PURGE_RESOURCES: tuple[str, ...] = ("monitors", "voicemessages", "chatmsgs")
+CONFIRM_PHRASE = "PURGE"
+#: What a masked CDR shows instead of the number.
+MASKED_NUMBER = "masked"
+MASK_BATCH = 100
+
+
+@dataclass(frozen=True)
+class PurgeRequest:
+    """What a person asked for in the purge form.
+
+    :param resources: which of :data:`PURGE_RESOURCES` to purge.
+    :param older_than: purge records dated before this UTC day.
+    :param phone_number: purge records involving this number (normalised digits).
+    :param dry_run: plan and report only.
+    :param confirm: must be exactly ``PURGE`` for anything to be deleted.
+    :param require_archive: delete only what is verified in the archive.
+    :param mask_cdrs: mask ``phone_number`` in matching CDRs.
+    """
+
+    resources: tuple[str, ...]
+    older_than: dt.date | None = None
+    phone_number: str | None = None
+    dry_run: bool = True
+    confirm: str = ""
+    require_archive: bool = True
+    mask_cdrs: bool = False
+
+    @property
+    def confirmed(self) -> bool:
+        """Deleting is allowed: not a dry run, and ``confirm`` is exactly ``PURGE``."""
+        return not self.dry_run and self.confirm == CONFIRM_PHRASE
+
+    @property
+    def cutoff(self) -> dt.datetime | None:
+        if self.older_than is None:
+            return None
+        return dt.datetime.combine(self.older_than, dt.time(), tzinfo=dt.UTC)
+
+    def matches(self, resource: str, record: Mapping[str, Any]) -> bool:
+        """Whether a record's own fields match (the date is filtered by the API)."""
+        if self.phone_number is None:
+            return True
+        return find_match(record_numbers(resource, record), [self.phone_number]) is not None
+
+    def criteria(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["older_than"] = self.older_than.isoformat() if self.older_than else None
+        values["resources"] = list(self.resources)
+        values.pop("confirm")
+        return values
+
+
+def parse_purge_request(params: Mapping[str, Any]) -> PurgeRequest:
+    """Check the form and build the request; refuse a purge with no criterion at all.
+
+    :raises ValueError: unknown resources, a bad date, a number without digits, no
+        ``older_than`` nor ``phone_number``, or ``mask_cdrs`` without a number.
+    """
+    resources = tuple(params.get("resources") or PURGE_RESOURCES)
+    unknown = set(resources) - set(PURGE_RESOURCES)
+    if unknown:
+        raise ValueError(f"resources must be among {PURGE_RESOURCES}, not {sorted(unknown)}")
+    older_than = params.get("older_than") or None
+    if older_than is not None and not isinstance(older_than, dt.date):
+        try:
+            older_than = dt.date.fromisoformat(str(older_than))
+        except ValueError:
+            raise ValueError(f"older_than must be a date YYYY-MM-DD, not {older_than!r}") from None
+    phone = params.get("phone_number") or None
+    if phone is not None:
+        phone = normalize_number(phone)
+        if not phone:
+            raise ValueError("phone_number has no digits")
+    if older_than is None and phone is None:
+        raise ValueError("a purge needs older_than, phone_number, or both")
+    mask = bool(params.get("mask_cdrs", False))
+    if mask and phone is None:
+        raise ValueError("mask_cdrs needs a phone_number")
+    return PurgeRequest(
+        resources=resources,
+        older_than=older_than,
+        phone_number=phone,
+        dry_run=bool(params.get("dry_run", True)),
+        confirm=str(params.get("confirm") or ""),
+        require_archive=bool(params.get("require_archive", True)),
+        mask_cdrs=mask,
+    )
+
+
+# -- planning -----------------------------------------------------------------------------
+
+
+def _plan_records(hook, request: PurgeRequest, resource: str, hold: LegalHold) -> dict:
+    ids, held = [], []
+    for record in hook.iter_records(resource, until=request.cutoff):
+        if request.matches(resource, record):
+            (held if hold.reason(resource, record) else ids).append(record["id"])
+    return {"count": len(ids), "ids": ids, "held": held}
+
+
+def _plan_chat_messages(hook, request: PurgeRequest, hold: LegalHold) -> dict:
+    """Messages to purge: dated before the cutoff, in a chat involving the number."""
+    chat_numbers: dict[int, set[str]] = {}
+    candidates: list[tuple[int, int]] = []  # (message id, chat id)
+    for message in hook.iter_records("chatmsgs"):
+        chat_numbers.setdefault(message["chat_id"], set()).update(
+            numbers_in_text(message["message"])
+        )
+        created = parse_api_datetime(message["created_at"])
+        if request.cutoff is None or created < request.cutoff:
+            candidates.append((message["id"], message["chat_id"]))
+    for chat in hook.iter_records("chats"):
+        if chat["id"] in chat_numbers:
+            chat_numbers[chat["id"]] |= record_numbers("chats", chat)
+
+    def involved(chat_id: int) -> bool:
+        wanted = [request.phone_number] if request.phone_number else None
+        return wanted is None or find_match(chat_numbers[chat_id], wanted) is not None
+
+    def held(message_id: int, chat_id: int) -> bool:
+        return (
+            hold.held_id("chatmsgs", message_id)
+            or hold.held_id("chats", chat_id)
+            or hold.held_number(chat_numbers[chat_id]) is not None
+        )
+
+    ids, kept, chats = [], [], set()
+    for message_id, chat_id in candidates:
+        if involved(chat_id):
+            (kept if held(message_id, chat_id) else ids).append(message_id)
+            chats.add(chat_id)
+    return {"count": len(ids), "ids": ids, "held": kept, "chat_ids": sorted(chats)}
+
+
+def _plan_cdr_masks(hook, request: PurgeRequest, hold: LegalHold) -> dict:
+    ids, held = [], []
+    for cdr in hook.iter_records("cdrs", until=request.cutoff):
+        numbers = record_numbers("cdrs", cdr)
+        if find_match(numbers, [request.phone_number]):
+            (held if hold.held_number(numbers) else ids).append(cdr["id"])
+    return {"count": len(ids), "ids": ids, "held": held}
+
+
+def build_plan(hook, request: PurgeRequest, hold: LegalHold) -> dict[str, Any]:
+    """What the purge would delete per resource (``ids``), and what the hold keeps.
+
+    :return: ``{"criteria": {...}, "resources": {res: {"count", "ids", "held"}},
+        "cdrs_to_mask": {...} (with mask_cdrs)}``.
+    """
+    plan: dict[str, Any] = {"criteria": request.criteria(), "resources": {}}
+    for resource in request.resources:
+        if resource == "chatmsgs":
+            plan["resources"][resource] = _plan_chat_messages(hook, request, hold)
+        else:
+            plan["resources"][resource] = _plan_records(hook, request, resource, hold)
+    if request.mask_cdrs:
+        plan["cdrs_to_mask"] = _plan_cdr_masks(hook, request, hold)
+    return plan
+
+
+def plan_counts(plan: Mapping[str, Any]) -> dict[str, Any]:
+    """The plan without its id lists: small enough for XCom and the log."""
+    counts = {
+        r: {"count": e["count"], "held": len(e["held"])} for r, e in plan["resources"].items()
+    }
+    if "cdrs_to_mask" in plan:
+        counts["cdrs_to_mask"] = {
+            "count": plan["cdrs_to_mask"]["count"],
+            "held": len(plan["cdrs_to_mask"]["held"]),
+        }
+    return counts
+
+
+def write_plan(s3_client, bucket: str, key: str, plan: Mapping[str, Any]) -> None:
+    body = json.dumps(plan, sort_keys=True, indent=1).encode()
+    s3_client.put_object(
+        Bucket=bucket,
+        Key=key,
+        Body=body,
+        ContentType="application/json",
+        Metadata={"sha256": hashlib.sha256(body).hexdigest()},
+    )
+
+
+def read_plan(s3_client, bucket: str, key: str) -> dict[str, Any]:
+    """The plan written by :func:`write_plan`; refuse one that does not match its sha256."""
+    answer = s3_client.get_object(Bucket=bucket, Key=key)
+    with answer["Body"] as body:
+        raw = body.read()
+    if answer.get("Metadata", {}).get("sha256") != hashlib.sha256(raw).hexdigest():
+        raise ValueError(f"the purge plan s3://{bucket}/{key} was changed after it was written")
+    return json.loads(raw)
+
+
+# -- executing ----------------------------------------------------------------------------
+
+
+def planned_records(hook, resource: str, ids: Iterable[int]) -> Iterator[dict]:
+    """The planned records the API still has, ids ascending (one walk over their range)."""
+    wanted = set(ids)
+    if not wanted:
+        return
+    bounds = [Filter("id", "gte", min(wanted)), Filter("id", "lte", max(wanted))]
+    for record in hook.iter_records(resource, filters=bounds):
+        if record["id"] in wanted:
+            yield record
+
+
+def purge_planned(
+    hook, s3_client, target, audit: AuditLog, request: PurgeRequest, resource: str,
+    plan: Mapping[str, Any], hold: LegalHold, checkpoint=None,
+) -> SourceDeleter:  # fmt: skip
+    """Delete the planned ids of ``resource`` (or, dry, say what would go).
+
+    Records gone since planning get a ``gone`` line; a hold added since planning still
+    keeps its items.
+    """
+    if not (request.dry_run or request.confirmed):
+        raise PermissionError(f"confirm must be exactly {CONFIRM_PHRASE!r}; nothing was deleted")
+    ids = list(plan["resources"].get(resource, {}).get("ids", []))
+    deleter = SourceDeleter(
+        hook, s3_client, target, audit, resource, hold=hold, dry_run=request.dry_run,
+        budget=len(ids), require_archive=request.require_archive, checkpoint=checkpoint,
+    )  # fmt: skip
+    seen: set[int] = set()
+
+    def tracked() -> Iterator[dict]:
+        for record in planned_records(hook, resource, ids):
+            seen.add(record["id"])
+            yield record
+
+    deleter.run(tracked())
+    for missing in sorted(set(ids) - seen):
+        audit.add(resource, missing, SKIPPED, "gone", detail="no longer at the source")
+    return deleter
+
+
+def _masked(cdr: Mapping[str, Any], phone: str) -> dict[str, Any]:
+    row: dict[str, Any] = {"id": cdr["id"]}
+    for name in RESOURCES["cdrs"].number_fields:
+        if find_match(record_numbers_of_value(cdr.get(name)), [phone]):
+            row[name] = MASKED_NUMBER
+    for name in ("src_name", "dst_name"):  # outbound calls repeat the number as a name
+        if find_match(record_numbers_of_value(cdr.get(name)), [phone]):
+            row[name] = MASKED_NUMBER
+    return row
+
+
+def record_numbers_of_value(value: Any) -> set[str]:
+    """The numbers in one field's value: the field as a whole and numbers within its text."""
+    if value is None:
+        return set()
+    whole = normalize_number(value)
+    return numbers_in_text(value) | ({whole} if whole else set())
+
+
+def mask_planned_cdrs(
+    hook, audit: AuditLog, request: PurgeRequest, plan: Mapping[str, Any], hold: LegalHold
+) -> int:
+    """Mask the purge's number in the planned CDRs by bulk PATCH; return how many.
+
+    Each batch is read back: a CDR still showing the number is audited as ``failed``.
+    """
+    if not (request.dry_run or request.confirmed):
+        raise PermissionError(f"confirm must be exactly {CONFIRM_PHRASE!r}; nothing was masked")
+    ids = plan.get("cdrs_to_mask", {}).get("ids", [])
+    masked = 0
+    for batch in batched(planned_records(hook, "cdrs", ids), MASK_BATCH):
+        rows = []
+        for cdr in batch:
+            if hold.held_number(record_numbers("cdrs", cdr)):
+                audit.add("cdrs", cdr["id"], SKIPPED, "legal_hold_number")
+            elif request.dry_run:
+                audit.add("cdrs", cdr["id"], WOULD_MASK, "number_matched")
+            else:
+                rows.append(_masked(cdr, request.phone_number))
+        if not rows:
+            continue
+        hook.update_records("cdrs", rows)
+        for cdr in planned_records(hook, "cdrs", [row["id"] for row in rows]):
+            if request.matches("cdrs", cdr):
+                audit.add("cdrs", cdr["id"], "failed", "number_matched", detail="still unmasked")
+            else:
+                masked += 1
+                audit.add("cdrs", cdr["id"], MASKED, "number_matched")
+    return masked
+
+
+# -- the purge DAG's tasks ----------------------------------------------------------------
+
+
+def _context(params: Mapping[str, Any]):
+    from voipstudio_provider.archive import ArchiveTarget
+    from voipstudio_provider.settings import resolve_bucket_and_prefix
+
+    bucket, prefix = resolve_bucket_and_prefix(params)
+    return bucket, prefix, ArchiveTarget(bucket=bucket, prefix=prefix)
+
+
+def run_plan(params: Mapping[str, Any], dag_id: str, run_id: str) -> dict[str, Any]:
+    """Task: check the form, list what matches, write the plan. Deletes nothing.
+
+    :return: the plan's key and counts, and whether the run may delete.
+    """
+    request = parse_purge_request(params)
+    hold = load_legal_hold()
+    bucket, prefix, _ = _context(params)
+    hook, s3_client = clients("voipstudio_default", "aws_default")
+    plan = build_plan(hook, request, hold)
+    plan.update(dag_id=dag_id, run_id=run_id, planned_at=dt.datetime.now(dt.UTC).isoformat())
+    key = plan_key(prefix, dag_id, run_id)
+    write_plan(s3_client, bucket, key, plan)
+    counts = plan_counts(plan)
+    log.info("purge plan s3://%s/%s: %s", bucket, key, json.dumps(counts, sort_keys=True))
+    return {"plan_key": key, "counts": counts, "dry_run": request.dry_run}
+
+
+def check_confirmation(params: Mapping[str, Any], plan_summary: Mapping[str, Any]) -> list[str]:
+    """Task: let a dry run or a confirmed purge go on; stop anything else.
+
+    :return: the resources to go through (for the mapped purge task).
+    """
+    request = parse_purge_request(params)
+    if not (request.dry_run or request.confirmed):
+        raise PermissionError(
+            f"dry_run is off but confirm is {request.confirm!r}, not exactly "
+            f"{CONFIRM_PHRASE!r}: nothing was deleted. The plan is {plan_summary['plan_key']}."
+        )
+    mode = "dry run" if request.dry_run else "confirmed"
+    log.info("purge %s: %s", mode, json.dumps(plan_summary["counts"], sort_keys=True))
+    return list(request.resources)
+
+
+def run_purge(
+    resource: str, params: Mapping[str, Any], dag_id: str, run_id: str, try_number: int
+) -> dict[str, Any]:
+    """Task of one resource: delete its planned ids, audited in this attempt's part."""
+    request = parse_purge_request(params)
+    hold = load_legal_hold()
+    bucket, prefix, target = _context(params)
+    hook, s3_client = clients("voipstudio_default", "aws_default")
+    plan = read_plan(s3_client, bucket, plan_key(prefix, dag_id, run_id))
+    with audit_part(
+        s3_client, bucket, prefix, dag_id, run_id, f"{resource}.try{try_number}"
+    ) as audit:
+        try:
+            purge_planned(
+                hook, s3_client, target, audit, request, resource, plan, hold,
+                checkpoint=lambda: audit.upload(s3_client, bucket, audit.key),
+            )  # fmt: skip
+        finally:
+            summary = audit.summary()
+            log.info("%s purge: %s", resource, json.dumps(summary, sort_keys=True))
+    return {"resource": resource, "dry_run": request.dry_run, **summary}
+
+
+def run_masking(
+    params: Mapping[str, Any], dag_id: str, run_id: str, try_number: int
+) -> dict[str, Any]:
+    """Task: mask the number in the planned CDRs, when ``mask_cdrs`` is on."""
+    request = parse_purge_request(params)
+    if not request.mask_cdrs:
+        log.info("mask_cdrs is off: CDRs are left as they are")
+        return {"masked": 0}
+    hold = load_legal_hold()
+    bucket, prefix, _ = _context(params)
+    hook, s3_client = clients("voipstudio_default", "aws_default")
+    plan = read_plan(s3_client, bucket, plan_key(prefix, dag_id, run_id))
+    with audit_part(s3_client, bucket, prefix, dag_id, run_id, f"cdrs.try{try_number}") as audit:
+        masked = mask_planned_cdrs(hook, audit, request, plan, hold)
+        summary = audit.summary()
+    log.info("cdr masking: %s", json.dumps(summary, sort_keys=True))
+    return {"masked": masked, **summary}

@@ -1,0 +1,203 @@
+"""The compliance purge DAG, run by Airflow against the sandbox and SeaweedFS."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+from voipstudio_provider.audit import read_audit
+from voipstudio_provider.layout import audit_key, plan_key
+from voipstudio_provider.policy import normalize_number
+from voipstudio_provider.purge import PURGE_RESOURCES
+
+from tests.dags.conftest import load_dag
+from tests.dags.test_retention import archive_old, older_than, today, truth
+from tests.dags.test_retention import run_dag as run_dag  # noqa: F401 (fixture, no retries)
+
+DAG_ID = "voipstudio_compliance_purge"
+PURGED = ("monitors", "voicemessages", "chatmsgs")
+
+
+def state(sandbox) -> dict[str, list[dict]]:
+    return {res: truth(sandbox, res) for res in (*PURGED, "cdrs")}
+
+
+def read_plan(env, dag_run) -> dict:
+    key = plan_key(env.prefix, DAG_ID, dag_run.run_id)
+    return json.loads(env.s3().get_object(Bucket=env.bucket, Key=key)["Body"].read())
+
+
+def audit_lines(env, dag_run) -> list[dict]:
+    return read_audit(env.s3(), env.bucket, audit_key(env.prefix, DAG_ID, dag_run.run_id))
+
+
+def test_form_is_a_json_schema(airflow_env):
+    dag = load_dag(DAG_ID)
+    schema = {name: dag.params.get_param(name).schema for name in dag.params}
+    assert type(dag.timetable).__name__ == "NullTimetable"  # never scheduled
+    assert schema["resources"]["type"] == "array"
+    assert schema["resources"]["items"]["enum"] == list(PURGE_RESOURCES)
+    assert schema["older_than"]["format"] == "date"
+    assert "string" in schema["older_than"]["type"] and "string" in schema["phone_number"]["type"]
+    assert schema["dry_run"]["type"] == "boolean" and dag.params["dry_run"] is True
+    assert schema["require_archive"]["type"] == "boolean" and dag.params["require_archive"] is True
+    assert schema["mask_cdrs"]["type"] == "boolean" and dag.params["mask_cdrs"] is False
+    assert schema["confirm"]["type"] == "string" and dag.params["confirm"] == ""
+
+
+@pytest.mark.parametrize(
+    ("conf", "expected_state"),
+    [
+        ({"dry_run": True, "confirm": "PURGE"}, "success"),
+        ({"dry_run": False, "confirm": "purge"}, "failed"),
+        ({"dry_run": False, "confirm": "PURGE "}, "failed"),
+        ({"dry_run": False}, "failed"),
+    ],
+)
+def test_nothing_deleted_without_exact_confirmation(airflow_env, run_dag, conf, expected_state):
+    env = airflow_env
+    older = (today() - dt.timedelta(days=150)).date().isoformat()
+    before = state(env.sandbox)
+
+    dag_run = run_dag(DAG_ID, logical_date=today(), conf={"older_than": older, **conf})
+
+    assert dag_run.state == expected_state
+    assert state(env.sandbox) == before
+    plan = read_plan(env, dag_run)
+    cutoff = dt.datetime.fromisoformat(older).replace(tzinfo=dt.UTC)
+    for resource in PURGED:
+        assert sorted(plan["resources"][resource]["ids"]) == sorted(
+            r["id"] for r in older_than(before[resource], resource, cutoff)
+        )
+    assert plan["resources"]["monitors"]["count"] > 0
+    lines = audit_lines(env, dag_run)
+    assert {x["action"] for x in lines} <= {"would_delete", "skipped"}
+    if expected_state == "failed":
+        assert lines == []
+
+
+def test_confirmed_purge_deletes_exactly_its_plan(airflow_env, run_dag, capfd):
+    env = airflow_env
+    older = today() - dt.timedelta(days=150)
+    archive_old(env, "monitors", older)
+    archive_old(env, "voicemessages", older)
+    before = state(env.sandbox)
+
+    dag_run = run_dag(
+        DAG_ID,
+        logical_date=today(),
+        conf={"older_than": older.date().isoformat(), "dry_run": False, "confirm": "PURGE"},
+    )
+
+    assert dag_run.state == "success"
+    after = state(env.sandbox)
+    plan = read_plan(env, dag_run)
+    lines = audit_lines(env, dag_run)
+    for resource in PURGED:
+        deleted = {r["id"] for r in before[resource]} - {r["id"] for r in after[resource]}
+        assert deleted == set(plan["resources"][resource]["ids"]), resource
+        assert deleted == {
+            x["id"] for x in lines if x["resource"] == resource and x["action"] == "deleted"
+        }
+    assert after["cdrs"] == before["cdrs"]
+    assert plan["resources"]["chatmsgs"]["count"] > 0
+    assert all(x["archive_key"] for x in lines)
+    assert env.sandbox.token not in capfd.readouterr().out
+
+
+def _number_with_voicemail(sandbox) -> str:
+    voicemessage = truth(sandbox, "voicemessages")[0]
+    return voicemessage["caller"]
+
+
+def _spaced(number: str) -> str:
+    return f"+{number[:2]} {number[2:5]} {number[5:]}"
+
+
+@pytest.mark.parametrize("mask_cdrs", [True, False])
+def test_phone_number_purge_finds_every_kind(airflow_env, run_dag, mask_cdrs, capfd):
+    env = airflow_env
+    sandbox = env.sandbox
+    number = _number_with_voicemail(sandbox)
+    # A recording of a new call from that number, and a chat where the visitor left it.
+    monitor_ids = sandbox.control(
+        "POST", "records/monitors", {"count": 1, "fields": {"caller": number}}
+    )["ids"]
+    chat = truth(sandbox, "chats")[2]
+    sandbox.control(
+        "POST",
+        "records/chatmsgs",
+        {"count": 1, "fields": {"chat_id": chat["id"], "message": f"call me on {_spaced(number)}"}},
+    )
+    before = state(sandbox)
+
+    dag_run = run_dag(
+        DAG_ID,
+        logical_date=today(),
+        conf={
+            "phone_number": _spaced(number),
+            "require_archive": False,
+            "mask_cdrs": mask_cdrs,
+            "dry_run": False,
+            "confirm": "PURGE",
+        },
+    )
+
+    assert dag_run.state == "success"
+    after = state(sandbox)
+
+    def involves(record: dict, fields) -> bool:
+        return any(normalize_number(record.get(f) or "") == number for f in fields)
+
+    wanted_monitors = {m["id"] for m in before["monitors"] if involves(m, ("caller", "called"))}
+    wanted_vm = {
+        v["id"] for v in before["voicemessages"] if involves(v, ("caller", "callerid", "dialled"))
+    }
+    wanted_msgs = {m["id"] for m in before["chatmsgs"] if m["chat_id"] == chat["id"]}
+    assert set(monitor_ids) <= wanted_monitors and wanted_vm and len(wanted_msgs) > 1
+    for resource, wanted in (
+        ("monitors", wanted_monitors),
+        ("voicemessages", wanted_vm),
+        ("chatmsgs", wanted_msgs),
+    ):
+        deleted = {r["id"] for r in before[resource]} - {r["id"] for r in after[resource]}
+        assert deleted == wanted, resource
+    matching_cdrs = [c for c in before["cdrs"] if involves(c, ("src", "dst", "clid"))]
+    assert matching_cdrs
+    cdrs_after = {c["id"]: c for c in after["cdrs"]}
+    if mask_cdrs:
+        for cdr in matching_cdrs:
+            assert not involves(cdrs_after[cdr["id"]], ("src", "dst", "clid"))
+            assert number not in json.dumps(cdrs_after[cdr["id"]])
+        others = [c for c in before["cdrs"] if c not in matching_cdrs]
+        assert all(cdrs_after[c["id"]] == c for c in others)
+    else:
+        assert after["cdrs"] == before["cdrs"]
+    assert sandbox.token not in capfd.readouterr().out
+
+
+def test_held_number_is_not_purged(airflow_env, run_dag):
+    env = airflow_env
+    number = _number_with_voicemail(env.sandbox)
+    env.set_variable("voipstudio_legal_hold", {"numbers": [_spaced(number)]})
+    before = state(env.sandbox)
+
+    dag_run = run_dag(
+        DAG_ID,
+        logical_date=today(),
+        conf={
+            "phone_number": number,
+            "require_archive": False,
+            "mask_cdrs": True,
+            "dry_run": False,
+            "confirm": "PURGE",
+        },
+    )
+
+    assert dag_run.state == "success"
+    assert state(env.sandbox) == before
+    plan = read_plan(env, dag_run)
+    assert plan["resources"]["voicemessages"]["ids"] == []
+    assert plan["resources"]["voicemessages"]["held"]
+    assert plan["cdrs_to_mask"]["held"] and plan["cdrs_to_mask"]["ids"] == []
