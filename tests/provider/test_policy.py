@@ -1,0 +1,163 @@
+"""Retention policy and legal hold parsing, number matching, cutoffs: no servers needed."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pendulum
+import pytest
+from voipstudio_provider.policy import (
+    DEFAULT_RETENTION_DAYS,
+    normalize_number,
+    numbers_in_text,
+    numbers_match,
+    parse_legal_hold,
+    parse_retention_policy,
+    record_numbers,
+    retention_cutoff,
+)
+from voipstudio_provider.purge import parse_purge_request
+
+
+@pytest.mark.parametrize("unset", [None, "", "  "])
+def test_unset_policy_gives_the_defaults(unset):
+    assert parse_retention_policy(unset) == {"monitors": 365, "voicemessages": 90, "chatmsgs": 365}
+    assert parse_retention_policy(unset) == DEFAULT_RETENTION_DAYS
+
+
+def test_policy_overrides_resource_by_resource_and_null_keeps_forever():
+    policy = parse_retention_policy('{"voicemessages": 30, "chatmsgs": null}')
+    assert policy == {"monitors": 365, "voicemessages": 30, "chatmsgs": None}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"cdrs": 30}',  # not deletable by retention
+        '{"monitors": 0}',  # would delete everything up to the run's end
+        '{"monitors": -5}',
+        '{"monitors": "30"}',
+        '{"monitors": true}',
+        '{"monitors": 1.5}',
+        "[1, 2]",
+        "{not json",
+    ],
+)
+def test_bad_policies_are_refused(text):
+    with pytest.raises(ValueError):
+        parse_retention_policy(text)
+
+
+def test_cutoff_counts_from_the_reference_not_the_clock():
+    end = pendulum.datetime(2026, 11, 20, 4, tz="UTC")  # Airflow's context gives pendulum
+    cutoff = retention_cutoff(90, end)
+    assert cutoff == dt.datetime(2026, 8, 22, 4, tzinfo=dt.UTC)
+    assert cutoff.tzinfo is not None
+    assert retention_cutoff(90, end) == cutoff  # the same run, the same cutoff
+    with pytest.raises(ValueError):
+        retention_cutoff(90, dt.datetime(2026, 11, 20))
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        ("+44 20 7946 0000", "442079460000", True),
+        ("0044 (20) 7946-0000", "+442079460000", True),
+        ("020 7946 0000", "+44 20 7946 0000", True),  # national form against international
+        ("+44 20 7946 0000", "+44 20 7946 0001", False),
+        ("101", "+44 20 7946 0101", False),  # an extension is not a suffix match
+        ("101", "101", True),
+        ("", "101", False),
+    ],
+)
+def test_numbers_compare_by_digits(a, b, same):
+    assert numbers_match(normalize_number(a), normalize_number(b)) is same
+
+
+def test_numbers_in_free_text():
+    text = "Hi, call me on +44 20 7946 0000 or 0207-946-0001 tomorrow at 10"
+    assert numbers_in_text(text) == {"442079460000", "2079460001"}
+    assert numbers_in_text("Thanks!") == set()
+    assert numbers_in_text(None) == set()
+
+
+def test_record_numbers_read_the_resource_number_fields():
+    monitor = {"id": 1, "caller": "447700900123", "called": "101", "summary": "+1 212 555 0100"}
+    assert record_numbers("monitors", monitor) == {"447700900123", "101"}
+    cdr = {"id": 2, "src": "442079460000", "dst": "101", "clid": '"Ann" <+44 20 7946 0000>'}
+    assert "442079460000" in record_numbers("cdrs", cdr)
+    chat = {"id": 3, "visitor_name": "Bob 07700 900123", "visitor_ip": "203.0.113.45"}
+    assert record_numbers("chats", chat) == {"7700900123"}
+
+
+def test_legal_hold_by_id_number_and_chat():
+    hold = parse_legal_hold(
+        {
+            "ids": {"monitors": [7, "8"], "chats": [3]},
+            "numbers": ["+44 7700 900123"],
+        }
+    )
+    assert hold.reason("monitors", {"id": 7, "caller": "1", "called": "2"}) == "legal_hold_id"
+    assert hold.reason("monitors", {"id": 8, "caller": "1", "called": "2"}) == "legal_hold_id"
+    by_number = {"id": 9, "caller": "07700900123", "called": "101"}
+    assert hold.reason("monitors", by_number) == "legal_hold_number"
+    assert hold.reason("monitors", {"id": 10, "caller": "447700900124", "called": "1"}) is None
+    assert hold.chat_reason(3, None, []) == "legal_hold_id"
+    message = {"id": 1, "chat_id": 4, "message": "ring 0044 7700 900123 please"}
+    assert hold.chat_reason(4, {"id": 4}, [message]) == "legal_hold_number"
+    assert hold.chat_reason(5, {"id": 5, "visitor_name": "Eve"}, [{"message": "hi"}]) is None
+    assert hold.describe() == {"ids": {"monitors": 2, "chats": 1}, "numbers": 1}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"ids": {"cdrs": [1]}}',
+        '{"ids": {"monitors": [1.5]}}',
+        '{"ids": {"monitors": [true]}}',
+        '{"ids": {"monitors": 1}}',
+        '{"numbers": "+44"}',
+        '{"numbers": ["no digits"]}',
+        '{"number": []}',
+        "[]",
+    ],
+)
+def test_malformed_legal_hold_is_refused(text):
+    with pytest.raises(ValueError):
+        parse_legal_hold(text)
+
+
+def test_unset_legal_hold_holds_nothing():
+    hold = parse_legal_hold(None)
+    assert hold.reason("monitors", {"id": 1, "caller": "447700900123", "called": "1"}) is None
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({}, "older_than, phone_number, or both"),
+        ({"older_than": "2026-13-01"}, "older_than must be a date"),
+        ({"phone_number": "call me"}, "no digits"),
+        ({"older_than": "2026-01-01", "resources": ["cdrs"]}, "resources must be among"),
+        ({"older_than": "2026-01-01", "mask_cdrs": True}, "mask_cdrs needs a phone_number"),
+    ],
+)
+def test_purge_form_is_checked(params, message):
+    with pytest.raises(ValueError, match=message):
+        parse_purge_request(params)
+
+
+@pytest.mark.parametrize(
+    ("confirm", "dry_run", "confirmed"),
+    [("PURGE", False, True), ("purge", False, False), ("PURGE ", False, False),
+     ("", False, False), ("PURGE", True, False)],
+)  # fmt: skip
+def test_only_the_exact_phrase_confirms_a_purge(confirm, dry_run, confirmed):
+    params = {"older_than": "2026-01-01", "confirm": confirm, "dry_run": dry_run}
+    assert parse_purge_request(params).confirmed is confirmed
+
+
+def test_purge_defaults_are_safe():
+    request = parse_purge_request({"phone_number": "+44 20 7946 0000"})
+    assert request.dry_run is True and request.require_archive is True
+    assert request.mask_cdrs is False and request.phone_number == "442079460000"
