@@ -247,3 +247,36 @@ def test_dry_run_and_max_deletions(small_pages, run_dag):
     assert {x["reason"] for x in lines if x["action"] == "skipped"} == {"max_deletions"}
     remaining = sum(len(truth(env.sandbox, res)) for res in before)
     assert remaining == sum(len(rows) for rows in before.values()) - 5
+
+
+def test_chat_archive_keeps_messages_deleted_by_earlier_runs(airflow_env, run_dag):
+    env = airflow_env
+    first_policy = {"monitors": None, "voicemessages": None, "chatmsgs": KEEP_DAYS}
+    env.set_variable("voipstudio_retention_policy", first_policy)
+    held_chat = truth(env.sandbox, "chats")[0]["id"]
+    env.set_variable("voipstudio_legal_hold", {"ids": {"chats": [held_chat]}})
+    before = truth(env.sandbox, "chatmsgs")
+
+    first = run_dag(DAG_ID, logical_date=today())
+    env.set_variable("voipstudio_retention_policy", {**first_policy, "chatmsgs": 30})
+    second = run_dag(DAG_ID, logical_date=today() + dt.timedelta(seconds=1))
+
+    assert first.state == second.state == "success"
+    gone = older_than(before, "chatmsgs", second.data_interval_end - dt.timedelta(days=30))
+    kept = [m for m in gone if m["chat_id"] == held_chat]
+    assert kept, "the held chat should have messages past retention"
+    after = {m["id"] for m in truth(env.sandbox, "chatmsgs")}
+    assert {m["id"] for m in gone} - after == {m["id"] for m in gone if m not in kept}
+    assert {m["id"] for m in kept} <= after
+    s3 = env.s3()
+    archived = {}
+    for key in env.keys("chats/"):
+        document = json.loads(s3.get_object(Bucket=env.bucket, Key=key)["Body"].read())
+        assert document["chat"]["id"] != held_chat
+        archived.update({m["id"]: m for m in document["messages"]})
+    # Messages deleted by the first run are still in the archive after the second.
+    first_deleted = [x["id"] for x in audit_lines(env, first) if x["action"] == "deleted"]
+    assert first_deleted and set(first_deleted) <= set(archived)
+    assert all(archived[m["id"]] == m for m in gone if m not in kept)
+    reasons = {x["id"]: x["reason"] for x in audit_lines(env, second)}
+    assert {reasons[m["id"]] for m in kept if m["id"] in reasons} <= {"legal_hold_id"}
