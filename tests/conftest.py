@@ -6,9 +6,9 @@ import os
 import shutil
 import tempfile
 import uuid
+from pathlib import Path
 
 import pytest
-
 from voipstudio_devstack import SandboxServer, SeaweedS3
 
 # Airflow reads its configuration at import: give the test session a home of its own,
@@ -16,7 +16,9 @@ from voipstudio_devstack import SandboxServer, SeaweedS3
 _AIRFLOW_HOME = tempfile.mkdtemp(prefix="voipstudio-airflow-")
 os.environ["AIRFLOW_HOME"] = _AIRFLOW_HOME
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
-os.environ.pop("AIRFLOW__CORE__DAGS_FOLDER", None)
+# Set before anything imports Airflow: the dags-folder bundle takes its path at import, and
+# dag.test() can only serialize DAGs found inside it.
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(Path(__file__).resolve().parents[1] / "dags")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
