@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import secrets
 import subprocess
 import sys
@@ -90,16 +91,26 @@ def scratch_database() -> Iterator[str]:
 
 @contextlib.contextmanager
 def scratch_redis_db() -> Iterator[str]:
-    """A Redis database number of its own (flushed afterwards), as a Celery broker URL."""
+    """A Redis database number of its own (flushed afterwards), as a Celery broker URL.
+
+    Test sessions may run side by side on one Redis: a database is taken only if it is
+    empty and this session wins its claim key, so no two clusters share a Celery queue.
+    """
     ensure_redis()
-    number = 1 + secrets.randbelow(15)
-    url = f"redis://127.0.0.1:{REDIS_PORT}/{number}"
-    flush = ["redis-cli", "-h", "127.0.0.1", "-p", str(REDIS_PORT), "-n", str(number), "flushdb"]
-    _run(flush)
+    cli = ["redis-cli", "-h", "127.0.0.1", "-p", str(REDIS_PORT)]
+    claim = secrets.token_hex(8)
+    for number in random.sample(range(1, 16), 15):
+        db = [*cli, "-n", str(number)]
+        if _run([*db, "dbsize"]).stdout.strip() != "0":
+            continue
+        if _run([*db, "set", "voipstudio-it-claim", claim, "NX"]).stdout.strip() == "OK":
+            break
+    else:
+        raise RuntimeError("no free Redis database on 127.0.0.1:6379")
     try:
-        yield url
+        yield f"redis://127.0.0.1:{REDIS_PORT}/{number}"
     finally:
-        _run(flush)
+        _run([*db, "flushdb"])
 
 
 class AirflowCluster:
