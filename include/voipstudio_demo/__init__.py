@@ -1,0 +1,1 @@
+"""The pieces of ``make demo``: local servers, an Airflow home, DAG runs, the report."""

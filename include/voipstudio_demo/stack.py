@@ -1,0 +1,152 @@
+"""The demo's moving parts: the local servers, an Airflow home, and DAG runs as processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from voipstudio_devstack import SandboxServer, SeaweedS3
+
+REPO = Path(__file__).resolve().parents[2]
+BUCKET = "voipstudio-archive"
+PREFIX = "voipstudio"
+
+
+@dataclass
+class DagRunResult:
+    """One ``airflow dags test`` run: its id, whether it succeeded, and its log file."""
+
+    dag_id: str
+    label: str
+    ok: bool
+    log_path: Path
+    conf: dict = field(default_factory=dict)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+class DemoStack:
+    """Start the sandbox and SeaweedFS, prepare ``.airflow/``, run DAGs, stop everything.
+
+    :param root: where ``.demo/`` (servers' data, logs) and ``.airflow/`` (Airflow home)
+        are created.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.demo_dir = self.root / ".demo"
+        self.airflow_home = self.root / ".airflow"
+        self.logs = self.demo_dir / "logs"
+        self.sandbox = SandboxServer(self.demo_dir / "sandbox", seed=1)
+        self.seaweed = SeaweedS3(self.demo_dir / "seaweedfs")
+        self._running: subprocess.Popen | None = None
+
+    # -- servers ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start both servers from a clean state: seeded account, empty bucket."""
+        shutil.rmtree(self.demo_dir / "seaweedfs", ignore_errors=True)
+        shutil.rmtree(self.logs, ignore_errors=True)
+        self.logs.mkdir(parents=True)
+        self.sandbox.start()
+        self.sandbox.control("POST", "reset")
+        self.seaweed.start()
+        self.seaweed.client().create_bucket(Bucket=BUCKET)
+
+    def stop(self) -> None:
+        """Stop a DAG run in progress and both servers; safe to call more than once."""
+        if self._running is not None and self._running.poll() is None:
+            _kill_group(self._running)
+        self.seaweed.stop()
+        self.sandbox.stop()
+
+    # -- Airflow ------------------------------------------------------------------------
+
+    def airflow_env(self, variables: dict[str, object]) -> dict[str, str]:
+        env = dict(os.environ)
+        for name in list(env):  # nothing of the caller's own Airflow leaks in
+            if name.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_VAR_")):
+                del env[name]
+        env.update(
+            {
+                "AIRFLOW_HOME": str(self.airflow_home),
+                "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+                "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.airflow_home}/airflow.db",
+                "AIRFLOW_CONN_VOIPSTUDIO_DEFAULT": self.sandbox.airflow_conn_json(),
+                "AIRFLOW_CONN_AWS_DEFAULT": self.seaweed.airflow_conn_uri(),
+                "PYTHONPATH": os.pathsep.join(
+                    [str(REPO / "plugins"), str(REPO / "include"), env.get("PYTHONPATH", "")]
+                ),
+            }
+        )
+        for name, value in variables.items():
+            text = value if isinstance(value, str) else json.dumps(value)
+            env[f"AIRFLOW_VAR_{name.upper()}"] = text
+        return env
+
+    def _airflow(self, args: list[str], env: dict[str, str], log_path: Path) -> int:
+        return self._process([str(Path(sys.executable).parent / "airflow"), *args], env, log_path)
+
+    def _process(self, argv: list[str], env: dict[str, str], log_path: Path) -> int:
+        with open(log_path, "ab") as log:
+            self._running = subprocess.Popen(
+                argv,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # so that stopping it stops its children too
+            )
+            try:
+                return self._running.wait()
+            finally:
+                if self._running.poll() is None:
+                    _kill_group(self._running)
+                self._running = None
+
+    def prepare_airflow(self, variables: dict[str, object]) -> None:
+        """Migrate the SQLite metadata database and create the API pool."""
+        self.airflow_home.mkdir(parents=True, exist_ok=True)
+        env = self.airflow_env(variables)
+        log = self.logs / "airflow-setup.log"
+        for args in (
+            ["db", "migrate"],
+            ["pools", "set", "voipstudio_api", "4", "VoIPstudio API calls"],
+        ):
+            if self._airflow(args, env, log) != 0:
+                raise RuntimeError(f"airflow {' '.join(args)} failed: see {log}")
+
+    def run_dag(
+        self,
+        dag_id: str,
+        logical_date: str,
+        conf: dict,
+        variables: dict[str, object],
+        label: str | None = None,
+    ) -> DagRunResult:
+        """Run one DAG once (``dag.test()``, no retries); its output goes to a log file."""
+        label = label or dag_id
+        log_path = self.logs / f"{label}.log"
+        argv = [sys.executable, "-m", "voipstudio_demo.run_dag", dag_id, logical_date]
+        code = self._process([*argv, json.dumps(conf)], self.airflow_env(variables), log_path)
+        return DagRunResult(dag_id, label, code == 0, log_path, conf)
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=10)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait()
