@@ -83,7 +83,7 @@ def assert_archived(env, kinds: tuple[str, ...]) -> set[str]:
     return expected
 
 
-def test_archives_cdr_and_msdr_pcaps_of_the_window(airflow_env, capfd):
+def test_archives_cdr_and_msdr_pcaps_of_the_window(airflow_env, capfd, caplog):
     dag_run = run_pcaps()
     assert dag_run.state == "success"
     keys = assert_archived(airflow_env, ("cdr_pcaps", "msdr_pcaps"))
@@ -101,10 +101,11 @@ def test_archives_cdr_and_msdr_pcaps_of_the_window(airflow_env, capfd):
     assert api.status_code == 200 and api.content == stored
 
     out, err = capfd.readouterr()
+    out += caplog.text  # task logs reach stdout or the logging capture
     assert airflow_env.sandbox.token not in out + err
 
 
-def test_traces_option_adds_sip_traces_and_a_rerun_downloads_nothing(airflow_env, capfd):
+def test_traces_option_adds_sip_traces_and_a_rerun_downloads_nothing(airflow_env, capfd, caplog):
     kinds = ("cdr_pcaps", "msdr_pcaps", "cdr_traces", "msdr_traces")
     rules = [
         {"path": "/v1.1/voipstudio/*", "methods": ["GET"], "kind": kind, "rate": 0.05}
@@ -123,5 +124,6 @@ def test_traces_option_adds_sip_traces_and_a_rerun_downloads_nothing(airflow_env
     assert again.state == "success"
     assert binary_gets(airflow_env.sandbox) == []
     out, err = capfd.readouterr()
+    out += caplog.text  # task logs reach stdout or the logging capture
     assert f"{len(keys)} skipped (already verified)" in out + err
     assert airflow_env.sandbox.token not in out + err

@@ -85,6 +85,25 @@ def run_archive(conf: dict | None = None, batch_retries: int = 0):
     return dag.test(logical_date=LOGICAL_DATE, run_conf={**CONF, **(conf or {})})
 
 
+def asset_events(dag_run) -> list[dict]:
+    """The extras of the ``voipstudio_recordings`` asset events ``dag_run`` emitted."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        events = session.scalars(
+            select(AssetEvent)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .where(
+                AssetModel.name == "voipstudio_recordings",
+                AssetEvent.source_dag_id == dag_run.dag_id,
+                AssetEvent.source_run_id == dag_run.run_id,
+            )
+        ).all()
+        return [dict(event.extra or {}) for event in events]
+
+
 def assert_window_archived(env) -> int:
     """Every MP3 of the window is in the bucket, whole, with matching metadata and sidecar."""
     s3 = env.s3()
@@ -110,7 +129,7 @@ def assert_window_archived(env) -> int:
     return len(expected) // 2
 
 
-def test_archives_the_window_then_a_rerun_downloads_nothing(airflow_env, capfd):
+def test_archives_the_window_then_a_rerun_downloads_nothing(airflow_env, capfd, caplog):
     dag_run = run_archive()
     assert dag_run.state == "success"
     count = assert_window_archived(airflow_env)
@@ -127,6 +146,8 @@ def test_archives_the_window_then_a_rerun_downloads_nothing(airflow_env, capfd):
     assert len(labels) == summary["batches"]
     assert all(label.split()[0] in ("monitors", "voicemessages") for label in labels)
     assert all("–" in label for label in labels)
+    (event,) = asset_events(dag_run)
+    assert (event["archived"], event["bucket"]) == (count, airflow_env.bucket)
 
     airflow_env.sandbox.control("DELETE", "requests")
     again = run_archive()
@@ -137,11 +158,12 @@ def test_archives_the_window_then_a_rerun_downloads_nothing(airflow_env, capfd):
     assert_window_archived(airflow_env)
 
     out, err = capfd.readouterr()
+    out += caplog.text  # task logs reach stdout or the logging capture
     assert f"{count} skipped (already verified)" in out + err
     assert airflow_env.sandbox.token not in out + err
 
 
-def test_faults_on_a_fifth_of_requests_still_archive_everything(airflow_env, capfd):
+def test_faults_on_a_fifth_of_requests_still_archive_everything(airflow_env, capfd, caplog):
     kinds = ["429", "500", "502", "503", "drop", "truncate"]
     rules = [
         {"path": path, "methods": ["GET"], "kind": kind, "rate": 0.2 / len(kinds), "retry_after": 1}
@@ -157,10 +179,13 @@ def test_faults_on_a_fifth_of_requests_still_archive_everything(airflow_env, cap
     assert dag_run.state == "success"
     assert_window_archived(airflow_env)
     out, err = capfd.readouterr()
+    out += caplog.text  # task logs reach stdout or the logging capture
     assert airflow_env.sandbox.token not in out + err
 
 
-def test_one_failing_recording_fails_the_run_and_a_rerun_fetches_only_it(airflow_env, capfd):
+def test_one_failing_recording_fails_the_run_and_a_rerun_fetches_only_it(
+    airflow_env, capfd, caplog
+):
     monitor = records_in_window(airflow_env.sandbox, "monitors")[0]
     bad_path = f"/v1.1/voipstudio/monitors/{monitor['id']}.mp3"
     airflow_env.sandbox.control(
@@ -171,6 +196,7 @@ def test_one_failing_recording_fails_the_run_and_a_rerun_fetches_only_it(airflow
     summary = xcom(failed, "summarize_archive", "summary")
     assert summary["failed"] == 1
     assert summary["kinds"]["monitors"]["failed_ids"] == [monitor["id"]]
+    assert asset_events(failed) == []  # an incomplete window emits no asset event
     kind = ARCHIVE_KINDS["monitors"]
     bad_key = archive_key(airflow_env.prefix, kind, monitor)
     assert bad_key not in airflow_env.keys("recordings/")
@@ -179,6 +205,7 @@ def test_one_failing_recording_fails_the_run_and_a_rerun_fetches_only_it(airflow
         == len(expected_keys(airflow_env.sandbox, airflow_env.prefix)) - 2
     )
     out, err = capfd.readouterr()
+    out += caplog.text  # task logs reach stdout or the logging capture
     assert f"monitors failed (ids [{monitor['id']}])" in out + err
     assert airflow_env.sandbox.token not in out + err
 
@@ -186,6 +213,7 @@ def test_one_failing_recording_fails_the_run_and_a_rerun_fetches_only_it(airflow
     airflow_env.sandbox.control("DELETE", "requests")
     repaired = run_archive()
     assert repaired.state == "success"
+    assert len(asset_events(repaired)) == 1
     assert mp3_gets(airflow_env.sandbox) == [bad_path]
     assert_window_archived(airflow_env)
 
@@ -204,3 +232,16 @@ def test_a_batch_retry_fetches_only_what_failed(airflow_env):
     assert gets.count(bad_path) == 6  # five broken answers, then the retry's good one
     assert len(gets) == len(set(gets)) + 5  # every other MP3 was fetched exactly once
     assert_window_archived(airflow_env)
+
+
+def test_a_large_window_gets_larger_batches_not_more_than_the_limit(airflow_env):
+    from voipstudio_provider.archiving import plan_batches
+    from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
+
+    monitors = [r["id"] for r in records_in_window(airflow_env.sandbox, "monitors")]
+    batches = plan_batches(VoIPstudioHook(), ["monitors"], SINCE, LOGICAL_DATE, 1, max_batches=4)
+    assert 1 < len(batches) <= 4
+    assert sum(b["count"] for b in batches) == len(monitors)
+    assert batches[0]["first_id"] == min(monitors) and batches[-1]["last_id"] == max(monitors)
+    for before, after in zip(batches, batches[1:], strict=False):
+        assert before["last_id"] < after["first_id"]

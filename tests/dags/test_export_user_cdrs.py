@@ -47,7 +47,7 @@ def run_export(logical_date: dt.datetime, conf: dict | None = None):
 
 
 @pytest.mark.slow
-def test_one_csv_per_user_with_calls_and_header_only_for_a_listed_user(airflow_env, capfd):
+def test_one_csv_per_user_with_calls_and_header_only_for_a_listed_user(airflow_env, capfd, caplog):
     days = calls_per_user_and_day(airflow_env.sandbox)
     # The most recent full day on which at least two users called.
     day = max(d for d, users in days.items() if len(users) >= 2 and d < TODAY.date())
@@ -76,6 +76,7 @@ def test_one_csv_per_user_with_calls_and_header_only_for_a_listed_user(airflow_e
         assert obj["ContentType"].startswith("text/csv")
 
     out, err = capfd.readouterr()
+    out += caplog.text  # task logs reach stdout or the logging capture
     assert f"{len(callers) + 1} of {len(callers) + 1} users exported" in out + err
     assert airflow_env.sandbox.token not in out + err
 
