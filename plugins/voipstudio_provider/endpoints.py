@@ -14,7 +14,7 @@ import enum
 from dataclasses import dataclass, field
 
 
-class Shape(str, enum.Enum):
+class Shape(enum.StrEnum):
     """The handful of shapes every History endpoint takes."""
 
     LIST = "list"  # paged collection: {"data": [...], "total": N}
@@ -94,9 +94,23 @@ RESOURCES: dict[str, Resource] = {
             "monitors",
             "timestamp",
             (
-                "id", "called", "caller", "context", "dst_id", "dst_name", "duration",
-                "live_id", "sentiment", "sip_endpoint_id", "size", "src_id", "summary",
-                "timestamp", "transcript", "type", "user_id",
+                "id",
+                "called",
+                "caller",
+                "context",
+                "dst_id",
+                "dst_name",
+                "duration",
+                "live_id",
+                "sentiment",
+                "sip_endpoint_id",
+                "size",
+                "src_id",
+                "summary",
+                "timestamp",
+                "transcript",
+                "type",
+                "user_id",
             ),  # fmt: skip
             ("caller", "called"),
             "user_id",
@@ -105,8 +119,20 @@ RESOURCES: dict[str, Resource] = {
             "msdrs",
             "created_at",
             (
-                "id", "call_id", "created_at", "dst", "dst_id", "dst_ua", "duration",
-                "media_session_id", "src", "src_id", "src_ua", "t_cause", "type", "user_id",
+                "id",
+                "call_id",
+                "created_at",
+                "dst",
+                "dst_id",
+                "dst_ua",
+                "duration",
+                "media_session_id",
+                "src",
+                "src_id",
+                "src_ua",
+                "t_cause",
+                "type",
+                "user_id",
             ),  # fmt: skip
             ("src", "dst"),
             "user_id",
@@ -115,8 +141,18 @@ RESOURCES: dict[str, Resource] = {
             "voicemessages",
             "origtime",
             (
-                "id", "caller", "callerid", "dialled", "duration", "extension_id", "folder",
-                "is_new", "live_id", "origtime", "parent_live_id", "transcript",
+                "id",
+                "caller",
+                "callerid",
+                "dialled",
+                "duration",
+                "extension_id",
+                "folder",
+                "is_new",
+                "live_id",
+                "origtime",
+                "parent_live_id",
+                "transcript",
             ),  # fmt: skip
             ("caller", "callerid", "dialled"),
         ),
@@ -124,9 +160,22 @@ RESOURCES: dict[str, Resource] = {
             "chats",
             "created_at",
             (
-                "id", "created_at", "customer_id", "duration", "operator_id", "operator_ua",
-                "state", "visitor_city", "visitor_country", "visitor_email", "visitor_geo",
-                "visitor_id", "visitor_ip", "visitor_name", "visitor_referer", "visitor_ua",
+                "id",
+                "created_at",
+                "customer_id",
+                "duration",
+                "operator_id",
+                "operator_ua",
+                "state",
+                "visitor_city",
+                "visitor_country",
+                "visitor_email",
+                "visitor_geo",
+                "visitor_id",
+                "visitor_ip",
+                "visitor_name",
+                "visitor_referer",
+                "visitor_ua",
                 "website_id",
             ),  # fmt: skip
         ),
@@ -145,8 +194,18 @@ RESOURCES: dict[str, Resource] = {
             "mediasessions",
             "created_at",
             (
-                "id", "call_id", "created_at", "dst_id", "dst_ua", "duration", "src_id",
-                "src_ua", "status", "type", "updated_at", "user",
+                "id",
+                "call_id",
+                "created_at",
+                "dst_id",
+                "dst_ua",
+                "duration",
+                "src_id",
+                "src_ua",
+                "status",
+                "type",
+                "updated_at",
+                "user",
             ),  # fmt: skip
             owner_field="user",
         ),
@@ -154,10 +213,27 @@ RESOURCES: dict[str, Resource] = {
             "calltracking",
             "created_at",
             (
-                "id", "channels", "cli_hide", "cli_prefix", "created_at", "e164",
-                "esc_enabled", "fax_email", "fax_enabled", "flag", "has_fax_password", "info",
-                "name", "rate", "sms_email", "sms_enabled", "status", "target_id",
-                "target_type", "tel_verified", "uri",
+                "id",
+                "channels",
+                "cli_hide",
+                "cli_prefix",
+                "created_at",
+                "e164",
+                "esc_enabled",
+                "fax_email",
+                "fax_enabled",
+                "flag",
+                "has_fax_password",
+                "info",
+                "name",
+                "rate",
+                "sms_email",
+                "sms_enabled",
+                "status",
+                "target_id",
+                "target_type",
+                "tel_verified",
+                "uri",
             ),  # fmt: skip
             ("e164",),
         ),
@@ -165,8 +241,17 @@ RESOURCES: dict[str, Resource] = {
             "users",
             "created_at",
             (
-                "id", "active", "created_at", "customer", "email", "first_name",
-                "is_initial", "is_root", "last_name", "roles", "two_factor_auth",
+                "id",
+                "active",
+                "created_at",
+                "customer",
+                "email",
+                "first_name",
+                "is_initial",
+                "is_root",
+                "last_name",
+                "roles",
+                "two_factor_auth",
                 "visited_apps",
             ),  # fmt: skip
         ),
@@ -184,12 +269,24 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("update_cdrs", "PATCH", "/cdrs", Shape.UPDATE, "cdrs", error_statuses=_WRITE),
     Endpoint("delete_all_cdrs", "DELETE", "/cdrs", Shape.DELETE_ALL, "cdrs", success_status=204),
     Endpoint(
-        "download_cdr_pcap", "GET", "/cdrs/{id}.pcap", Shape.DOWNLOAD, "cdrs",
-        content_type=PCAP, error_statuses=_BY_ID, suffix="pcap",
+        "download_cdr_pcap",
+        "GET",
+        "/cdrs/{id}.pcap",
+        Shape.DOWNLOAD,
+        "cdrs",
+        content_type=PCAP,
+        error_statuses=_BY_ID,
+        suffix="pcap",
     ),  # fmt: skip
     Endpoint(
-        "download_cdr_trace", "GET", "/cdrs/{id}.trace", Shape.DOWNLOAD, "cdrs",
-        content_type="text/plain", error_statuses=_BY_ID, suffix="trace",
+        "download_cdr_trace",
+        "GET",
+        "/cdrs/{id}.trace",
+        Shape.DOWNLOAD,
+        "cdrs",
+        content_type="text/plain",
+        error_statuses=_BY_ID,
+        suffix="trace",
     ),  # fmt: skip
     Endpoint("get_cdr_dictionaries", "GET", "/cdrs/dictionaries", Shape.DICTIONARY, "cdrs"),
     # assumption: notes are a small list of {"id", "cdr_id", "created_at", "note", "user_id"}.
@@ -199,57 +296,112 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     # assumption: the call tracking numbers with their settings (the seed's field list).
     Endpoint("list_calltracking", "GET", "/calltracking/cdrs", Shape.LIST, "calltracking"),
     Endpoint(
-        "export_user_cdrs_csv", "GET", "/users/{id}/cdrs.csv", Shape.DOWNLOAD, "cdrs",
-        content_type="text/csv", suffix="csv",
+        "export_user_cdrs_csv",
+        "GET",
+        "/users/{id}/cdrs.csv",
+        Shape.DOWNLOAD,
+        "cdrs",
+        content_type="text/csv",
+        suffix="csv",
     ),  # fmt: skip
     # call recordings
     Endpoint("list_monitors", "GET", "/monitors", Shape.LIST, "monitors"),
     Endpoint("get_monitor", "GET", "/monitors/{id}", Shape.GET, "monitors", error_statuses=_BY_ID),
     Endpoint(
-        "download_monitor_mp3", "GET", "/monitors/{id}.mp3", Shape.DOWNLOAD, "monitors",
-        content_type="audio/mpeg", error_statuses=_BY_ID, suffix="mp3",
+        "download_monitor_mp3",
+        "GET",
+        "/monitors/{id}.mp3",
+        Shape.DOWNLOAD,
+        "monitors",
+        content_type="audio/mpeg",
+        error_statuses=_BY_ID,
+        suffix="mp3",
     ),  # fmt: skip
     Endpoint(
-        "delete_monitors", "DELETE", "/monitors/{ids}", Shape.DELETE_IDS, "monitors",
-        success_status=204, error_statuses=_BY_ID,
+        "delete_monitors",
+        "DELETE",
+        "/monitors/{ids}",
+        Shape.DELETE_IDS,
+        "monitors",
+        success_status=204,
+        error_statuses=_BY_ID,
     ),  # fmt: skip
     Endpoint(
-        "delete_all_monitors", "DELETE", "/monitors", Shape.DELETE_ALL, "monitors",
+        "delete_all_monitors",
+        "DELETE",
+        "/monitors",
+        Shape.DELETE_ALL,
+        "monitors",
         success_status=202,
     ),  # fmt: skip
     # media-server records
     Endpoint("list_msdrs", "GET", "/msdrs", Shape.LIST, "msdrs"),
     Endpoint("get_msdr", "GET", "/msdrs/{id}", Shape.GET, "msdrs", error_statuses=_BY_ID),
     Endpoint(
-        "download_msdr_pcap", "GET", "/msdrs/{id}.pcap", Shape.DOWNLOAD, "msdrs",
-        content_type=PCAP, error_statuses=_BY_ID, suffix="pcap",
+        "download_msdr_pcap",
+        "GET",
+        "/msdrs/{id}.pcap",
+        Shape.DOWNLOAD,
+        "msdrs",
+        content_type=PCAP,
+        error_statuses=_BY_ID,
+        suffix="pcap",
     ),  # fmt: skip
     Endpoint(
-        "download_msdr_trace", "GET", "/msdrs/{id}.trace", Shape.DOWNLOAD, "msdrs",
-        content_type="text/plain", error_statuses=_BY_ID, suffix="trace",
+        "download_msdr_trace",
+        "GET",
+        "/msdrs/{id}.trace",
+        Shape.DOWNLOAD,
+        "msdrs",
+        content_type="text/plain",
+        error_statuses=_BY_ID,
+        suffix="trace",
     ),  # fmt: skip
     Endpoint("get_msdr_dictionaries", "GET", "/msdrs/dictionaries", Shape.DICTIONARY, "msdrs"),
     # voicemail
     Endpoint("list_voicemessages", "GET", "/voicemessages", Shape.LIST, "voicemessages"),
     Endpoint(
-        "get_voicemessage", "GET", "/voicemessages/{id}", Shape.GET, "voicemessages",
+        "get_voicemessage",
+        "GET",
+        "/voicemessages/{id}",
+        Shape.GET,
+        "voicemessages",
         error_statuses=_BY_ID,
     ),  # fmt: skip
     Endpoint(
-        "download_voicemessage_mp3", "GET", "/voicemessages/{id}.mp3", Shape.DOWNLOAD,
-        "voicemessages", content_type="audio/mpeg", error_statuses=_BY_ID, suffix="mp3",
+        "download_voicemessage_mp3",
+        "GET",
+        "/voicemessages/{id}.mp3",
+        Shape.DOWNLOAD,
+        "voicemessages",
+        content_type="audio/mpeg",
+        error_statuses=_BY_ID,
+        suffix="mp3",
     ),  # fmt: skip
     Endpoint(
-        "update_voicemessages", "PATCH", "/voicemessages", Shape.UPDATE, "voicemessages",
+        "update_voicemessages",
+        "PATCH",
+        "/voicemessages",
+        Shape.UPDATE,
+        "voicemessages",
         error_statuses=_WRITE,
     ),  # fmt: skip
     Endpoint(
-        "delete_voicemessages", "DELETE", "/voicemessages/{ids}", Shape.DELETE_IDS,
-        "voicemessages", success_status=204, error_statuses=_BY_ID,
+        "delete_voicemessages",
+        "DELETE",
+        "/voicemessages/{ids}",
+        Shape.DELETE_IDS,
+        "voicemessages",
+        success_status=204,
+        error_statuses=_BY_ID,
     ),  # fmt: skip
     Endpoint(
-        "delete_all_voicemessages", "DELETE", "/voicemessages", Shape.DELETE_ALL,
-        "voicemessages", success_status=202,
+        "delete_all_voicemessages",
+        "DELETE",
+        "/voicemessages",
+        Shape.DELETE_ALL,
+        "voicemessages",
+        success_status=202,
     ),  # fmt: skip
     # chats
     Endpoint("list_chats", "GET", "/chats", Shape.LIST, "chats"),
@@ -257,22 +409,38 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     # assumption (API-NOTES.md): GET /chatmsgs exists; it is not in the reference.
     Endpoint("list_chatmsgs", "GET", "/chatmsgs", Shape.LIST, "chatmsgs"),
     Endpoint(
-        "delete_chatmsgs", "DELETE", "/chatmsgs/{ids}", Shape.DELETE_IDS, "chatmsgs",
-        success_status=204, error_statuses=_BY_ID,
+        "delete_chatmsgs",
+        "DELETE",
+        "/chatmsgs/{ids}",
+        Shape.DELETE_IDS,
+        "chatmsgs",
+        success_status=204,
+        error_statuses=_BY_ID,
     ),  # fmt: skip
     Endpoint(
-        "delete_all_chatmsgs", "DELETE", "/chatmsgs", Shape.DELETE_ALL, "chatmsgs",
+        "delete_all_chatmsgs",
+        "DELETE",
+        "/chatmsgs",
+        Shape.DELETE_ALL,
+        "chatmsgs",
         success_status=204,
     ),  # fmt: skip
     # statements, SMS and media sessions
     Endpoint(
-        "delete_all_statements", "DELETE", "/statements", Shape.DELETE_ALL, "statements",
+        "delete_all_statements",
+        "DELETE",
+        "/statements",
+        Shape.DELETE_ALL,
+        "statements",
         success_status=204,
     ),  # fmt: skip
     Endpoint("get_sms_dictionaries", "GET", "/sms/dictionaries", Shape.DICTIONARY, "sms"),
     Endpoint(
-        "get_mediasession_dictionaries", "GET", "/mediasessions/dictionaries",
-        Shape.DICTIONARY, "mediasessions",
+        "get_mediasession_dictionaries",
+        "GET",
+        "/mediasessions/dictionaries",
+        Shape.DICTIONARY,
+        "mediasessions",
     ),  # fmt: skip
 )
 
@@ -307,9 +475,7 @@ def endpoint(operation: str) -> Endpoint:
 
 def endpoints_of(resource: str, shape: Shape | None = None) -> list[Endpoint]:
     """Every History endpoint serving ``resource``, optionally only those of ``shape``."""
-    return [
-        e for e in ENDPOINTS if e.resource == resource and (shape is None or e.shape == shape)
-    ]
+    return [e for e in ENDPOINTS if e.resource == resource and (shape is None or e.shape == shape)]
 
 
 @dataclass(frozen=True)

@@ -60,13 +60,13 @@ ARCHIVE_KINDS: dict[str, ArchiveKind] = {
 
 def parse_api_datetime(value: str) -> dt.datetime:
     """Parse the API's ``YYYY-MM-DD HH:MM:SS`` (UTC) into an aware datetime."""
-    return dt.datetime.strptime(value, DATE_FORMAT).replace(tzinfo=dt.timezone.utc)
+    return dt.datetime.strptime(value, DATE_FORMAT).replace(tzinfo=dt.UTC)
 
 
 def format_api_datetime(value: dt.datetime) -> str:
     """Format an aware (or naive UTC) datetime as the API expects in filters."""
     if value.tzinfo is not None:
-        value = value.astimezone(dt.timezone.utc)
+        value = value.astimezone(dt.UTC)
     return value.strftime(DATE_FORMAT)
 
 
