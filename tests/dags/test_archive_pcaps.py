@@ -11,7 +11,7 @@ import pytest
 import requests
 from voipstudio_provider.layout import ARCHIVE_KINDS, archive_key, parse_api_datetime
 
-from tests.dags.conftest import DAGS_FOLDER, load_dag
+from tests.dags.conftest import load_dag
 
 pytestmark = pytest.mark.slow
 
@@ -24,15 +24,6 @@ LOOKBACK_HOURS = 6 * 24
 SINCE = UNTIL - dt.timedelta(hours=24 + LOOKBACK_HOURS)
 CONF = {"lookback_hours": LOOKBACK_HOURS, "batch_size": 5, "max_streams": 2}
 DATE_FIELDS = {"cdrs": "calldate", "msdrs": "created_at"}
-
-
-@pytest.fixture(autouse=True)
-def dags_folder_of_this_project(monkeypatch):
-    """Point Airflow's DAG bundle at ``dags/`` even if Airflow was imported before the
-    DAG fixtures set ``AIRFLOW__CORE__DAGS_FOLDER`` (it reads it once, at import)."""
-    from airflow import settings
-
-    monkeypatch.setattr(settings, "DAGS_FOLDER", str(DAGS_FOLDER))
 
 
 def records_in_window(sandbox, resource: str) -> list[dict]:

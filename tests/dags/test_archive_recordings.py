@@ -9,7 +9,7 @@ import json
 import pytest
 from voipstudio_provider.layout import ARCHIVE_KINDS, archive_key, parse_api_datetime, sidecar_key
 
-from tests.dags.conftest import DAGS_FOLDER, load_dag
+from tests.dags.conftest import load_dag
 
 pytestmark = pytest.mark.slow
 
@@ -21,15 +21,6 @@ LOOKBACK_HOURS = 21 * 24
 SINCE = LOGICAL_DATE - dt.timedelta(hours=1 + LOOKBACK_HOURS)
 CONF = {"lookback_hours": LOOKBACK_HOURS, "batch_size": 4, "max_streams": 3}
 DATE_FIELDS = {"monitors": "timestamp", "voicemessages": "origtime"}
-
-
-@pytest.fixture(autouse=True)
-def dags_folder_of_this_project(monkeypatch):
-    """Point Airflow's DAG bundle at ``dags/`` even if Airflow was imported before the
-    DAG fixtures set ``AIRFLOW__CORE__DAGS_FOLDER`` (it reads it once, at import)."""
-    from airflow import settings
-
-    monkeypatch.setattr(settings, "DAGS_FOLDER", str(DAGS_FOLDER))
 
 
 def records_in_window(sandbox, resource: str) -> list[dict]:

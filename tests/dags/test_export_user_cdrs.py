@@ -12,21 +12,10 @@ import pytest
 from voipstudio_provider.endpoints import RESOURCES
 from voipstudio_provider.layout import cdr_csv_key, parse_api_datetime
 
-from tests.dags.conftest import DAGS_FOLDER, load_dag
+from tests.dags.conftest import load_dag
 
-# The provider's Airflow-importing modules are imported inside the tests: Airflow reads the
-# DAG folder from its configuration once, after the DAG fixtures have set it.
 DAG_ID = "voipstudio_export_user_cdrs"
 TODAY = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-
-
-@pytest.fixture(autouse=True)
-def dags_folder_of_this_project(monkeypatch):
-    """Point Airflow's DAG bundle at ``dags/`` even if Airflow was imported before the
-    DAG fixtures set ``AIRFLOW__CORE__DAGS_FOLDER`` (it reads it once, at import)."""
-    from airflow import settings
-
-    monkeypatch.setattr(settings, "DAGS_FOLDER", str(DAGS_FOLDER))
 
 
 def calls_per_user_and_day(sandbox) -> dict[dt.date, collections.Counter]:
