@@ -236,3 +236,13 @@ def test_a_large_window_gets_larger_batches_not_more_than_the_limit(airflow_env)
     assert batches[0]["first_id"] == min(monitors) and batches[-1]["last_id"] == max(monitors)
     for before, after in zip(batches, batches[1:], strict=False):
         assert before["last_id"] < after["first_id"]
+
+
+def test_an_empty_window_succeeds_with_nothing_to_do(airflow_env):
+    before_history = dt.datetime(2026, 1, 2, tzinfo=dt.UTC)  # the sandbox holds 180 days
+    dag = load_dag(DAG_ID)
+    dag_run = dag.test(logical_date=before_history, run_conf={"lookback_hours": 0})
+    assert dag_run.state == "success"
+    summary = xcom(dag_run, "summarize_archive", "summary")
+    assert (summary["batches"], summary["records"], summary["failed"]) == (0, 0, 0)
+    assert airflow_env.keys() == []
