@@ -42,7 +42,7 @@ import datetime as dt
 from airflow.sdk import Param, dag, get_current_context, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 from voipstudio_provider import archiving
-from voipstudio_provider.settings import API_POOL
+from voipstudio_provider.settings import API_POOL, dag_default_args, location_params
 
 
 @dag(
@@ -53,15 +53,9 @@ from voipstudio_provider.settings import API_POOL
     max_active_runs=1,
     doc_md=__doc__,
     tags=["voipstudio", "archive", "pcaps"],
-    default_args={
-        "owner": "voipstudio",
-        "retries": 2,
-        "retry_delay": dt.timedelta(minutes=5),
-        "retry_exponential_backoff": True,
-    },
+    default_args=dag_default_args(retry_minutes=5),
     params={
-        "bucket": Param(None, type=["null", "string"], description="default: Variable"),
-        "prefix": Param(None, type=["null", "string"], description="default: Variable"),
+        **location_params(),
         "lookback_hours": Param(6, type="number", minimum=0),
         "batch_size": Param(200, type="integer", minimum=1),
         "max_streams": Param(4, type="integer", minimum=1, maximum=32),

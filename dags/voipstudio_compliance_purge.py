@@ -43,7 +43,7 @@ import datetime as dt
 
 from airflow.sdk import Param, dag, get_current_context, task
 from voipstudio_provider import purge, retention
-from voipstudio_provider.settings import API_POOL
+from voipstudio_provider.settings import API_POOL, dag_default_args, location_params
 
 
 @dag(
@@ -53,12 +53,7 @@ from voipstudio_provider.settings import API_POOL
     catchup=False,
     doc_md=__doc__,
     tags=["voipstudio", "retention", "compliance"],
-    default_args={
-        "owner": "voipstudio",
-        "retries": 2,
-        "retry_delay": dt.timedelta(minutes=2),
-        "retry_exponential_backoff": True,
-    },
+    default_args=dag_default_args(retry_minutes=2),
     params={
         "resources": Param(
             list(purge.PURGE_RESOURCES),
@@ -101,8 +96,7 @@ from voipstudio_provider.settings import API_POOL
             title="Mask CDRs",
             description="replace the phone number by 'masked' in matching CDRs",
         ),
-        "bucket": Param(None, type=["null", "string"], description="default: Variable"),
-        "prefix": Param(None, type=["null", "string"], description="default: Variable"),
+        **location_params(),
     },
 )
 def voipstudio_compliance_purge():

@@ -38,7 +38,12 @@ import datetime as dt
 from airflow.sdk import Param, Variable, dag, get_current_context, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 from voipstudio_provider import export
-from voipstudio_provider.settings import API_POOL, resolve_bucket_and_prefix
+from voipstudio_provider.settings import (
+    API_POOL,
+    dag_default_args,
+    location_params,
+    resolve_bucket_and_prefix,
+)
 
 
 @dag(
@@ -49,15 +54,9 @@ from voipstudio_provider.settings import API_POOL, resolve_bucket_and_prefix
     max_active_runs=4,
     doc_md=__doc__,
     tags=["voipstudio", "export", "cdrs"],
-    default_args={
-        "owner": "voipstudio",
-        "retries": 2,
-        "retry_delay": dt.timedelta(minutes=5),
-        "retry_exponential_backoff": True,
-    },
+    default_args=dag_default_args(retry_minutes=5),
     params={
-        "bucket": Param(None, type=["null", "string"], description="default: Variable"),
-        "prefix": Param(None, type=["null", "string"], description="default: Variable"),
+        **location_params(),
         "day": Param(None, type=["null", "string"], format="date", description="YYYY-MM-DD"),
         "users_per_batch": Param(25, type="integer", minimum=1),
     },

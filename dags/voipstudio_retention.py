@@ -48,7 +48,7 @@ import datetime as dt
 from airflow.sdk import Param, dag, get_current_context, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 from voipstudio_provider import retention
-from voipstudio_provider.settings import API_POOL
+from voipstudio_provider.settings import API_POOL, dag_default_args, location_params
 
 
 @dag(
@@ -59,12 +59,7 @@ from voipstudio_provider.settings import API_POOL
     max_active_runs=1,
     doc_md=__doc__,
     tags=["voipstudio", "retention", "compliance"],
-    default_args={
-        "owner": "voipstudio",
-        "retries": 2,
-        "retry_delay": dt.timedelta(minutes=5),
-        "retry_exponential_backoff": True,
-    },
+    default_args=dag_default_args(retry_minutes=5),
     params={
         "dry_run": Param(False, type="boolean", description="delete nothing; report only"),
         "max_deletions": Param(
@@ -73,8 +68,7 @@ from voipstudio_provider.settings import API_POOL
             minimum=0,
             description="most items one run deletes, over all resources",
         ),
-        "bucket": Param(None, type=["null", "string"], description="default: Variable"),
-        "prefix": Param(None, type=["null", "string"], description="default: Variable"),
+        **location_params(),
     },
 )
 def voipstudio_retention():

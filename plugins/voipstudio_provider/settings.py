@@ -7,6 +7,7 @@ A DAG param of a run wins, else the Airflow Variable, else the default (CONTRACT
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -25,13 +26,37 @@ AWS_CONN_ID = "aws_default"
 API_POOL = "voipstudio_api"
 
 
+def dag_default_args(retry_minutes: int = 2) -> dict[str, Any]:
+    """The ``default_args`` every VoIPstudio DAG shares: owner and backed-off retries."""
+    return {
+        "owner": "voipstudio",
+        "retries": 2,
+        "retry_delay": dt.timedelta(minutes=retry_minutes),
+        "retry_exponential_backoff": True,
+    }
+
+
+def location_params() -> dict[str, Any]:
+    """The DAG params ``bucket`` and ``prefix`` that override the Variables for one run."""
+    from airflow.sdk import Param
+
+    return {
+        name: Param(
+            None,
+            type=["null", "string"],
+            title=name.capitalize(),
+            description=f"default: Variable {variable}",
+        )
+        for name, variable in (("bucket", BUCKET_VARIABLE), ("prefix", PREFIX_VARIABLE))
+    }
+
+
 def _variable(name: str, default: Any = None) -> Any:
     from airflow.sdk import Variable
 
-    try:
-        return Variable.get(name, default=default)
-    except Exception:  # no Variable backend reachable (e.g. outside a task): use the default
-        return default
+    # An unreadable Variable must fail the task: falling back to the default bucket would
+    # archive to, or check copies in, the wrong place.
+    return Variable.get(name, default=default)
 
 
 def _given(value: Any) -> bool:
