@@ -166,6 +166,10 @@ def _read_sidecar(s3_client, bucket: str, key: str) -> dict | None:
         return json.loads(body.read())
 
 
+def _media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";")[0].strip().lower()
+
+
 def verify_archive(
     s3_client, kind: ArchiveKind, record: dict, target: ArchiveTarget
 ) -> Verification:
@@ -189,6 +193,12 @@ def verify_archive(
 
     if not sha256:
         return wrong("no sha256 metadata")
+    if size == 0:
+        return wrong("empty object")
+    # An error page stored as a recording has the right digest of the wrong thing.
+    content_type = _media_type(head.get("ContentType"))
+    if content_type != _media_type(kind.content_type):
+        return wrong(f"content type {content_type or 'missing'} is not {kind.content_type}")
     expected = record.get("size")
     if expected is not None and size != int(expected):
         return wrong(f"size {size} != record size {int(expected)}")

@@ -232,14 +232,21 @@ def test_verification_names_what_is_wrong(sandbox, voip_hook, s3, target):
         True, "verified", len(body), archived.sha256,
     )  # fmt: skip
 
-    def put(data: bytes, **metadata: str) -> None:
-        s3.put_object(Bucket=target.bucket, Key=key, Body=data, Metadata=metadata)
+    def put(data: bytes, content_type: str = "audio/mpeg", **metadata: str) -> None:
+        s3.put_object(
+            Bucket=target.bucket, Key=key, Body=data, ContentType=content_type, Metadata=metadata
+        )
 
     def reason() -> str:
         verification = verify_archive(s3, MONITORS, monitor, target)
         assert not verification.ok
         return verification.reason
 
+    put(b"", sha256=archived.sha256)
+    assert reason() == "empty object"
+    # An error page that was stored as the recording, with a digest of its own.
+    put(b'{"message": "Too Many Requests"}', "application/json", sha256=archived.sha256)
+    assert reason() == "content type application/json is not audio/mpeg"
     put(body[:-100], sha256=archived.sha256)
     assert reason() == f"size {len(body) - 100} != record size {monitor['size']}"
     put(body)
