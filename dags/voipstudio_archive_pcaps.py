@@ -39,8 +39,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import Param, dag, get_current_context, task
-from airflow.timetables.interval import CronDataIntervalTimetable
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
 from voipstudio_provider import archiving
 from voipstudio_provider.settings import API_POOL, dag_default_args, location_params
 

@@ -35,8 +35,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import Param, Variable, dag, get_current_context, task
-from airflow.timetables.interval import CronDataIntervalTimetable
+from airflow.sdk import CronDataIntervalTimetable, Param, Variable, dag, get_current_context, task
 from voipstudio_provider import export
 from voipstudio_provider.settings import (
     API_POOL,

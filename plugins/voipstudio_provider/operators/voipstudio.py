@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowException, BaseOperator
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowException
 
 from voipstudio_provider.endpoints import RESOURCES, Endpoint, Filter, Shape, endpoint, endpoints_of
 
