@@ -5,7 +5,8 @@ operators, the sandbox and the tests all read this table, so no two places can d
 about a path, a method, a date field or a status code. This module imports nothing from
 Airflow so that the sandbox can use it too.
 
-Rows marked ``assumption`` follow ``API-NOTES.md`` where the public reference is silent.
+Rows marked ``assumption`` are where the public reference is silent; the README lists them
+under "Assumptions where the real API is undocumented".
 """
 
 from __future__ import annotations
@@ -179,7 +180,7 @@ RESOURCES: dict[str, Resource] = {
                 "website_id",
             ),  # fmt: skip
         ),
-        # assumption (API-NOTES.md): chat messages are listable like any collection.
+        # assumption: chat messages are listable like any collection.
         Resource("chatmsgs", "created_at", ("id", "chat_id", "created_at", "message")),
         # assumption: statements have no documented fields; only DELETE /statements exists.
         Resource("statements", "created_at", ("id", "created_at", "amount", "description")),
@@ -260,7 +261,7 @@ RESOURCES: dict[str, Resource] = {
 
 _BY_ID = (401, 403, 404)
 _WRITE = (400, 401, 403, 404)
-PCAP = "application/vnd.tcpdump.pcap"  # assumption (API-NOTES.md)
+PCAP = "application/vnd.tcpdump.pcap"  # assumption
 
 ENDPOINTS: tuple[Endpoint, ...] = (
     # call detail records
@@ -406,7 +407,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     # chats
     Endpoint("list_chats", "GET", "/chats", Shape.LIST, "chats"),
     Endpoint("get_chat", "GET", "/chats/{id}", Shape.GET, "chats", error_statuses=_BY_ID),
-    # assumption (API-NOTES.md): GET /chatmsgs exists; it is not in the reference.
+    # assumption: GET /chatmsgs exists; it is not in the reference.
     Endpoint("list_chatmsgs", "GET", "/chatmsgs", Shape.LIST, "chatmsgs"),
     Endpoint(
         "delete_chatmsgs",
@@ -451,14 +452,14 @@ AUTH_ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("login", "POST", "/login", Shape.GET, "users", error_statuses=(400, 401)),
 )
 
-#: Assumption (API-NOTES.md): the largest page the service serves, and its default.
+#: Assumption: the largest page the service serves, and its default.
 MAX_PAGE_SIZE = 5000
 DEFAULT_PAGE_SIZE = 25
-#: Assumption (API-NOTES.md): keep every DELETE-by-ids URL below this many characters.
+#: Assumption: keep every DELETE-by-ids URL below this many characters.
 MAX_URL_LENGTH = 2000
 #: Operators ``filter`` accepts; ``between`` is rejected by the service with 400.
 FILTER_OPERATORS = ("eq", "like", "gt", "gte", "lt", "lte")
-#: Assumption (API-NOTES.md): voicemail folders.
+#: Assumption: voicemail folders.
 VOICEMAIL_FOLDERS = ("INBOX", "Old")
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 

@@ -1,4 +1,4 @@
-"""Where things live in the archive bucket (CONTRACT.md, "Bucket layout").
+"""Where things live in the archive bucket (README, "Bucket layout").
 
 Every key the provider writes or checks is built here, so the layout is stated once.
 Dates in keys are UTC days taken from the record's own date field.

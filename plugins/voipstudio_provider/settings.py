@@ -1,6 +1,6 @@
 """Where the DAGs write: bucket, prefix and S3 options, resolved in one place.
 
-A DAG param of a run wins, else the Airflow Variable, else the default (CONTRACT.md):
+A DAG param of a run wins, else the Airflow Variable, else the default:
 ``bucket`` / ``voipstudio_s3_bucket`` / ``voipstudio-archive`` and
 ``prefix`` / ``voipstudio_s3_prefix`` / ``voipstudio``.
 """
