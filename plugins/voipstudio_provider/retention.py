@@ -142,11 +142,11 @@ class ChatArchive:
         first = min(messages or [message], key=lambda m: m["id"])
         day = record_day("chats", chat) if chat else record_day("chatmsgs", first)
         state = _ChatState(chat_key(self.target.prefix, chat_id, day))
-        state.hold_reason = self.hold.chat_reason(chat_id, chat, messages)
-        if state.hold_reason:
-            return state
+        # The archive first: a message naming a held number may have been deleted at the
+        # source by an earlier run, and still holds the rest of its chat.
         stored = self._read(state)
-        if state.problem:
+        state.hold_reason = self._hold_reason(chat_id, chat, stored, messages)
+        if state.hold_reason or state.problem:
             return state
         current = {m["id"]: m for m in messages}
         if self.write and any(state.archived.get(i) != _fingerprint(m) for i, m in current.items()):
@@ -154,6 +154,16 @@ class ChatArchive:
             self._put(state, chat or (stored or {}).get("chat"), merged)
             self._read(state)
         return state
+
+    def _hold_reason(
+        self, chat_id: int, chat: dict | None, stored: dict | None, messages: list[dict]
+    ) -> str | None:
+        """Why the chat is held, from the chat and messages at the source and archived."""
+        stored = stored or {}
+        known = [*stored.get("messages", []), *messages]
+        return self.hold.chat_reason(chat_id, chat, known) or self.hold.chat_reason(
+            chat_id, stored.get("chat"), []
+        )
 
     def _read(self, state: _ChatState) -> dict | None:
         try:
@@ -319,17 +329,26 @@ class SourceDeleter:
     def _delete(self, chosen: list[tuple[dict, str | None, str]]) -> None:
         by_id = {record["id"]: (record, key, reason) for record, key, reason in chosen}
         pending = set(by_id)
+        retried_away: set[int] = set()
         error: VoIPstudioError | None = None
         try:
             self.hook.delete_records(self.resource, sorted(pending))
         except VoIPstudioNotFoundError as not_found:
-            # All or nothing: one id vanished meanwhile (deleted elsewhere); the rest remain.
             done = set(getattr(not_found, "deleted_ids", ()))
             still = present_ids(self.hook, self.resource, pending - done)
-            for gone in sorted(pending - done - still):
-                record, key, _ = by_id[gone]
-                self._note(record, SKIPPED, "gone", "not found when deleting", key)
-                pending.discard(gone)
+            absent = pending - done - still
+            if getattr(not_found, "after_retry", False):
+                # The 404 answered a retry: the first request most likely deleted the
+                # batch and only its answer was lost. What is absent was deleted by this
+                # run, and counts against max_deletions.
+                retried_away = absent
+            else:
+                # All or nothing: one id vanished meanwhile (deleted elsewhere); the rest
+                # remain.
+                for gone in sorted(absent):
+                    record, key, _ = by_id[gone]
+                    self._note(record, SKIPPED, "gone", "not found when deleting", key)
+                    pending.discard(gone)
             if still:
                 try:
                     self.hook.delete_records(self.resource, sorted(still))
@@ -347,7 +366,12 @@ class SourceDeleter:
                 self._note(record, FAILED, why, detail, key)
             else:
                 self.deleted += 1
-                self._note(record, DELETED, reason, "absence confirmed by reading back", key)
+                detail = (
+                    "absent after a retried delete request"
+                    if record_id in retried_away
+                    else "absence confirmed by reading back"
+                )
+                self._note(record, DELETED, reason, detail, key)
         if error is not None:
             # Audit first, then stop: an API that refuses deletes will not start accepting.
             raise error
