@@ -17,9 +17,15 @@ class VoIPstudioError(Exception):
     :param api_message: the API's own message (``errors[0].message`` or ``message``).
     :param errors: the API's ``errors`` list, as sent.
     :param retryable: whether the same request may succeed later.
+
+    :attr:`after_retry` is ``True`` when the error was raised by a retried request: an
+    earlier attempt may have taken effect (a delete that went through but whose answer was
+    lost, then answered 404 on the retry).
     """
 
     default_retryable = False
+    #: Raised by a retried request; an earlier attempt may have taken effect.
+    after_retry: bool = False
 
     def __init__(
         self,
@@ -37,28 +43,14 @@ class VoIPstudioError(Exception):
         self.retryable = self.default_retryable if retryable is None else retryable
 
     def __reduce__(self):
-        # Keep the attributes when the error crosses a process boundary (pickled).
-        return (
-            _rebuild,
-            (
-                type(self),
-                str(self),
-                self.status_code,
-                self.api_message,
-                self.errors,
-                self.retryable,
-            ),
-        )
+        # Keep every attribute when the error crosses a process boundary (pickled).
+        return (_rebuild, (type(self), str(self)), dict(self.__dict__))
 
 
-def _rebuild(cls, message, status_code, api_message, errors, retryable):
-    return cls(
-        message,
-        status_code=status_code,
-        api_message=api_message,
-        errors=errors,
-        retryable=retryable,
-    )
+def _rebuild(cls: type[VoIPstudioError], message: str) -> VoIPstudioError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    return error
 
 
 class VoIPstudioAuthenticationError(VoIPstudioError):
@@ -96,13 +88,6 @@ class VoIPstudioRateLimitedError(VoIPstudioError):
         super().__init__(message, **kwargs)
         self.retry_after = retry_after
 
-    def __reduce__(self):
-        return (_rebuild_rate_limited, (str(self), self.retry_after, self.status_code))
-
-
-def _rebuild_rate_limited(message, retry_after, status_code):
-    return VoIPstudioRateLimitedError(message, retry_after=retry_after, status_code=status_code)
-
 
 class VoIPstudioServerError(VoIPstudioError):
     """5xx, a dropped connection, a timeout or a broken body: the service may recover."""
@@ -131,17 +116,30 @@ class VoIPstudioIncompleteDownloadError(VoIPstudioError):
         self.received = received
         self.expected = expected
 
-    def __reduce__(self):
-        return (
-            _rebuild_incomplete,
-            (str(self), self.received, self.expected, self.status_code),
-        )
 
+class VoIPstudioUnexpectedContentError(VoIPstudioError):
+    """A successful answer whose body is not what the endpoint serves.
 
-def _rebuild_incomplete(message, received, expected, status_code):
-    return VoIPstudioIncompleteDownloadError(
-        message, received=received, expected=expected, status_code=status_code
-    )
+    A ``200`` carrying JSON or an HTML page where an MP3 belongs (a rate-limit or error page
+    from a proxy) is refused before a byte is written; trying again may give the file.
+
+    :param expected_type: the endpoint's media type, e.g. ``audio/mpeg``.
+    :param received_type: the answer's media type, ``""`` when it sent none.
+    """
+
+    default_retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        expected_type: str | None = None,
+        received_type: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(message, **kwargs)
+        self.expected_type = expected_type
+        self.received_type = received_type
 
 
 __all__ = [
@@ -152,5 +150,6 @@ __all__ = [
     "VoIPstudioNotFoundError",
     "VoIPstudioRateLimitedError",
     "VoIPstudioServerError",
+    "VoIPstudioUnexpectedContentError",
     "VoIPstudioValidationError",
 ]

@@ -29,8 +29,27 @@ def test_unknown_id_deletes_nothing_and_is_not_retried(hook, truth, api_requests
     with pytest.raises(VoIPstudioNotFoundError) as raised:
         hook.delete_records("monitors", [real, 987654321])
     assert raised.value.deleted_ids == []
+    assert raised.value.after_retry is False  # the id truly did not exist
     assert real in {m["id"] for m in truth("monitors")}
     assert len(api_requests(method="DELETE")) == 1
+
+
+def test_not_found_on_a_retried_delete_says_so(hook, set_faults, api_requests):
+    # A first attempt that went through but whose answer was lost looks like this from the
+    # client: a 5xx, then a 404 for ids an earlier attempt may have deleted.
+    set_faults(
+        {
+            "path": "/v1.1/voipstudio/monitors/*",
+            "methods": ["DELETE"],
+            "kind": "500",
+            "times": 1,
+            "rate": 1,
+        }
+    )
+    with pytest.raises(VoIPstudioNotFoundError) as raised:
+        hook.delete_records("monitors", [987654321])
+    assert raised.value.after_retry is True
+    assert [e["status"] for e in api_requests(method="DELETE")] == [500, 404]
 
 
 def test_no_ids_no_request(hook, api_requests):

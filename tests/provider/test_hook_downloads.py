@@ -8,7 +8,10 @@ import io
 
 import pytest
 from voipstudio_provider.endpoints import RESOURCES
-from voipstudio_provider.exceptions import VoIPstudioIncompleteDownloadError
+from voipstudio_provider.exceptions import (
+    VoIPstudioIncompleteDownloadError,
+    VoIPstudioUnexpectedContentError,
+)
 from voipstudio_provider.layout import parse_api_datetime
 
 MP3_PATHS = "/v1.1/voipstudio/monitors/*.mp3"
@@ -123,3 +126,57 @@ def test_user_cdr_export_is_a_csv_of_that_users_cdrs(hook, truth):
     assert tuple(rows[0]) == RESOURCES["cdrs"].fields
     expected = sorted(c["id"] for c in mine if since <= parse_api_datetime(c["calldate"]) < until)
     assert sorted(int(r[0]) for r in rows[1:]) == expected
+
+
+# -- answers that are not the file --------------------------------------------------------
+
+
+def test_json_answer_instead_of_an_mp3_is_retried(hook, monitor, set_faults, api_requests):
+    clean = io.BytesIO()
+    hook.download("download_monitor_mp3", monitor["id"], clean)
+    set_faults({"path": MP3_PATHS, "kind": "malformed", "rate": 1, "times": 1})
+    sink = io.BytesIO()
+    result = hook.download(
+        "download_monitor_mp3", monitor["id"], sink, expected_size=monitor["size"]
+    )
+    assert sink.getvalue() == clean.getvalue()
+    assert result.size == monitor["size"] and result.content_type == "audio/mpeg"
+    assert [e["fault"] for e in api_requests(".mp3")][1:] == ["malformed", None]
+
+
+def test_json_answer_is_refused_before_writing_even_to_a_one_way_stream(
+    hook, monitor, set_faults, api_requests
+):
+    set_faults({"path": MP3_PATHS, "kind": "malformed", "rate": 1, "times": 1})
+    sink = _OneWayStream()
+    result = hook.download("download_monitor_mp3", monitor["id"], sink)
+    assert result.size == len(sink.data) == monitor["size"]
+    assert len(api_requests(".mp3")) == 2
+
+
+def test_json_answers_every_time_give_up_with_nothing_written(
+    make_hook, monitor, set_faults, api_requests, sandbox
+):
+    set_faults({"path": MP3_PATHS, "kind": "malformed", "rate": 1})
+    sink = io.BytesIO()
+    with pytest.raises(VoIPstudioUnexpectedContentError) as raised:
+        make_hook(max_attempts=3).download("download_monitor_mp3", monitor["id"], sink)
+    error = raised.value
+    assert error.retryable is True and error.after_retry is True
+    assert (error.expected_type, error.received_type) == ("audio/mpeg", "application/json")
+    assert "application/json" in str(error) and "expected audio/mpeg" in str(error)
+    assert sandbox.token not in str(error)
+    assert sink.getvalue() == b""
+    assert len(api_requests(".mp3")) == 3
+
+
+def test_empty_body_is_not_a_recording(make_hook, sandbox, api_requests):
+    (monitor_id,) = sandbox.control(
+        "POST", "records/monitors", {"count": 1, "fields": {"size": 0}}
+    )["ids"]
+    with pytest.raises(VoIPstudioIncompleteDownloadError, match="empty body") as raised:
+        make_hook(max_attempts=2).download(
+            "download_monitor_mp3", monitor_id, io.BytesIO(), expected_size=0
+        )
+    assert raised.value.retryable is True and raised.value.received == 0
+    assert len(api_requests(".mp3")) == 2

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import ssl
 
 import pytest
+import requests
+import urllib3
 from voipstudio_provider.exceptions import (
     VoIPstudioAccessDeniedError,
     VoIPstudioAuthenticationError,
@@ -14,6 +17,7 @@ from voipstudio_provider.exceptions import (
     VoIPstudioServerError,
     VoIPstudioValidationError,
 )
+from voipstudio_provider.hooks.responses import certificate_rejected, error_from_transport
 
 CDRS = "/v1.1/voipstudio/cdrs"
 PING = "/v1.1/voipstudio/ping"
@@ -186,3 +190,60 @@ def test_token_never_logged_or_raised(make_hook, set_faults, sandbox, caplog, ca
         assert not [line for line in logged if secret in line]
     for entry in sandbox.control("GET", "requests")["data"]:
         assert sandbox.token not in entry["path"] + str(entry["query"])
+
+
+# -- TLS failures: a rejected certificate is final, a dropped TLS connection is not ----------
+
+
+def _requests_ssl_error(ssl_error: BaseException) -> requests.exceptions.SSLError:
+    """A TLS failure wrapped the way requests and urllib3 wrap it."""
+    reason = urllib3.exceptions.SSLError(ssl_error)
+    pool_error = urllib3.exceptions.MaxRetryError(None, "/v1.1/voipstudio/ping", reason=reason)
+    return requests.exceptions.SSLError(pool_error)
+
+
+def _chained(ssl_error: BaseException) -> requests.exceptions.SSLError:
+    """A TLS failure reachable only through ``__cause__``."""
+    try:
+        try:
+            raise ssl_error
+        except ssl.SSLError as inner:
+            raise requests.exceptions.SSLError("TLS failure") from inner
+    except requests.exceptions.SSLError as outer:
+        return outer
+
+
+CERT_FAILED = "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: self-signed"
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        _requests_ssl_error(ssl.SSLCertVerificationError(1, CERT_FAILED)),
+        _chained(ssl.SSLCertVerificationError(1, CERT_FAILED)),
+        requests.exceptions.SSLError(f"HTTPSConnectionPool: Max retries exceeded ({CERT_FAILED})"),
+    ],
+    ids=["wrapped", "cause", "message"],
+)
+def test_certificate_verification_failure_is_not_retried(exc):
+    assert certificate_rejected(exc)
+    error = error_from_transport(exc, "GET", "/ping")
+    assert type(error) is VoIPstudioError and error.retryable is False
+    assert "certificate verification failed" in str(error)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        _requests_ssl_error(ssl.SSLEOFError(8, "EOF occurred in violation of protocol")),
+        _chained(ssl.SSLZeroReturnError(6, "TLS/SSL connection has been closed")),
+        _requests_ssl_error(ConnectionResetError(104, "Connection reset by peer")),
+        requests.exceptions.SSLError("EOF occurred in violation of protocol (_ssl.c:2427)"),
+    ],
+    ids=["eof", "zero-return", "reset", "message"],
+)
+def test_dropped_tls_connection_is_retried(exc):
+    assert not certificate_rejected(exc)
+    error = error_from_transport(exc, "GET", "/ping")
+    assert isinstance(error, VoIPstudioServerError) and error.retryable is True
+    assert "GET /ping: the TLS connection failed or dropped" == str(error)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from urllib.parse import parse_qs
+import math
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
+import requests
 from voipstudio_provider.endpoints import MAX_PAGE_SIZE, Filter
 from voipstudio_provider.layout import parse_api_datetime
 
@@ -23,7 +25,8 @@ def test_walk_yields_every_record_once_in_id_order(hook, truth, api_requests):
     walked = [r["id"] for r in hook.iter_records("cdrs", page_size=50)]
     assert walked == expected
     pages = api_requests("/cdrs")
-    assert len(pages) == len(expected) // 50 + 1
+    # The page holding all the rows left (its "total") is the last: no empty page after it.
+    assert len(pages) == math.ceil(len(expected) / 50)
     first, second = _query(pages[0]), _query(pages[1])
     assert first["sort"] == "id" and first["dir"] == "ASC" and first["limit"] == "50"
     assert json.loads(second["filter"]) == [
@@ -113,3 +116,46 @@ def test_list_page_pages_and_sorts(hook, truth):
     assert [r["id"] for r in page_two] == ids[5:10]
     newest, _ = hook.list_page("chats", limit=3)
     assert [r["id"] for r in newest] == ids[::-1][:3]
+
+
+def test_walk_of_an_exact_multiple_of_the_page_size_ends_without_an_empty_page(
+    hook, truth, api_requests
+):
+    expected = [r["id"] for r in truth("chats")]
+    assert len(expected) % 8 == 0, "the seeded chats should fill whole pages of 8"
+    assert [r["id"] for r in hook.iter_records("chats", page_size=8)] == expected
+    assert len(api_requests("/chats")) == len(expected) // 8
+
+
+def test_walk_with_page_size_7_uses_one_request_per_page(hook, truth, api_requests):
+    expected = [r["id"] for r in truth("voicemessages")]
+    assert [r["id"] for r in hook.iter_records("voicemessages", page_size=7)] == expected
+    assert len(api_requests("/voicemessages")) == math.ceil(len(expected) / 7)
+
+
+class _PageCap(requests.adapters.HTTPAdapter):
+    """Lowers every ``limit`` on the way to the sandbox: a service whose pages hold fewer
+    rows than asked, whatever the client requests."""
+
+    def __init__(self, cap: int) -> None:
+        super().__init__()
+        self.cap = cap
+
+    def send(self, request, **kwargs):
+        parts = urlsplit(request.url)
+        query = [
+            (k, str(min(int(v), self.cap)) if k == "limit" else v)
+            for k, v in parse_qsl(parts.query)
+        ]
+        request.url = urlunsplit(parts._replace(query=urlencode(query)))
+        return super().send(request, **kwargs)
+
+
+def test_walk_continues_when_the_service_caps_pages_below_the_limit(hook, truth, api_requests):
+    hook.get_conn().mount("http://", _PageCap(3))
+    expected = [r["id"] for r in truth("chats")]
+    walked = [r["id"] for r in hook.iter_records("chats", page_size=7)]
+    assert walked == expected
+    pages = api_requests("/chats")
+    assert {_query(p)["limit"] for p in pages} == {"3"}
+    assert len(pages) == math.ceil(len(expected) / 3)

@@ -9,7 +9,10 @@ from typing import IO
 import requests
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
-from voipstudio_provider.exceptions import VoIPstudioIncompleteDownloadError
+from voipstudio_provider.exceptions import (
+    VoIPstudioIncompleteDownloadError,
+    VoIPstudioUnexpectedContentError,
+)
 
 CHUNK_SIZE = 1024 * 1024
 #: A body that breaks mid-way surfaces as one of these while iterating over it.
@@ -37,10 +40,36 @@ class DownloadResult:
     content_type: str
 
 
+def media_type(response: requests.Response) -> str:
+    """The answer's media type without parameters, lower case: ``text/csv; charset=utf-8``
+    gives ``text/csv``; ``""`` when the answer names none."""
+    return response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+
+
+def check_media_type(response: requests.Response, expected: str, label: str) -> None:
+    """Refuse (and close) a successful answer that is not the endpoint's kind of file.
+
+    A ``200`` with a JSON or HTML body where an MP3 belongs is an error page, not a
+    recording; it is refused before anything is written.
+    """
+    received = media_type(response)
+    if received == expected.lower():
+        return
+    response.close()
+    raise VoIPstudioUnexpectedContentError(
+        f"{label} answered {response.status_code} with {received or 'no media type'}, "
+        f"expected {expected}",
+        expected_type=expected,
+        received_type=received,
+        status_code=response.status_code,
+    )
+
+
 def write_body(
     response: requests.Response, fileobj: IO[bytes], label: str, expected_size: int | None
 ) -> DownloadResult:
-    """Copy ``response``'s body into ``fileobj``; raise when it is short, broken or too long.
+    """Copy ``response``'s body into ``fileobj``; raise when it is empty, short, broken or
+    too long.
 
     :param response: a streamed (``stream=True``) successful answer; closed on return.
     :param fileobj: a binary file object open for writing.
@@ -64,6 +93,14 @@ def write_body(
                 expected=announced,
                 status_code=response.status_code,
             ) from None
+    if size == 0:
+        # No file of the API is empty: an empty 200 is a failed answer, not a recording.
+        raise VoIPstudioIncompleteDownloadError(
+            f"{label}: answered {response.status_code} with an empty body",
+            received=0,
+            expected=expected_size if expected_size is not None else announced,
+            status_code=response.status_code,
+        )
     if announced is not None and size != announced:
         raise VoIPstudioIncompleteDownloadError(
             f"{label}: received {size} bytes, Content-Length announced {announced}",
@@ -80,8 +117,7 @@ def write_body(
             # The server sent all it announced: asking again would give the same bytes.
             retryable=announced is None,
         )
-    content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
-    return DownloadResult(size=size, sha256=digest.hexdigest(), content_type=content_type)
+    return DownloadResult(size=size, sha256=digest.hexdigest(), content_type=media_type(response))
 
 
 def is_seekable(fileobj: IO[bytes]) -> bool:

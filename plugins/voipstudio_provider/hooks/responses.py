@@ -6,7 +6,9 @@ from __future__ import annotations
 import email.utils
 import json
 import random
+import ssl
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import requests
@@ -107,10 +109,13 @@ def error_from_response(
 def error_from_transport(exc: Exception, method: str, path: str) -> VoIPstudioError:
     """The error for a request that got no complete answer (refused, timed out, cut off)."""
     label = request_label(method, path)
+    if isinstance(exc, requests.exceptions.SSLError) and certificate_rejected(exc):
+        # A certificate that fails verification does not fix itself between attempts.
+        return VoIPstudioError(f"{label}: TLS certificate verification failed, check verify_ssl")
     if isinstance(exc, requests.exceptions.SSLError):
-        # A certificate problem does not fix itself between attempts.
-        return VoIPstudioError(f"{label}: TLS error, check the certificate or verify_ssl")
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        # An EOF or reset during the TLS handshake or mid-answer is a dropped connection.
+        reason = "the TLS connection failed or dropped"
+    elif isinstance(exc, requests.exceptions.ConnectTimeout):
         reason = "timed out while connecting"
     elif isinstance(exc, requests.exceptions.ReadTimeout | TimeoutError):
         reason = "timed out waiting for the answer"
@@ -127,15 +132,34 @@ def error_from_transport(exc: Exception, method: str, path: str) -> VoIPstudioEr
     return VoIPstudioServerError(f"{label}: {reason}")
 
 
-def _refused(exc: Exception) -> bool:
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and every exception behind it: causes, contexts, ``reason`` and exception
+    arguments (requests wraps urllib3's errors in its own, urllib3 wraps the ``ssl`` one)."""
     seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
+    pending: list[BaseException] = [exc]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
         seen.add(id(current))
-        if isinstance(current, ConnectionRefusedError) or "refused" in str(current).lower():
-            return True
-        current = getattr(current, "reason", None) or current.__cause__ or current.__context__
-    return False
+        yield current
+        linked = [getattr(current, "reason", None), current.__cause__, current.__context__]
+        linked += list(current.args)
+        pending += [e for e in linked if isinstance(e, BaseException)]
+
+
+def certificate_rejected(exc: BaseException) -> bool:
+    """Whether a TLS failure is the server's certificate failing verification."""
+    return any(
+        isinstance(e, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(e)
+        for e in _causes(exc)
+    )
+
+
+def _refused(exc: Exception) -> bool:
+    return any(
+        isinstance(e, ConnectionRefusedError) or "refused" in str(e).lower() for e in _causes(exc)
+    )
 
 
 def malformed_json_error(method: str, path: str, status: int) -> VoIPstudioError:

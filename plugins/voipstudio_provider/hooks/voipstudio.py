@@ -11,6 +11,7 @@ import datetime as dt
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any, TypeVar
+from urllib.parse import parse_qsl, urlsplit
 
 import requests
 from airflow.providers.http.hooks.http import HttpHook
@@ -22,7 +23,12 @@ from voipstudio_provider.exceptions import (
     VoIPstudioIncompleteDownloadError,
     VoIPstudioNotFoundError,
 )
-from voipstudio_provider.hooks.downloads import DownloadResult, is_seekable, write_body
+from voipstudio_provider.hooks.downloads import (
+    DownloadResult,
+    check_media_type,
+    is_seekable,
+    write_body,
+)
 from voipstudio_provider.hooks.paths import (
     FilterLike,
     date_filters,
@@ -200,6 +206,8 @@ class VoIPstudioHook(HttpHook):
                 return attempt_once()
             except VoIPstudioError as error:
                 self._scrub(error)
+                if attempt > 1:
+                    error.after_retry = True
                 if not error.retryable or attempt >= self.max_attempts or not may_retry(error):
                     raise
                 wait = backoff_seconds(attempt, self.backoff_base, self.backoff_cap, error)
@@ -223,6 +231,8 @@ class VoIPstudioHook(HttpHook):
         json: Any = None,
         stream: bool = False,
         headers: dict[str, str] | None = None,
+        data: Any = None,
+        timeout: float | tuple[float, float] | None = None,
     ) -> requests.Response:
         """One request; a non-2xx answer or a transport failure raises a VoIPstudioError."""
         session = self.get_conn()
@@ -232,9 +242,10 @@ class VoIPstudioHook(HttpHook):
                 self.base_url + path,
                 params=params,
                 json=json,
+                data=data,
                 stream=stream,
                 headers=headers,
-                timeout=self.timeout,
+                timeout=timeout or self.timeout,
             )
         except requests.RequestException as exc:
             raise error_from_transport(exc, method, path) from None
@@ -258,6 +269,65 @@ class VoIPstudioHook(HttpHook):
                 raise malformed_json_error(ep.method, path, response.status_code) from None
 
         return self._with_retries(request_label(ep.method, path), attempt)
+
+    # -- HttpHook's generic entry points ------------------------------------------------
+
+    def run(
+        self,
+        endpoint: str | None = None,
+        data: Any = None,
+        headers: dict[str, Any] | None = None,
+        extra_options: dict[str, Any] | None = None,
+        *,
+        json: Any = None,
+    ) -> requests.Response:
+        """Send ``self.method`` (``GET`` unless set) to a path under the base URL.
+
+        ``run(endpoint, data=None, headers=None, extra_options=None) -> requests.Response``
+        with this hook's retries, timeouts and error types: a non-2xx answer raises a
+        :class:`~voipstudio_provider.exceptions.VoIPstudioError` subclass, and the token
+        never appears in a message. ``data`` is the query of a ``GET``, the body of other
+        methods (a dict or list goes as JSON); ``extra_options`` takes ``timeout`` only.
+        Prefer :meth:`call`, which knows every endpoint by name.
+
+        ``hook.run("cdrs", data={"limit": 5, "sort": "id", "dir": "ASC"}).json()["total"]``
+        """
+        parts = urlsplit(endpoint or "")
+        if parts.scheme or parts.netloc or not parts.path.strip("/"):
+            raise ValueError("run() takes a path under the connection's base URL, e.g. 'cdrs'")
+        options = dict(extra_options or {})
+        timeout = options.pop("timeout", None)
+        options.pop("check_response", None)  # a non-2xx answer always raises
+        if options:
+            raise ValueError(f"run() does not support extra_options {sorted(options)}")
+        method = (self.method or "GET").upper()
+        path = "/" + parts.path.lstrip("/")
+        params: dict[str, Any] = dict(parse_qsl(parts.query))
+        body: dict[str, Any] = {"json": json}
+        if method == "GET" and data is not None:
+            params.update(parse_qsl(data) if isinstance(data, str) else data)
+        elif isinstance(data, dict | list) and json is None:
+            body["json"] = data
+        elif data is not None:
+            body["data"] = data
+        self.get_conn()
+        return self._with_retries(
+            request_label(method, path),
+            lambda: self._send(
+                method, path, params=params, headers=headers, timeout=timeout, **body
+            ),
+        )
+
+    def run_and_check(self, *args: Any, **kwargs: Any) -> Any:
+        """Not available: it would send a prepared request past the retry policy."""
+        raise NotImplementedError("VoIPstudioHook sends every request itself: use run() or call()")
+
+    def run_with_advanced_retry(self, *args: Any, **kwargs: Any) -> Any:
+        """Not available: the hook already retries every request (see ``max_attempts``)."""
+        raise NotImplementedError(
+            "VoIPstudioHook retries every request itself (max_attempts, backoff_base, "
+            "backoff_cap): use run() or call()"
+        )
 
     # -- paths ------------------------------------------------------------------------
 
@@ -331,11 +401,19 @@ class VoIPstudioHook(HttpHook):
             if direction.upper() not in ("ASC", "DESC"):
                 raise ValueError(f"direction must be ASC or DESC, got {direction!r}")
             params["dir"] = direction.upper()
+        rows, total = self._page(ep, params)
+        return rows, len(rows) if total is None else total
+
+    def _page(
+        self, ep: Endpoint, params: dict[str, Any]
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """One list answer's rows and its ``total`` (``None`` when the answer has none)."""
         path = path_of(ep)
         body, status = self._json(ep, path, params=params)
         if not isinstance(body, dict) or not isinstance(body.get("data"), list):
             raise malformed_json_error(ep.method, path, status)
-        return body["data"], int(body.get("total", len(body["data"])))
+        total = body.get("total")
+        return body["data"], None if total is None else int(total)
 
     def iter_records(
         self,
@@ -350,7 +428,9 @@ class VoIPstudioHook(HttpHook):
         """Every matching record, ids ascending, walking the collection by keyset.
 
         Each page asks for ``id > last id seen`` sorted by id, so rows added or deleted while
-        walking never make it skip or repeat one. ``since`` is inclusive and ``until``
+        walking never make it skip or repeat one. The walk ends on the page that holds all
+        the answer's ``total`` (the rows left), or on an empty page; a service that sends
+        pages shorter than asked is still walked to the end. ``since`` is inclusive and ``until``
         exclusive, on the resource's own date field.
 
         ``for monitor in hook.iter_records("monitors", since=start, until=end): ...``
@@ -362,14 +442,16 @@ class VoIPstudioHook(HttpHook):
         last_id: int | None = None
         while True:
             keyset = [] if last_id is None else [Filter("id", "gt", last_id).as_dict()]
-            rows, _ = self.list_page(
-                ep.resource,
-                limit=limit,
-                filters=fixed + keyset,
-                sort="id",
-                direction="ASC",
-                operation=ep.operation,
-            )
+            params = {
+                "page": 1,
+                "limit": limit,
+                "filter": encode_json(fixed + keyset),
+                "sort": "id",
+                "dir": "ASC",
+            }
+            if not fixed + keyset:
+                del params["filter"]
+            rows, total = self._page(ep, params)
             for row in rows:
                 row_id = row.get("id")
                 if last_id is not None and (not isinstance(row_id, int) or row_id <= last_id):
@@ -379,7 +461,10 @@ class VoIPstudioHook(HttpHook):
                     )
                 last_id = row_id
                 yield row
-            if len(rows) < limit:
+            # "total" counts the rows left after the keyset filter: a page holding all of them
+            # is the last. A service that caps pages below ``limit`` still gets walked whole.
+            last_page = len(rows) >= total if total is not None else len(rows) < limit
+            if not rows or last_page:
                 return
 
     def count(
@@ -472,9 +557,11 @@ class VoIPstudioHook(HttpHook):
     ) -> DownloadResult:
         """Stream a file endpoint into ``fileobj``, counting and hashing what is written.
 
-        Raises :class:`VoIPstudioIncompleteDownloadError` when the bytes written differ from
-        ``Content-Length`` or ``expected_size``. A broken body is tried again (after
-        rewinding and truncating) only if ``fileobj`` is seekable.
+        Raises :class:`VoIPstudioUnexpectedContentError` when the answer's media type is not
+        the endpoint's (a JSON or HTML page instead of the file; nothing is written), and
+        :class:`VoIPstudioIncompleteDownloadError` when the body is empty or the bytes
+        written differ from ``Content-Length`` or ``expected_size``. Both are tried again;
+        a broken body only if ``fileobj`` is seekable (it is rewound and truncated first).
 
         ``hook.download("download_monitor_mp3", 42, f, expected_size=monitor["size"])``
         """
@@ -512,7 +599,9 @@ class VoIPstudioHook(HttpHook):
         response = self._send(
             ep.method, path, params=params, stream=True, headers={"Accept-Encoding": "identity"}
         )
-        return write_body(response, fileobj, request_label(ep.method, path), expected_size)
+        label = request_label(ep.method, path)
+        check_media_type(response, ep.content_type, label)
+        return write_body(response, fileobj, label, expected_size)
 
     def export_user_cdrs_csv(
         self,

@@ -1,0 +1,80 @@
+"""HttpHook's generic entry points go through the hook's own retries, timeouts and errors."""
+
+from __future__ import annotations
+
+import pytest
+from voipstudio_provider.exceptions import (
+    VoIPstudioAuthenticationError,
+    VoIPstudioNotFoundError,
+    VoIPstudioServerError,
+)
+
+CDRS = "/v1.1/voipstudio/cdrs"
+
+
+def test_run_gets_a_path_under_the_base_url(hook, truth):
+    response = hook.run("cdrs", data={"limit": 3, "sort": "id", "dir": "ASC"})
+    assert response.status_code == 200
+    assert [r["id"] for r in response.json()["data"]] == [r["id"] for r in truth("cdrs")[:3]]
+    assert response.json()["total"] == len(truth("cdrs"))
+
+
+def test_run_keeps_a_query_written_in_the_endpoint(hook, api_requests):
+    assert len(hook.run("/chats?limit=2").json()["data"]) == 2
+    assert "limit=2" in api_requests("/chats")[0]["query"]
+
+
+def test_run_retries_server_errors(hook, set_faults, api_requests):
+    set_faults({"path": CDRS, "methods": ["GET"], "kind": "503", "rate": 1, "times": 2})
+    assert len(hook.run("cdrs", data={"limit": 1}).json()["data"]) == 1
+    assert [e["status"] for e in api_requests("/cdrs")] == [503, 503, 200]
+
+
+def test_run_raises_the_hooks_errors(make_hook, sandbox, api_requests):
+    with pytest.raises(VoIPstudioNotFoundError) as raised:
+        make_hook().run("cdrs/987654321")
+    assert "GET /cdrs/987654321 answered 404" in str(raised.value)
+    bad = "sandbox-token-wrong"
+    with pytest.raises(VoIPstudioAuthenticationError) as denied:
+        make_hook(token=bad, conn_id="voipstudio_bad").run("ping")
+    assert bad not in str(denied.value)
+    assert len(api_requests("/cdrs/987654321")) == 1 and len(api_requests("/ping")) == 1
+
+
+def test_run_applies_a_timeout_from_extra_options(make_hook, set_faults):
+    set_faults({"path": "/v1.1/voipstudio/ping", "kind": "slow", "delay": 1.5, "rate": 1})
+    with pytest.raises(VoIPstudioServerError, match="timed out"):
+        make_hook(max_attempts=1).run("ping", extra_options={"timeout": (2, 0.3)})
+
+
+def test_run_sends_other_methods_with_a_json_body(hook, truth):
+    voicemessage = next(v for v in truth("voicemessages") if v["folder"] != "Old")
+    hook.method = "PATCH"
+    response = hook.run("voicemessages", data=[{"id": voicemessage["id"], "folder": "Old"}])
+    assert response.status_code == 200
+    assert (
+        next(v for v in truth("voicemessages") if v["id"] == voicemessage["id"])["folder"] == "Old"
+    )
+
+
+@pytest.mark.parametrize(
+    "endpoint", ["https://elsewhere.example/cdrs", "//elsewhere.example/cdrs", "", None, "/"]
+)
+def test_run_refuses_anything_but_a_path_under_the_base_url(hook, api_requests, endpoint):
+    with pytest.raises(ValueError, match="path under the connection's base URL"):
+        hook.run(endpoint)
+    assert api_requests() == []
+
+
+def test_run_refuses_extra_options_it_cannot_honour(hook, api_requests):
+    with pytest.raises(ValueError, match="verify"):
+        hook.run("ping", extra_options={"verify": False})
+    assert api_requests() == []
+
+
+def test_requests_past_the_retry_policy_are_not_available(hook, api_requests):
+    with pytest.raises(NotImplementedError, match="call()"):
+        hook.run_with_advanced_retry({"stop": None}, endpoint="ping")
+    with pytest.raises(NotImplementedError, match="run()"):
+        hook.run_and_check(None, None, {})
+    assert api_requests() == []
