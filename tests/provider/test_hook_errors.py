@@ -229,7 +229,7 @@ def test_certificate_verification_failure_is_not_retried(exc):
     assert certificate_rejected(exc)
     error = error_from_transport(exc, "GET", "/ping")
     assert type(error) is VoIPstudioError and error.retryable is False
-    assert "certificate verification failed" in str(error)
+    assert "TLS error, the certificate failed verification" in str(error)
 
 
 @pytest.mark.parametrize(
@@ -246,4 +246,4 @@ def test_dropped_tls_connection_is_retried(exc):
     assert not certificate_rejected(exc)
     error = error_from_transport(exc, "GET", "/ping")
     assert isinstance(error, VoIPstudioServerError) and error.retryable is True
-    assert "GET /ping: the TLS connection failed or dropped" == str(error)
+    assert "GET /ping: TLS error, the connection failed or dropped" == str(error)

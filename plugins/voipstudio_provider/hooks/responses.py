@@ -111,10 +111,12 @@ def error_from_transport(exc: Exception, method: str, path: str) -> VoIPstudioEr
     label = request_label(method, path)
     if isinstance(exc, requests.exceptions.SSLError) and certificate_rejected(exc):
         # A certificate that fails verification does not fix itself between attempts.
-        return VoIPstudioError(f"{label}: TLS certificate verification failed, check verify_ssl")
+        return VoIPstudioError(
+            f"{label}: TLS error, the certificate failed verification: check it or verify_ssl"
+        )
     if isinstance(exc, requests.exceptions.SSLError):
         # An EOF or reset during the TLS handshake or mid-answer is a dropped connection.
-        reason = "the TLS connection failed or dropped"
+        reason = "TLS error, the connection failed or dropped"
     elif isinstance(exc, requests.exceptions.ConnectTimeout):
         reason = "timed out while connecting"
     elif isinstance(exc, requests.exceptions.ReadTimeout | TimeoutError):
