@@ -21,6 +21,9 @@ what matches, then deletes exactly that plan, and only when `dry_run` is off **a
   Off, items are deleted without an archive.
 - `mask_cdrs` (default off): CDRs cannot be deleted one by one; with this on, the number
   is replaced by `masked` in matching CDRs (src, dst, clid and the names repeating it).
+- `max_deletions` (default 10000): the most items the purge may delete. When the plan
+  holds more, the run fails before deleting anything (dry run included); read the plan
+  and trigger again with a larger value.
 - `bucket`, `prefix` (default: Variables `voipstudio_s3_bucket`, `voipstudio_s3_prefix`).
 
 **Legal hold.** Items held by id or by number (Variable `voipstudio_legal_hold`) are
@@ -34,7 +37,8 @@ bucket are not touched by a purge.
 
 **Tasks.** `plan_purge` → `check_confirmation` → `purge_planned_records` (mapped over the
 resources, pool `voipstudio_api`) → `mask_matching_cdrs`; `write_audit_log` joins the
-audit parts, also after a failure.
+audit parts, also after a failure, and fails the run when it cannot;
+`fail_if_a_task_failed` runs only when another task failed, and fails the run.
 """
 
 from __future__ import annotations
@@ -96,6 +100,14 @@ from voipstudio_provider.settings import API_POOL, dag_default_args, location_pa
             title="Mask CDRs",
             description="replace the phone number by 'masked' in matching CDRs",
         ),
+        "max_deletions": Param(
+            retention.DEFAULT_MAX_DELETIONS,
+            type="integer",
+            minimum=1,
+            title="Max deletions",
+            description="most items this purge may delete; a larger plan fails the run "
+            "before anything is deleted",
+        ),
         **location_params(),
     },
 )
@@ -125,10 +137,18 @@ def voipstudio_compliance_purge():
     def write_audit_log(params=None, dag_run=None):
         return retention.write_audit_log(params, dag_run.dag_id, dag_run.run_id)
 
-    resources = check_confirmation(plan_purge())
+    @task(trigger_rule="one_failed", retries=0)
+    def fail_if_a_task_failed():
+        retention.fail_run()
+
+    plan = plan_purge()
+    resources = check_confirmation(plan)
     purged = purge_planned_records.expand(resource=resources)
     masked = purged >> mask_matching_cdrs()
-    masked >> write_audit_log().as_teardown()
+    masked >> write_audit_log().as_teardown(on_failure_fail_dagrun=True)
+    # A teardown that may fail the run is the run's only leaf: this task keeps a refused
+    # confirmation or a failed resource failing the run too.
+    [plan, resources, purged, masked] >> fail_if_a_task_failed()
 
 
 voipstudio_compliance_purge()

@@ -34,7 +34,8 @@ task and the XCom of `write_audit_log` give counts per reason.
 **Tasks.** `read_retention_policy` checks both Variables and computes the cutoffs;
 `delete_expired_records` is mapped over the resources (pool `voipstudio_api`, one at a
 time so `max_deletions` holds for the run); `write_audit_log` joins the audit parts even
-when a resource task failed.
+when a resource task failed, and fails the run when it cannot;
+`fail_if_a_task_failed` runs only when another task failed, and fails the run.
 
 **Params.** `dry_run`, `max_deletions`, `bucket`, `prefix` (default: Variables
 `voipstudio_s3_bucket`, `voipstudio_s3_prefix`). Connections: `voipstudio_default`,
@@ -45,8 +46,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import Param, dag, get_current_context, task
-from airflow.timetables.interval import CronDataIntervalTimetable
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
 from voipstudio_provider import retention
 from voipstudio_provider.settings import API_POOL, dag_default_args, location_params
 
@@ -95,9 +95,16 @@ def voipstudio_retention():
     def write_audit_log(params=None, dag_run=None):
         return retention.write_audit_log(params, dag_run.dag_id, dag_run.run_id)
 
+    @task(trigger_rule="one_failed", retries=0)
+    def fail_if_a_task_failed():
+        retention.fail_run()
+
     windows = read_retention_policy()
     deleted = delete_expired_records.expand(window=windows)
-    deleted >> write_audit_log().as_teardown()
+    deleted >> write_audit_log().as_teardown(on_failure_fail_dagrun=True)
+    # A teardown that may fail the run is the run's only leaf: this task keeps a failed
+    # resource failing the run too.
+    [windows, deleted] >> fail_if_a_task_failed()
 
 
 voipstudio_retention()

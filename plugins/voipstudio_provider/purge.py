@@ -33,7 +33,13 @@ from voipstudio_provider.policy import (
     numbers_in_text,
     record_numbers,
 )
-from voipstudio_provider.retention import SourceDeleter, batched, clients, load_legal_hold
+from voipstudio_provider.retention import (
+    DEFAULT_MAX_DELETIONS,
+    SourceDeleter,
+    batched,
+    clients,
+    load_legal_hold,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +61,8 @@ class PurgeRequest:
     :param confirm: must be exactly ``PURGE`` for anything to be deleted.
     :param require_archive: delete only what is verified in the archive.
     :param mask_cdrs: mask ``phone_number`` in matching CDRs.
+    :param max_deletions: the most items the purge may delete; a larger plan stops the
+        run before anything is deleted.
     """
 
     resources: tuple[str, ...]
@@ -64,6 +72,7 @@ class PurgeRequest:
     confirm: str = ""
     require_archive: bool = True
     mask_cdrs: bool = False
+    max_deletions: int = DEFAULT_MAX_DELETIONS
 
     @property
     def confirmed(self) -> bool:
@@ -94,7 +103,8 @@ def parse_purge_request(params: Mapping[str, Any]) -> PurgeRequest:
     """Check the form and build the request; refuse a purge with no criterion at all.
 
     :raises ValueError: unknown resources, a bad date, a number without digits, no
-        ``older_than`` nor ``phone_number``, or ``mask_cdrs`` without a number.
+        ``older_than`` nor ``phone_number``, ``mask_cdrs`` without a number, or a
+        ``max_deletions`` that is not a whole number of at least 1.
     """
     resources = tuple(params.get("resources") or PURGE_RESOURCES)
     unknown = set(resources) - set(PURGE_RESOURCES)
@@ -116,6 +126,11 @@ def parse_purge_request(params: Mapping[str, Any]) -> PurgeRequest:
     mask = bool(params.get("mask_cdrs", False))
     if mask and phone is None:
         raise ValueError("mask_cdrs needs a phone_number")
+    max_deletions = params.get("max_deletions", DEFAULT_MAX_DELETIONS)
+    if isinstance(max_deletions, bool) or not isinstance(max_deletions, int) or max_deletions < 1:
+        raise ValueError(
+            f"max_deletions must be a whole number of at least 1, not {max_deletions!r}"
+        )
     return PurgeRequest(
         resources=resources,
         older_than=older_than,
@@ -124,6 +139,7 @@ def parse_purge_request(params: Mapping[str, Any]) -> PurgeRequest:
         confirm=str(params.get("confirm") or ""),
         require_archive=bool(params.get("require_archive", True)),
         mask_cdrs=mask,
+        max_deletions=max_deletions,
     )
 
 
@@ -355,8 +371,16 @@ def run_plan(params: Mapping[str, Any], dag_id: str, run_id: str) -> dict[str, A
     return {"plan_key": key, "counts": counts, "dry_run": request.dry_run}
 
 
+def planned_deletions(counts: Mapping[str, Any], resources: Iterable[str]) -> int:
+    """Items the plan would delete (held items and CDRs to mask apart)."""
+    return sum(counts.get(resource, {}).get("count", 0) for resource in resources)
+
+
 def check_confirmation(params: Mapping[str, Any], plan_summary: Mapping[str, Any]) -> list[str]:
     """Task: let a dry run or a confirmed purge go on; stop anything else.
+
+    A plan with more items to delete than ``max_deletions`` stops the run here, dry or
+    not, so a purge wider than meant is noticed before anything is deleted.
 
     :return: the resources to go through (for the mapped purge task).
     """
@@ -365,6 +389,14 @@ def check_confirmation(params: Mapping[str, Any], plan_summary: Mapping[str, Any
         raise PermissionError(
             f"dry_run is off but confirm is {request.confirm!r}, not exactly "
             f"{CONFIRM_PHRASE!r}: nothing was deleted. The plan is {plan_summary['plan_key']}."
+        )
+    planned = planned_deletions(plan_summary["counts"], request.resources)
+    if planned > request.max_deletions:
+        raise ValueError(
+            f"the plan holds {planned} items to delete, more than max_deletions "
+            f"{request.max_deletions}: nothing was deleted. Read the plan "
+            f"{plan_summary['plan_key']}; to purge it, trigger again with max_deletions "
+            f"raised to at least {planned}."
         )
     mode = "dry run" if request.dry_run else "confirmed"
     log.info("purge %s: %s", mode, json.dumps(plan_summary["counts"], sort_keys=True))

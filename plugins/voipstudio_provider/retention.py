@@ -524,6 +524,16 @@ def run_retention(
     return {"resource": resource, "cutoff": cutoff.isoformat(), "dry_run": dry_run, **summary}
 
 
+def fail_run() -> None:
+    """Task run only when another task of the run failed: fail the run as well.
+
+    ``write_audit_log`` is a teardown whose own failure fails the run, which makes it the
+    run's only leaf in Airflow's eyes; this task, downstream of the work, keeps a failed
+    task failing the run.
+    """
+    raise RuntimeError("another task of this run failed; its log says why")
+
+
 def write_audit_log(
     params: Mapping[str, Any], dag_id: str, run_id: str, aws_conn_id: str = "aws_default"
 ) -> dict[str, Any]:

@@ -7,12 +7,12 @@ import json
 
 import pytest
 from voipstudio_provider.audit import read_audit
-from voipstudio_provider.layout import audit_key, plan_key
+from voipstudio_provider.layout import ARCHIVE_KINDS, archive_key, audit_key, plan_key
 from voipstudio_provider.policy import normalize_number
-from voipstudio_provider.purge import PURGE_RESOURCES
+from voipstudio_provider.purge import PURGE_RESOURCES, check_confirmation, plan_counts
 
 from tests.dags.conftest import load_dag
-from tests.dags.test_retention import archive_old, older_than, today, truth
+from tests.dags.test_retention import archive_old, assert_token_nowhere, older_than, today, truth
 from tests.dags.test_retention import run_dag as run_dag  # noqa: F401 (fixture, no retries)
 
 DAG_ID = "voipstudio_compliance_purge"
@@ -44,6 +44,8 @@ def test_form_is_a_json_schema(airflow_env):
     assert schema["require_archive"]["type"] == "boolean" and dag.params["require_archive"] is True
     assert schema["mask_cdrs"]["type"] == "boolean" and dag.params["mask_cdrs"] is False
     assert schema["confirm"]["type"] == "string" and dag.params["confirm"] == ""
+    assert schema["max_deletions"]["type"] == "integer" and dag.params["max_deletions"] == 10000
+    assert schema["max_deletions"]["minimum"] == 1 and schema["max_deletions"]["title"]
 
 
 @pytest.mark.parametrize(
@@ -103,7 +105,7 @@ def test_confirmed_purge_deletes_exactly_its_plan(airflow_env, run_dag, capfd):
     assert after["cdrs"] == before["cdrs"]
     assert plan["resources"]["chatmsgs"]["count"] > 0
     assert all(x["archive_key"] for x in lines)
-    assert env.sandbox.token not in capfd.readouterr().out
+    assert_token_nowhere(env, capfd)
 
 
 def _number_with_voicemail(sandbox) -> str:
@@ -174,7 +176,7 @@ def test_phone_number_purge_finds_every_kind(airflow_env, run_dag, mask_cdrs, ca
         assert all(cdrs_after[c["id"]] == c for c in others)
     else:
         assert after["cdrs"] == before["cdrs"]
-    assert sandbox.token not in capfd.readouterr().out
+    assert_token_nowhere(env, capfd)
 
 
 def test_held_number_is_not_purged(airflow_env, run_dag):
@@ -201,3 +203,92 @@ def test_held_number_is_not_purged(airflow_env, run_dag):
     assert plan["resources"]["voicemessages"]["ids"] == []
     assert plan["resources"]["voicemessages"]["held"]
     assert plan["cdrs_to_mask"]["held"] and plan["cdrs_to_mask"]["ids"] == []
+
+
+def test_plan_larger_than_max_deletions_fails_before_deleting(airflow_env, run_dag, capfd):
+    env = airflow_env
+    older = (today() - dt.timedelta(days=150)).date().isoformat()
+    before = state(env.sandbox)
+    conf = {
+        "older_than": older,
+        "require_archive": False,
+        "dry_run": False,
+        "confirm": "PURGE",
+        "max_deletions": 2,
+    }
+
+    dag_run = run_dag(DAG_ID, logical_date=today(), conf=conf)
+
+    assert dag_run.state == "failed"
+    assert state(env.sandbox) == before
+    plan = read_plan(env, dag_run)  # written all the same, for a person to read
+    planned = sum(plan["resources"][r]["count"] for r in PURGED)
+    assert planned > 2 and plan["criteria"]["max_deletions"] == 2
+    assert audit_lines(env, dag_run) == []
+    out, err = capfd.readouterr()
+    assert f"trigger again with max_deletions raised to at least {planned}" in out + err
+
+    summary = {"plan_key": "k", "counts": plan_counts(plan)}
+    with pytest.raises(ValueError, match="max_deletions"):
+        check_confirmation({**conf, "max_deletions": planned - 1}, summary)
+    assert check_confirmation({**conf, "max_deletions": planned}, summary) == list(PURGED)
+
+
+def test_unverified_archive_is_kept_when_the_archive_is_required(airflow_env, run_dag):
+    env = airflow_env
+    older = today() - dt.timedelta(days=150)
+    monitors = archive_old(env, "monitors", older)
+    assert len(monitors) >= 4
+    s3 = env.s3()
+    kind = ARCHIVE_KINDS["monitors"]
+    missing, altered = monitors[0], monitors[1]
+    s3.delete_object(Bucket=env.bucket, Key=archive_key(env.prefix, kind, missing))
+    key = archive_key(env.prefix, kind, altered)
+    body = s3.get_object(Bucket=env.bucket, Key=key)["Body"].read()
+    s3.put_object(Bucket=env.bucket, Key=key, Body=body[:-1], Metadata={"sha256": "0" * 64})
+    before = state(env.sandbox)
+
+    dag_run = run_dag(
+        DAG_ID,
+        logical_date=today(),
+        conf={
+            "resources": ["monitors"],
+            "older_than": older.date().isoformat(),
+            "dry_run": False,
+            "confirm": "PURGE",
+        },
+    )
+
+    assert dag_run.state == "success"
+    plan = read_plan(env, dag_run)
+    planned = set(plan["resources"]["monitors"]["ids"])
+    assert {missing["id"], altered["id"]} <= planned
+    after = {m["id"] for m in truth(env.sandbox, "monitors")}
+    assert {missing["id"], altered["id"]} <= after
+    deleted = {m["id"] for m in before["monitors"]} - after
+    assert deleted == planned - {missing["id"], altered["id"]} and deleted
+    lines = {x["id"]: x for x in audit_lines(env, dag_run)}
+    for kept in (missing, altered):
+        assert (lines[kept["id"]]["action"], lines[kept["id"]]["reason"]) == (
+            "skipped",
+            "archive_unverified",
+        )
+    assert lines[missing["id"]]["detail"] == "missing"
+    for record_id in deleted:
+        assert (lines[record_id]["action"], lines[record_id]["reason"]) == (
+            "deleted",
+            "archive_verified",
+        )
+    assert state(env.sandbox)["voicemessages"] == before["voicemessages"]
+
+
+@pytest.mark.parametrize("dag_id", [DAG_ID, "voipstudio_retention"])
+def test_a_failed_audit_log_or_task_fails_the_run(airflow_env, dag_id):
+    dag = load_dag(dag_id)
+    audit = dag.get_task("write_audit_log")
+    assert audit.is_teardown and audit.on_failure_fail_dagrun
+    # That teardown is then the only leaf; the watcher keeps any failed task failing the run.
+    watcher = dag.get_task("fail_if_a_task_failed")
+    assert watcher.trigger_rule == "one_failed" and not watcher.downstream_task_ids
+    work = {t.task_id for t in dag.tasks} - {"write_audit_log", "fail_if_a_task_failed"}
+    assert work == watcher.upstream_task_ids

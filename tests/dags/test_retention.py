@@ -74,6 +74,18 @@ def audit_lines(env, dag_run) -> list[dict]:
     return read_audit(env.s3(), env.bucket, key)
 
 
+def assert_token_nowhere(env, capfd) -> None:
+    """The token is in no task output (stdout and stderr) and in no audit object or plan."""
+    token = env.sandbox.token
+    out, err = capfd.readouterr()
+    assert token not in out and token not in err
+    s3 = env.s3()
+    keys = env.keys("audit/")
+    assert any(key.endswith(".jsonl") for key in keys), keys
+    for key in keys:
+        assert token.encode() not in s3.get_object(Bucket=env.bucket, Key=key)["Body"].read()
+
+
 @pytest.fixture
 def small_pages(airflow_env):
     """Pages of 7 rows, so the keyset walk crosses many pages while it deletes."""
@@ -212,8 +224,7 @@ def test_retention_deletes_only_verified_unheld_records(
     for message in msg_candidates:
         assert archived_messages[message["id"]] == message
 
-    # The token is in no task output.
-    assert env.sandbox.token not in capfd.readouterr().out
+    assert_token_nowhere(env, capfd)
 
 
 def test_dry_run_and_max_deletions(small_pages, run_dag):
@@ -278,5 +289,56 @@ def test_chat_archive_keeps_messages_deleted_by_earlier_runs(airflow_env, run_da
     first_deleted = [x["id"] for x in audit_lines(env, first) if x["action"] == "deleted"]
     assert first_deleted and set(first_deleted) <= set(archived)
     assert all(archived[m["id"]] == m for m in gone if m not in kept)
-    reasons = {x["id"]: x["reason"] for x in audit_lines(env, second)}
-    assert {reasons[m["id"]] for m in kept if m["id"] in reasons} <= {"legal_hold_id"}
+    reasons = {x["id"]: (x["action"], x["reason"]) for x in audit_lines(env, second)}
+    for message in kept:
+        assert reasons.get(message["id"]) == ("skipped", "legal_hold_id"), message["id"]
+
+
+def test_number_held_after_its_message_was_deleted_still_holds_the_chat(airflow_env, run_dag):
+    env = airflow_env
+    sandbox = env.sandbox
+    policy = {"monitors": None, "voicemessages": None, "chatmsgs": KEEP_DAYS}
+    env.set_variable("voipstudio_retention_policy", policy)
+    chat = truth(sandbox, "chats")[1]
+    number = "+44 20 7946 0123"
+
+    def add_message(days_old: int, text: str) -> int:
+        created = today() - dt.timedelta(days=days_old)
+        fields = {
+            "chat_id": chat["id"],
+            "message": text,
+            "created_at": created.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        return sandbox.control("POST", "records/chatmsgs", {"count": 1, "fields": fields})["ids"][0]
+
+    naming = add_message(KEEP_DAYS + 30, f"please call me back on {number}")
+    later = [add_message(60, "any news?"), add_message(45, "still waiting")]
+
+    first = run_dag(DAG_ID, logical_date=today())
+
+    assert first.state == "success"
+    first_lines = {x["id"]: (x["action"], x["reason"]) for x in audit_lines(env, first)}
+    assert first_lines[naming] == ("deleted", "archive_verified")
+    after_first = {m["id"] for m in truth(sandbox, "chatmsgs")}
+    assert naming not in after_first and set(later) <= after_first
+
+    # The number goes on hold only now; its message exists only in the archive.
+    env.set_variable("voipstudio_legal_hold", {"numbers": ["0044 (20) 7946-0123"]})
+    env.set_variable("voipstudio_retention_policy", {**policy, "chatmsgs": 30})
+    second = run_dag(DAG_ID, logical_date=today() + dt.timedelta(seconds=1))
+
+    assert second.state == "success"
+    cutoff = second.data_interval_end - dt.timedelta(days=30)
+    rest = [
+        m
+        for m in older_than(truth(sandbox, "chatmsgs"), "chatmsgs", cutoff)
+        if m["chat_id"] == chat["id"]
+    ]
+    assert set(later) <= {m["id"] for m in rest}
+    lines = {x["id"]: x for x in audit_lines(env, second)}
+    for message in rest:
+        line = lines[message["id"]]
+        assert (line["action"], line["reason"]) == ("skipped", "legal_hold_number")
+        assert line["chat_id"] == chat["id"]
+    # Other chats were not held: the run deleted messages of theirs.
+    assert any(x["action"] == "deleted" for x in lines.values())
