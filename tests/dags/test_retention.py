@@ -97,20 +97,23 @@ def small_pages(airflow_env):
 
 @pytest.fixture
 def calls_arriving(small_pages, monkeypatch):
-    """New calls (with recordings) arrive between the pages of every walk."""
+    """New calls (with recordings) arrive every 7 rows of every walk, i.e. about once a page."""
     from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
 
     sandbox = small_pages.sandbox
-    original = VoIPstudioHook.list_page
+    original = VoIPstudioHook.iter_records
     added: list[int] = []
 
-    def list_page(self, resource, **kwargs):
-        if resource in ("monitors", "voicemessages") and len(added) < 40:
-            answer = sandbox.control("POST", "records/cdrs", {"count": 1, "with_recording": True})
-            added.extend(answer["ids"])
-        return original(self, resource, **kwargs)
+    def iter_records(self, resource, **kwargs):
+        for n, row in enumerate(original(self, resource, **kwargs)):
+            if resource in ("monitors", "voicemessages") and n % 7 == 0 and len(added) < 40:
+                answer = sandbox.control(
+                    "POST", "records/cdrs", {"count": 1, "with_recording": True}
+                )
+                added.extend(answer["ids"])
+            yield row
 
-    monkeypatch.setattr(VoIPstudioHook, "list_page", list_page)
+    monkeypatch.setattr(VoIPstudioHook, "iter_records", iter_records)
     return added
 
 
