@@ -1,18 +1,31 @@
-"""Writing a streamed file answer to a file object while counting and hashing it."""
+"""File endpoints: streaming an answer into a file object while counting and hashing it.
+
+:class:`DownloadsMixin` gives the hook :meth:`~DownloadsMixin.download` and the CSV export;
+the functions below it check and write one streamed body. They share a module because a
+download's retry rules (rewind only what can be rewound, never trust a short body) depend
+on how the body is written, and the two should be read together.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Any
 
 import requests
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
+from voipstudio_provider.endpoints import Endpoint, Shape, endpoint
 from voipstudio_provider.exceptions import (
+    VoIPstudioError,
     VoIPstudioIncompleteDownloadError,
     VoIPstudioUnexpectedContentError,
 )
+from voipstudio_provider.hooks.paths import FilterLike, date_filters, filter_entries, path_of
+from voipstudio_provider.hooks.responses import encode_json, request_label
+from voipstudio_provider.hooks.transport import TransportMixin, encoded_query
 
 CHUNK_SIZE = 1024 * 1024
 #: A body that breaks mid-way surfaces as one of these while iterating over it.
@@ -38,6 +51,82 @@ class DownloadResult:
     size: int
     sha256: str
     content_type: str
+
+
+class DownloadsMixin(TransportMixin):
+    """The History API's file endpoints, streamed through the request loop."""
+
+    def download(
+        self,
+        operation: str,
+        record_id: int,
+        fileobj: IO[bytes],
+        *,
+        expected_size: int | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> DownloadResult:
+        """Stream a file endpoint into ``fileobj``, counting and hashing what is written.
+
+        Raises :class:`VoIPstudioUnexpectedContentError` when the answer's media type is not
+        the endpoint's (a JSON or HTML page instead of the file; nothing is written), and
+        :class:`VoIPstudioIncompleteDownloadError` when the body is empty or the bytes
+        written differ from ``Content-Length`` or ``expected_size``. Both are tried again;
+        a broken body only if ``fileobj`` is seekable (it is rewound and truncated first).
+
+        ``hook.download("download_monitor_mp3", 42, f, expected_size=monitor["size"])``
+        """
+        ep = endpoint(operation)
+        if ep.shape is not Shape.DOWNLOAD:
+            raise ValueError(f"{operation} is not a file endpoint")
+        path = path_of(ep, id=record_id)
+        query = encoded_query(params)
+        seekable = is_seekable(fileobj)
+        start = fileobj.tell() if seekable else 0
+
+        def attempt() -> DownloadResult:
+            if seekable:
+                fileobj.seek(start)
+                fileobj.truncate()
+            return self._stream_once(ep, path, query, fileobj, expected_size)
+
+        def may_retry(error: VoIPstudioError) -> bool:
+            # Bytes already written to a stream we cannot rewind cannot be taken back.
+            return seekable or not isinstance(error, VoIPstudioIncompleteDownloadError)
+
+        return self._with_retries(request_label(ep.method, path), attempt, may_retry)
+
+    def _stream_once(
+        self,
+        ep: Endpoint,
+        path: str,
+        params: dict[str, Any],
+        fileobj: IO[bytes],
+        expected_size: int | None,
+    ) -> DownloadResult:
+        # identity: Content-Length then counts the very bytes written to the file.
+        response = self._send(
+            ep.method, path, params=params, stream=True, headers={"Accept-Encoding": "identity"}
+        )
+        label = request_label(ep.method, path)
+        check_media_type(response, ep.content_type, label)
+        return write_body(response, fileobj, label, expected_size)
+
+    def export_user_cdrs_csv(
+        self,
+        user_id: int,
+        fileobj: IO[bytes],
+        *,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        filters: Iterable[FilterLike] | None = None,
+    ) -> DownloadResult:
+        """Stream a user's CDRs as CSV (header row first) into ``fileobj``.
+
+        ``hook.export_user_cdrs_csv(12, f, since=day_start, until=day_end)``
+        """
+        entries = filter_entries(filters) + date_filters("cdrs", since, until)
+        params = {"filter": encode_json(entries)} if entries else None
+        return self.download("export_user_cdrs_csv", user_id, fileobj, params=params)
 
 
 def media_type(response: requests.Response) -> str:
