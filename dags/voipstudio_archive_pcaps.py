@@ -10,25 +10,33 @@ Every day this DAG copies the packet captures of the calls of its window to S3:
 The date is the record's own UTC date (`calldate`, `created_at`). Every file carries its
 SHA-256 and size in object metadata.
 
-**Window.** A run covers its data interval, one UTC day from 03:00 to 03:00 (daily runs
+#### Window
+
+A run covers its data interval, one UTC day from 03:00 to 03:00 (daily runs
 abut), started `lookback_hours` earlier for records that reach the API late. What is
 already archived and verified is skipped without downloading, so overlapping windows and
 re-runs upload nothing new. To archive history, create a backfill:
 `airflow backfill create --dag-id voipstudio_archive_pcaps --from-date 2026-06-01
 --to-date 2026-06-30`.
 
-**Tasks.** `list_pcaps_to_archive` lists the CDRs and MSDRs of the window once and cuts
+#### Tasks
+
+`list_pcaps_to_archive` lists the CDRs and MSDRs of the window once and cuts
 them into batches of `batch_size` ids per kind; `archive_pcap_batch` is mapped over them
 (named like `cdr_pcaps 1201–1400`), downloading `max_streams` files at a time within the
 `voipstudio_api` pool; `summarize_archive` logs and returns the totals.
 
-**Failures.** A call whose capture cannot be archived does not stop the others; its batch
+#### Failures
+
+A call whose capture cannot be archived does not stop the others; its batch
 fails at the end naming its ids, and the batch's retries fetch only what is still missing.
 `summarize_archive` fails the run naming every record not archived. The asset
 `voipstudio_pcaps` gets an event only when the whole window is archived and verified (its
 extra holds the summary).
 
-**Params.** `bucket`, `prefix` (default: Variables `voipstudio_s3_bucket`,
+#### Params
+
+`bucket`, `prefix` (default: Variables `voipstudio_s3_bucket`,
 `voipstudio_s3_prefix`), `lookback_hours`, `batch_size`, `max_streams`, `include_traces`,
 and S3 options `sse`, `kms_key_id`, `storage_class`, `object_lock_mode`,
 `object_lock_days` (default: Variable `voipstudio_s3_options`, JSON). Connections:
@@ -50,15 +58,40 @@ from voipstudio_provider.settings import API_POOL, dag_default_args, location_pa
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
+    description="Archive CDR and MSDR PCAPs to S3, SHA-256 verified (daily 03:00 UTC)",
     doc_md=__doc__,
     tags=["voipstudio", "archive", "pcaps"],
     default_args=dag_default_args(retry_minutes=5),
     params={
         **location_params(),
-        "lookback_hours": Param(6, type="number", minimum=0),
-        "batch_size": Param(200, type="integer", minimum=1),
-        "max_streams": Param(4, type="integer", minimum=1, maximum=32),
-        "include_traces": Param(False, type="boolean", description="also archive .trace files"),
+        "lookback_hours": Param(
+            6,
+            type="number",
+            minimum=0,
+            title="Look-back (hours)",
+            description="also look at records this many hours before the run's interval",
+        ),
+        "batch_size": Param(
+            200,
+            type="integer",
+            minimum=1,
+            title="Batch size",
+            description="records per mapped task (raised so a run maps at most 500 batches)",
+        ),
+        "max_streams": Param(
+            4,
+            type="integer",
+            minimum=1,
+            maximum=32,
+            title="Parallel streams",
+            description="downloads at a time inside one batch",
+        ),
+        "include_traces": Param(
+            False,
+            type="boolean",
+            title="Include SIP traces",
+            description="also archive each call's .trace (the SIP messages as text)",
+        ),
         **archiving.s3_option_params(),
     },
 )

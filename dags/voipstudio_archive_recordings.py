@@ -11,7 +11,9 @@ The date is the record's own UTC date (`timestamp`, `origtime`). Every MP3 carri
 SHA-256 and size in object metadata; the sidecar is the API record plus `sha256`, `size`
 and `archived_at`.
 
-**Window.** A run covers its data interval `[data_interval_start, data_interval_end)`
+#### Window
+
+A run covers its data interval `[data_interval_start, data_interval_end)`
 (one hour, hourly runs abut) started `lookback_hours` earlier, so recordings that show up
 in the API late are still caught by a later run. What is already archived and verified
 (size and sha256 agree) is skipped without downloading, so overlapping windows and
@@ -19,19 +21,25 @@ re-runs upload nothing new. To archive history, create a backfill:
 `airflow backfill create --dag-id voipstudio_archive_recordings --from-date 2026-06-01
 --to-date 2026-06-30`.
 
-**Tasks.** `list_recordings_to_archive` lists the window and cuts it into batches of
+#### Tasks
+
+`list_recordings_to_archive` lists the window and cuts it into batches of
 `batch_size` ids; `archive_recording_batch` is mapped over them (named like
 `monitors 1201–1400`), downloading `max_streams` files at a time within the
 `voipstudio_api` pool; `summarize_archive` logs and returns the totals.
 
-**Failures.** A record that cannot be archived does not stop the others; its batch fails
+#### Failures
+
+A record that cannot be archived does not stop the others; its batch fails
 at the end naming its ids, and the batch's retries fetch only what is still missing.
 `summarize_archive` fails the run naming every record not archived. The asset
 `voipstudio_recordings` gets an event only when the whole window is archived and
 verified (its extra holds the summary); clearing the failed batches re-runs them and
 the summary, which then emits it.
 
-**Params.** `bucket`, `prefix` (default: Variables `voipstudio_s3_bucket`,
+#### Params
+
+`bucket`, `prefix` (default: Variables `voipstudio_s3_bucket`,
 `voipstudio_s3_prefix`), `lookback_hours`, `batch_size`, `max_streams`, and S3 options
 `sse`, `kms_key_id`, `storage_class`, `object_lock_mode`, `object_lock_days` (default:
 Variable `voipstudio_s3_options`, JSON). Connections: `voipstudio_default`, `aws_default`.
@@ -52,14 +60,34 @@ from voipstudio_provider.settings import API_POOL, dag_default_args, location_pa
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
+    description="Archive call recordings and voicemail MP3s to S3, SHA-256 verified (hourly)",
     doc_md=__doc__,
     tags=["voipstudio", "archive", "recordings"],
     default_args=dag_default_args(retry_minutes=2),
     params={
         **location_params(),
-        "lookback_hours": Param(6, type="number", minimum=0),
-        "batch_size": Param(200, type="integer", minimum=1),
-        "max_streams": Param(4, type="integer", minimum=1, maximum=32),
+        "lookback_hours": Param(
+            6,
+            type="number",
+            minimum=0,
+            title="Look-back (hours)",
+            description="also look at records this many hours before the run's interval",
+        ),
+        "batch_size": Param(
+            200,
+            type="integer",
+            minimum=1,
+            title="Batch size",
+            description="records per mapped task (raised so a run maps at most 500 batches)",
+        ),
+        "max_streams": Param(
+            4,
+            type="integer",
+            minimum=1,
+            maximum=32,
+            title="Parallel streams",
+            description="downloads at a time inside one batch",
+        ),
         **archiving.s3_option_params(),
     },
 )

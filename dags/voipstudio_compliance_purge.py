@@ -5,7 +5,8 @@ Never scheduled: a person triggers it from the UI form. It first writes a **plan
 what matches, then deletes exactly that plan, and only when `dry_run` is off **and**
 `confirm` is exactly `PURGE`.
 
-**Form.**
+#### Form
+
 - `resources`: any of `monitors` (call recordings), `voicemessages`, `chatmsgs`.
 - `older_than`: a date; records dated before that UTC day match.
 - `phone_number`: records involving this number match: a recording or voicemail by its
@@ -26,16 +27,22 @@ what matches, then deletes exactly that plan, and only when `dry_run` is off **a
   and trigger again with a larger value.
 - `bucket`, `prefix` (default: Variables `voipstudio_s3_bucket`, `voipstudio_s3_prefix`).
 
-**Legal hold.** Items held by id or by number (Variable `voipstudio_legal_hold`) are
+#### Legal hold
+
+Items held by id or by number (Variable `voipstudio_legal_hold`) are
 listed apart in the plan and never deleted or masked.
 
-**Output.** The plan: `{prefix}/audit/voipstudio_compliance_purge/{run_id}.plan.json`
+#### Output
+
+The plan: `{prefix}/audit/voipstudio_compliance_purge/{run_id}.plan.json`
 (criteria, and per resource the count, the ids and the held ids). The audit log, one line
 per item deleted, masked or kept, with the reason and the archive key checked:
 `{prefix}/audit/voipstudio_compliance_purge/{run_id}.jsonl`. The archived copies in the
 bucket are not touched by a purge.
 
-**Tasks.** `plan_purge` → `check_confirmation` → `purge_planned_records` (mapped over the
+#### Tasks
+
+`plan_purge` → `check_confirmation` → `purge_planned_records` (mapped over the
 resources, pool `voipstudio_api`) → `mask_matching_cdrs`; `write_audit_log` joins the
 audit parts, also after a failure, and fails the run when it cannot;
 `fail_if_a_task_failed` runs only when another task failed, and fails the run.
@@ -53,8 +60,10 @@ from voipstudio_provider.settings import API_POOL, dag_default_args, location_pa
 @dag(
     dag_id="voipstudio_compliance_purge",
     schedule=None,
+    max_active_runs=1,
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
+    description="Purge by age or phone number: plan, then delete if confirmed with PURGE",
     doc_md=__doc__,
     tags=["voipstudio", "retention", "compliance"],
     default_args=dag_default_args(retry_minutes=2),
@@ -63,6 +72,7 @@ from voipstudio_provider.settings import API_POOL, dag_default_args, location_pa
             list(purge.PURGE_RESOURCES),
             type="array",
             items={"type": "string", "enum": list(purge.PURGE_RESOURCES)},
+            examples=list(purge.PURGE_RESOURCES),  # the trigger form offers them as a choice
             minItems=1,
             uniqueItems=True,
             title="Resources",
@@ -82,9 +92,10 @@ from voipstudio_provider.settings import API_POOL, dag_default_args, location_pa
             description="purge records involving this number, e.g. +44 20 7946 0000",
         ),
         "dry_run": Param(True, type="boolean", title="Dry run", description="plan only"),
+        # Nullable, so that the form lets a dry run go with the field left empty.
         "confirm": Param(
-            "",
-            type="string",
+            None,
+            type=["null", "string"],
             title="Confirm",
             description="type PURGE (capitals) to delete; ignored in a dry run",
         ),

@@ -13,20 +13,26 @@ for a failed one. Each file's row count is checked against the API's count of th
 CDRs of the day before it is uploaded; the object carries `sha256`, `size` and `rows`
 metadata. A re-run writes the day's files again (the export is a snapshot of the day).
 
-**Day.** Runs are scheduled at 03:00 UTC with a one-day data interval (daily runs abut);
+#### Day
+
+Runs are scheduled at 03:00 UTC with a one-day data interval (daily runs abut);
 a run exports the UTC day before its interval's end, e.g. the run of the interval ending
 2026-11-20 03:00 exports 2026-11-19, three hours after midnight so that late calls are in.
 The `day` param (`YYYY-MM-DD`) exports another day. To export history, create a backfill:
 `airflow backfill create --dag-id voipstudio_export_user_cdrs --from-date 2026-06-01
 --to-date 2026-06-30`.
 
-**Tasks.** `list_users_to_export` finds the users and cuts them into groups of
+#### Tasks
+
+`list_users_to_export` finds the users and cuts them into groups of
 `users_per_batch`; `export_user_cdrs_batch` is mapped over the groups (named like
 `users 1001–1006`) within the `voipstudio_api` pool; `summarize_export` logs the totals.
 A user that fails does not stop the others; the run fails naming the failed users, and
 the asset `voipstudio_cdr_csv` gets an event only when every user's file was written.
 
-**Params.** `bucket`, `prefix` (default: Variables `voipstudio_s3_bucket`,
+#### Params
+
+`bucket`, `prefix` (default: Variables `voipstudio_s3_bucket`,
 `voipstudio_s3_prefix`), `day`, `users_per_batch`. Connections: `voipstudio_default`,
 `aws_default`.
 """
@@ -51,13 +57,22 @@ from voipstudio_provider.settings import (
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=4,
+    description="Export each user's CDRs of a UTC day as CSV to S3 (daily 03:00 UTC)",
     doc_md=__doc__,
     tags=["voipstudio", "export", "cdrs"],
     default_args=dag_default_args(retry_minutes=5),
     params={
         **location_params(),
-        "day": Param(None, type=["null", "string"], format="date", description="YYYY-MM-DD"),
-        "users_per_batch": Param(25, type="integer", minimum=1),
+        "day": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            title="Day",
+            description="the UTC day to export (default: the day before the interval's end)",
+        ),
+        "users_per_batch": Param(
+            25, type="integer", minimum=1, title="Users per batch", description="per mapped task"
+        ),
     },
 )
 def voipstudio_export_user_cdrs():

@@ -5,39 +5,53 @@ Every day this DAG deletes **at the source** (the VoIPstudio account) the call r
 (`monitors`), voicemail (`voicemessages`) and chat messages (`chatmsgs`) older than the
 retention policy allows, but only what is safely archived and not under legal hold.
 
-**Policy.** Variable `voipstudio_retention_policy`, JSON of days to keep per resource.
+#### Policy
+
+Variable `voipstudio_retention_policy`, JSON of days to keep per resource.
 Unset, it is `{"monitors": 365, "voicemessages": 90, "chatmsgs": 365}`; a Variable
 overrides resource by resource and `null` keeps a resource forever. A record is past
 retention when its own date (`timestamp`, `origtime`, `created_at`) is earlier than the
 run's `data_interval_end` minus those days: the cutoff does not move with the wall
 clock, so re-running a run deletes up to the same moment.
 
-**Legal hold.** Variable `voipstudio_legal_hold`, JSON
+#### Legal hold
+
+Variable `voipstudio_legal_hold`, JSON
 `{"ids": {"monitors": [..], "voicemessages": [..], "chatmsgs": [..], "chats": [..]},
 "numbers": ["+44 20 7946 0000"]}`. Held ids, every record involving a held number (caller,
 called, caller id; a chat's visitor fields or any of its messages) and every message of a
 held chat are never deleted. Numbers compare by digits only.
 
-**Archive check.** A recording or voicemail is deleted only if its MP3 in the bucket has
+#### Archive check
+
+A recording or voicemail is deleted only if its MP3 in the bucket has
 the record's size (recordings) and its `sha256` metadata equals its JSON sidecar's. Chat
 messages are first archived with their chat as `{prefix}/chats/date=YYYY-MM-DD/{chat_id}.json`
 and read back. What cannot be verified is kept and reported.
 
-**Safety rails.** Param `max_deletions` (default 10000) caps what one run deletes, over
+#### Safety rails
+
+Param `max_deletions` (default 10000) caps what one run deletes, over
 all resources; `dry_run` (default false) deletes nothing and reports what it would delete.
 Deletes go in id batches, confirmed by reading back (a 202 delete finishes later).
 
-**Audit.** Every deleted or kept item gets one JSON line, with its reason and the archive
+#### Audit
+
+Every deleted or kept item gets one JSON line, with its reason and the archive
 key checked, in `{prefix}/audit/voipstudio_retention/{run_id}.jsonl`; the log of each
 task and the XCom of `write_audit_log` give counts per reason.
 
-**Tasks.** `read_retention_policy` checks both Variables and computes the cutoffs;
+#### Tasks
+
+`read_retention_policy` checks both Variables and computes the cutoffs;
 `delete_expired_records` is mapped over the resources (pool `voipstudio_api`, one at a
 time so `max_deletions` holds for the run); `write_audit_log` joins the audit parts even
 when a resource task failed, and fails the run when it cannot;
 `fail_if_a_task_failed` runs only when another task failed, and fails the run.
 
-**Params.** `dry_run`, `max_deletions`, `bucket`, `prefix` (default: Variables
+#### Params
+
+`dry_run`, `max_deletions`, `bucket`, `prefix` (default: Variables
 `voipstudio_s3_bucket`, `voipstudio_s3_prefix`). Connections: `voipstudio_default`,
 `aws_default`.
 """
@@ -57,15 +71,19 @@ from voipstudio_provider.settings import API_POOL, dag_default_args, location_pa
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
+    description="Delete what is past retention and verified in the archive (daily 04:00 UTC)",
     doc_md=__doc__,
     tags=["voipstudio", "retention", "compliance"],
     default_args=dag_default_args(retry_minutes=5),
     params={
-        "dry_run": Param(False, type="boolean", description="delete nothing; report only"),
+        "dry_run": Param(
+            False, type="boolean", title="Dry run", description="delete nothing; report only"
+        ),
         "max_deletions": Param(
             retention.DEFAULT_MAX_DELETIONS,
             type="integer",
             minimum=0,
+            title="Max deletions",
             description="most items one run deletes, over all resources",
         ),
         **location_params(),

@@ -50,12 +50,40 @@ class ArchiveIncompleteError(AirflowException):
 def s3_option_params() -> dict[str, Param]:
     """DAG params for the S3 write options; unset ones come from ``voipstudio_s3_options``."""
     nullable = ["null", "string"]
+    from_variable = "default: Variable voipstudio_s3_options"
     return {
-        "sse": Param(None, type=nullable, enum=[None, "AES256", "aws:kms"]),
-        "kms_key_id": Param(None, type=nullable),
-        "storage_class": Param(None, type=nullable),
-        "object_lock_mode": Param(None, type=nullable, enum=[None, "GOVERNANCE", "COMPLIANCE"]),
-        "object_lock_days": Param(None, type=["null", "integer"], minimum=1),
+        "sse": Param(
+            None,
+            type=nullable,
+            enum=[None, "AES256", "aws:kms"],
+            values_display={None: "(from the Variable)", "AES256": "SSE-S3", "aws:kms": "SSE-KMS"},
+            title="Server-side encryption",
+            description=from_variable,
+        ),
+        "kms_key_id": Param(
+            None, type=nullable, title="KMS key id", description=f"for SSE-KMS; {from_variable}"
+        ),
+        "storage_class": Param(
+            None,
+            type=nullable,
+            title="Storage class",
+            description=f"e.g. STANDARD_IA, GLACIER_IR; {from_variable}",
+        ),
+        "object_lock_mode": Param(
+            None,
+            type=nullable,
+            enum=[None, "GOVERNANCE", "COMPLIANCE"],
+            values_display={None: "(from the Variable)"},
+            title="Object Lock mode",
+            description=f"the bucket must have Object Lock enabled; {from_variable}",
+        ),
+        "object_lock_days": Param(
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            title="Object Lock days",
+            description=f"retain-until = upload time + days; {from_variable}",
+        ),
     }
 
 

@@ -43,7 +43,10 @@ def test_form_is_a_json_schema(airflow_env):
     assert schema["dry_run"]["type"] == "boolean" and dag.params["dry_run"] is True
     assert schema["require_archive"]["type"] == "boolean" and dag.params["require_archive"] is True
     assert schema["mask_cdrs"]["type"] == "boolean" and dag.params["mask_cdrs"] is False
-    assert schema["confirm"]["type"] == "string" and dag.params["confirm"] == ""
+    # Nullable: the UI form refuses to trigger while a plain string field is empty.
+    assert schema["confirm"]["type"] == ["null", "string"] and dag.params["confirm"] is None
+    assert schema["resources"]["examples"] == list(PURGE_RESOURCES)  # a multi-select
+    assert dag.max_active_runs == 1
     assert schema["max_deletions"]["type"] == "integer" and dag.params["max_deletions"] == 10000
     assert schema["max_deletions"]["minimum"] == 1 and schema["max_deletions"]["title"]
 
