@@ -64,28 +64,7 @@ from voipstudio_provider.settings import API_POOL, dag_default_args, location_pa
     default_args=dag_default_args(retry_minutes=5),
     params={
         **location_params(),
-        "lookback_hours": Param(
-            6,
-            type="number",
-            minimum=0,
-            title="Look-back (hours)",
-            description="also look at records this many hours before the run's interval",
-        ),
-        "batch_size": Param(
-            200,
-            type="integer",
-            minimum=1,
-            title="Batch size",
-            description="records per mapped task (raised so a run maps at most 500 batches)",
-        ),
-        "max_streams": Param(
-            4,
-            type="integer",
-            minimum=1,
-            maximum=32,
-            title="Parallel streams",
-            description="downloads at a time inside one batch",
-        ),
+        **archiving.batch_params(),
         "include_traces": Param(
             False,
             type="boolean",

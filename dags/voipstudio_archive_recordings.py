@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
+from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, task
 from voipstudio_provider import archiving
 from voipstudio_provider.settings import API_POOL, dag_default_args, location_params
 
@@ -66,28 +66,7 @@ from voipstudio_provider.settings import API_POOL, dag_default_args, location_pa
     default_args=dag_default_args(retry_minutes=2),
     params={
         **location_params(),
-        "lookback_hours": Param(
-            6,
-            type="number",
-            minimum=0,
-            title="Look-back (hours)",
-            description="also look at records this many hours before the run's interval",
-        ),
-        "batch_size": Param(
-            200,
-            type="integer",
-            minimum=1,
-            title="Batch size",
-            description="records per mapped task (raised so a run maps at most 500 batches)",
-        ),
-        "max_streams": Param(
-            4,
-            type="integer",
-            minimum=1,
-            maximum=32,
-            title="Parallel streams",
-            description="downloads at a time inside one batch",
-        ),
+        **archiving.batch_params(),
         **archiving.s3_option_params(),
     },
 )

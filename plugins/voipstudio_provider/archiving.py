@@ -47,6 +47,34 @@ class ArchiveIncompleteError(AirflowException):
     """Some records of a batch or a run could not be archived; their ids are in the message."""
 
 
+def batch_params() -> dict[str, Param]:
+    """DAG params for how an archive run looks back and splits its window into batches."""
+    return {
+        "lookback_hours": Param(
+            6,
+            type="number",
+            minimum=0,
+            title="Look-back (hours)",
+            description="also look at records this many hours before the run's interval",
+        ),
+        "batch_size": Param(
+            200,
+            type="integer",
+            minimum=1,
+            title="Batch size",
+            description="records per mapped task (raised so a run maps at most 500 batches)",
+        ),
+        "max_streams": Param(
+            4,
+            type="integer",
+            minimum=1,
+            maximum=32,
+            title="Parallel streams",
+            description="downloads at a time inside one batch",
+        ),
+    }
+
+
 def s3_option_params() -> dict[str, Param]:
     """DAG params for the S3 write options; unset ones come from ``voipstudio_s3_options``."""
     nullable = ["null", "string"]
