@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -14,17 +15,34 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 
-def free_port(avoid: set[int] | None = None, below: int = 55000) -> int:
-    """A free TCP port on 127.0.0.1, below ``below`` so that ``port + 10000`` stays valid."""
-    avoid = avoid or set()
-    for _ in range(200):
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_port(avoid: set[int] | None = None) -> int:
+    """A free TCP port on 127.0.0.1 for a server to listen on.
+
+    It is drawn below the kernel's ephemeral range, so that no outgoing connection takes it
+    between now and the moment the server binds it, and far enough below 65536 that a
+    server's default ``port + 10000`` (SeaweedFS's gRPC ports) stays valid.
+    """
+    avoid = avoid if avoid is not None else set()
+    high = min(_ephemeral_low(), 55000)
+    for _ in range(500):
+        port = random.randrange(max(1024, high - 20000), high)
+        if port in avoid or port + 10000 in avoid:
+            continue
         with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        if port < below and port not in avoid and port + 10000 not in avoid:
-            avoid.add(port)
-            return port
-    raise RuntimeError(f"no free port below {below} on 127.0.0.1")
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        avoid.add(port)
+        return port
+    raise RuntimeError(f"no free port below {high} on 127.0.0.1")
 
 
 class ManagedProcess:

@@ -34,15 +34,30 @@ class SandboxServer:
         self.workdir = Path(workdir)
         self.seed = seed
         self.token = token
-        self.port = port or free_port()
+        self._fixed_port = port
         self.extra_args = extra_args or []
-        self.root_url = f"http://127.0.0.1:{self.port}"
-        self.base_url = f"{self.root_url}/v1.1/voipstudio"
-        self.control_url = f"{self.root_url}/__sandbox__"
+        self._use_port(port or free_port())
         self.db_path = self.workdir / "sandbox.sqlite"
         self.process: ManagedProcess | None = None
 
-    def start(self, timeout: float = 120.0) -> SandboxServer:
+    def _use_port(self, port: int) -> None:
+        self.port = port
+        self.root_url = f"http://127.0.0.1:{self.port}"
+        self.base_url = f"{self.root_url}/v1.1/voipstudio"
+        self.control_url = f"{self.root_url}/__sandbox__"
+
+    def start(self, timeout: float = 120.0, attempts: int = 3) -> SandboxServer:
+        """Start the server; on a port of our choosing that was taken meanwhile, try another."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._start_once(timeout)
+            except RuntimeError:
+                if self._fixed_port or attempt == attempts:
+                    raise
+                self._use_port(free_port())
+        return self
+
+    def _start_once(self, timeout: float) -> SandboxServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(

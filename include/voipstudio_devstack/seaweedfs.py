@@ -37,17 +37,9 @@ class SeaweedS3:
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = Path(workdir)
-        ports: set[int] = set()
-        self.ports = {
-            name: free_port(ports)
-            for name in (
-                "master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc",
-                "s3", "s3.grpc", "iam",
-            )
-        }  # fmt: skip
         self.access_key = ACCESS_KEY
         self.secret_key = SECRET_KEY
-        self.endpoint_url = f"http://127.0.0.1:{self.ports['s3']}"
+        self._choose_ports()
         self.process: ManagedProcess | None = None
 
     def _write_identities(self) -> Path:
@@ -82,21 +74,43 @@ class SeaweedS3:
             f"-s3.config={self._write_identities()}",
         ]  # fmt: skip
 
-    def start(self, timeout: float = 90.0) -> SeaweedS3:
+    def _choose_ports(self) -> None:
+        ports: set[int] = set()
+        self.ports = {
+            name: free_port(ports)
+            for name in (
+                "master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc",
+                "s3", "s3.grpc", "iam",
+            )
+        }  # fmt: skip
+        self.endpoint_url = f"http://127.0.0.1:{self.ports['s3']}"
+
+    def start(self, timeout: float = 90.0, attempts: int = 3) -> SeaweedS3:
+        """Start the server; if it exits while starting (a port taken meanwhile), try again
+        on other ports."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         env["WEED_MASTER_VOLUME_GROWTH_COPY_1"] = "1"
         # SSE-S3 needs a key-encryption key; this one protects loopback test data only.
         env.setdefault("WEED_S3_SSE_KEK", hashlib.sha256(b"voipstudio-local").hexdigest())
-        self.process = ManagedProcess(
-            "seaweedfs",
-            self.argv(),
-            self.workdir / "weed.log",
-            ready=self._ready,
-            env=env,
-            cwd=self.workdir,
-        )
-        self.process.start(timeout=timeout)
+        for attempt in range(1, attempts + 1):
+            self.process = ManagedProcess(
+                "seaweedfs",
+                self.argv(),
+                self.workdir / "weed.log",
+                ready=self._ready,
+                env=env,
+                cwd=self.workdir,
+            )
+            try:
+                self.process.start(timeout=timeout)
+                return self
+            except RuntimeError:
+                self.process.stop()
+                if attempt == attempts:
+                    raise
+                shutil.rmtree(self.workdir / "data", ignore_errors=True)  # it knew the old ports
+                self._choose_ports()
         return self
 
     def _ready(self) -> bool:
