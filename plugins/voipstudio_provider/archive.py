@@ -26,6 +26,7 @@ from typing import IO, Any
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
+from voipstudio_provider.endpoints import bare_media_type
 from voipstudio_provider.layout import ArchiveKind, archive_key, sidecar_key
 
 log = logging.getLogger(__name__)
@@ -166,10 +167,6 @@ def _read_sidecar(s3_client, bucket: str, key: str) -> dict | None:
         return json.loads(body.read())
 
 
-def _media_type(content_type: str | None) -> str:
-    return (content_type or "").split(";")[0].strip().lower()
-
-
 def verify_archive(
     s3_client, kind: ArchiveKind, record: dict, target: ArchiveTarget
 ) -> Verification:
@@ -196,8 +193,8 @@ def verify_archive(
     if size == 0:
         return wrong("empty object")
     # An error page stored as a recording has the right digest of the wrong thing.
-    content_type = _media_type(head.get("ContentType"))
-    if content_type != _media_type(kind.content_type):
+    content_type = bare_media_type(head.get("ContentType"))
+    if content_type != bare_media_type(kind.content_type):
         return wrong(f"content type {content_type or 'missing'} is not {kind.content_type}")
     expected = record.get("size")
     if expected is not None and size != int(expected):
@@ -261,13 +258,27 @@ def _write_sidecar(
         "size": size,
         "archived_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
-    body = json.dumps(sidecar, sort_keys=True, default=str).encode()
+    put_json(s3_client, target, sidecar_key(target.prefix, kind, record), sidecar)
+
+
+def put_json(
+    s3_client, target: ArchiveTarget, key: str, document: Any, *, sha256_metadata: bool = False
+) -> None:
+    """Write ``document`` as JSON with the target's options and a SHA-256 that S3 checks.
+
+    :param sha256_metadata: also keep the digest as ``sha256`` metadata, for a document
+        that is itself an archived copy (a chat) and is verified by reading it back.
+    """
+    body = json.dumps(document, sort_keys=True, default=str).encode()
+    digest = hashlib.sha256(body)
+    extra = {"Metadata": {"sha256": digest.hexdigest()}} if sha256_metadata else {}
     s3_client.put_object(
         Bucket=target.bucket,
-        Key=sidecar_key(target.prefix, kind, record),
+        Key=key,
         Body=body,
         ContentType="application/json",
-        ChecksumSHA256=base64.b64encode(hashlib.sha256(body).digest()).decode(),
+        ChecksumSHA256=base64.b64encode(digest.digest()).decode(),
+        **extra,
         **target.object_args(),
     )
 

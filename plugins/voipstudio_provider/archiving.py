@@ -18,6 +18,7 @@ from typing import Any
 from airflow.sdk import Asset, Param
 from airflow.sdk.exceptions import AirflowException
 
+from voipstudio_provider.layout import as_utc
 from voipstudio_provider.settings import (
     AWS_CONN_ID,
     VOIPSTUDIO_CONN_ID,
@@ -115,11 +116,6 @@ def s3_option_params() -> dict[str, Param]:
     }
 
 
-def _utc(moment: dt.datetime) -> dt.datetime:
-    """A plain aware UTC datetime, from any aware one (Airflow passes pendulum's)."""
-    return dt.datetime.fromtimestamp(moment.timestamp(), dt.UTC)
-
-
 def archive_window(
     data_interval_start: dt.datetime, data_interval_end: dt.datetime, lookback_hours: float
 ) -> tuple[dt.datetime, dt.datetime]:
@@ -137,8 +133,8 @@ def archive_window(
         raise ValueError("lookback_hours must not be negative")
     if data_interval_start is None or data_interval_end is None:
         raise ValueError("this DAG needs a data interval: use a data interval timetable")
-    since = _utc(data_interval_start) - dt.timedelta(hours=lookback_hours)
-    until = _utc(data_interval_end)
+    since = as_utc(data_interval_start) - dt.timedelta(hours=lookback_hours)
+    until = as_utc(data_interval_end)
     if until <= since:
         raise ValueError(f"empty archive window {since.isoformat()} .. {until.isoformat()}")
     return since, until

@@ -466,6 +466,12 @@ DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 BY_OPERATION: dict[str, Endpoint] = {e.operation: e for e in ENDPOINTS + AUTH_ENDPOINTS}
 
 
+def bare_media_type(content_type: str | None) -> str:
+    """A ``Content-Type`` without parameters, lower case: ``text/csv; charset=utf-8`` gives
+    ``text/csv``; ``""`` for none."""
+    return (content_type or "").split(";")[0].strip().lower()
+
+
 def endpoint(operation: str) -> Endpoint:
     """Return the endpoint named ``operation``; raise ``KeyError`` naming the known ones."""
     try:

@@ -19,6 +19,7 @@ from typing import IO, Any
 from airflow.sdk import Asset
 from airflow.sdk.exceptions import AirflowException
 
+from voipstudio_provider.layout import as_utc
 from voipstudio_provider.settings import AWS_CONN_ID, VOIPSTUDIO_CONN_ID
 
 log = logging.getLogger(__name__)
@@ -104,8 +105,7 @@ def export_day(data_interval_end: dt.datetime, day: str | None = None) -> dt.dat
     """
     if day:
         return dt.date.fromisoformat(str(day))
-    end = dt.datetime.fromtimestamp(data_interval_end.timestamp(), dt.UTC)
-    return end.date() - dt.timedelta(days=1)
+    return as_utc(data_interval_end).date() - dt.timedelta(days=1)
 
 
 def day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:

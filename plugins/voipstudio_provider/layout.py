@@ -63,6 +63,12 @@ def parse_api_datetime(value: str) -> dt.datetime:
     return dt.datetime.strptime(value, DATE_FORMAT).replace(tzinfo=dt.UTC)
 
 
+def as_utc(moment: dt.datetime) -> dt.datetime:
+    """A plain aware UTC datetime from any aware one. Through a timestamp, because a pendulum
+    DateTime (what Airflow's context holds) loses its zone in ``astimezone()``."""
+    return dt.datetime.fromtimestamp(moment.timestamp(), dt.UTC)
+
+
 def format_api_datetime(value: dt.datetime) -> str:
     """Format an aware (or naive UTC) datetime as the API expects in filters."""
     if value.tzinfo is not None:

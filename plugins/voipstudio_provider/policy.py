@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from voipstudio_provider.endpoints import RESOURCES
+from voipstudio_provider.layout import as_utc
 
 #: The resources retention deletes at the source, and their days to keep when the
 #: Variable ``voipstudio_retention_policy`` is unset.
@@ -90,10 +91,8 @@ def retention_cutoff(days: int, reference: dt.datetime) -> dt.datetime:
     """
     if reference.tzinfo is None:
         raise ValueError("the retention reference time must be timezone-aware")
-    # Through a timestamp: a pendulum DateTime (Airflow's context) loses its zone in
-    # astimezone(), and a naive cutoff would be refused by the hook.
-    moment = dt.datetime.fromtimestamp(reference.timestamp(), dt.UTC)
-    return moment - dt.timedelta(days=days)
+    # Plain UTC: the hook refuses a naive cutoff, which pendulum's astimezone() would give.
+    return as_utc(reference) - dt.timedelta(days=days)
 
 
 def normalize_number(value: object) -> str:

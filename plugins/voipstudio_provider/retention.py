@@ -14,7 +14,6 @@ meanwhile never make it skip a row.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import hashlib
 import itertools
@@ -186,17 +185,9 @@ class ChatArchive:
             "messages": [messages[i] for i in sorted(messages)],
             "archived_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
-        body = json.dumps(document, sort_keys=True, default=str).encode()
-        digest = hashlib.sha256(body)
-        self.s3_client.put_object(
-            Bucket=self.target.bucket,
-            Key=state.key,
-            Body=body,
-            ContentType="application/json",
-            Metadata={"sha256": digest.hexdigest()},
-            ChecksumSHA256=base64.b64encode(digest.digest()).decode(),
-            **self.target.object_args(),
-        )
+        from voipstudio_provider.archive import put_json
+
+        put_json(self.s3_client, self.target, state.key, document, sha256_metadata=True)
 
 
 class SourceDeleter:

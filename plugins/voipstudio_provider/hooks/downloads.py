@@ -17,7 +17,7 @@ from typing import IO, Any
 import requests
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
-from voipstudio_provider.endpoints import Endpoint, Shape, endpoint
+from voipstudio_provider.endpoints import Endpoint, Shape, bare_media_type, endpoint
 from voipstudio_provider.exceptions import (
     VoIPstudioError,
     VoIPstudioIncompleteDownloadError,
@@ -132,7 +132,7 @@ class DownloadsMixin(TransportMixin):
 def media_type(response: requests.Response) -> str:
     """The answer's media type without parameters, lower case: ``text/csv; charset=utf-8``
     gives ``text/csv``; ``""`` when the answer names none."""
-    return response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    return bare_media_type(response.headers.get("Content-Type"))
 
 
 def check_media_type(response: requests.Response, expected: str, label: str) -> None:
