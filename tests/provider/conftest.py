@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -53,6 +54,20 @@ def make_hook(sandbox, monkeypatch) -> Callable[..., VoIPstudioHook]:
 def hook(make_hook) -> VoIPstudioHook:
     """A root-token hook on the sandbox with quick retries."""
     return make_hook()
+
+
+@pytest.fixture
+def s3(seaweed):
+    """A boto3 client of the session's SeaweedFS."""
+    return seaweed.client()
+
+
+@pytest.fixture(scope="module")
+def bucket(seaweed) -> str:
+    """One bucket per test module (SeaweedFS gives every bucket volumes of its own)."""
+    name = f"provider-{uuid.uuid4().hex[:12]}"
+    seaweed.client().create_bucket(Bucket=name)
+    return name
 
 
 @pytest.fixture

@@ -17,34 +17,11 @@ from voipstudio_provider.archive import (
     summarize,
     verify_archive,
 )
-from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
 from voipstudio_provider.layout import ARCHIVE_KINDS, archive_key, sidecar_key
 
 MONITORS = ARCHIVE_KINDS["monitors"]
 MP3_PATHS = "/v1.1/voipstudio/monitors/*.mp3"
 MIB = 1024 * 1024
-
-
-@pytest.fixture
-def voip_hook(sandbox, monkeypatch):
-    """A hook on the sandbox whose retries wait milliseconds."""
-    monkeypatch.setenv("AIRFLOW_CONN_VOIPSTUDIO_DEFAULT", sandbox.airflow_conn_json())
-    hook = VoIPstudioHook("voipstudio_default", backoff_base=0.01, backoff_cap=0.05)
-    yield hook
-    hook.close()
-
-
-@pytest.fixture
-def s3(seaweed):
-    return seaweed.client()
-
-
-@pytest.fixture(scope="module")
-def bucket(seaweed) -> str:
-    """One bucket for the module (SeaweedFS gives every bucket volumes of its own)."""
-    name = f"archive-{uuid.uuid4().hex[:12]}"
-    seaweed.client().create_bucket(Bucket=name)
-    return name
 
 
 @pytest.fixture
@@ -91,10 +68,10 @@ def small_monitors(sandbox, count: int) -> list[dict]:
     return monitors[:count]
 
 
-def test_monitor_is_archived_with_sha256_metadata_and_sidecar(sandbox, voip_hook, s3, target):
+def test_monitor_is_archived_with_sha256_metadata_and_sidecar(sandbox, hook, s3, target):
     monitor = small_monitors(sandbox, 1)[0]
 
-    outcome = archive_record(voip_hook, s3, MONITORS, monitor, target)
+    outcome = archive_record(hook, s3, MONITORS, monitor, target)
 
     expected = sandbox_bytes(sandbox, MONITORS, monitor["id"])
     key = archive_key(target.prefix, MONITORS, monitor)
@@ -119,11 +96,11 @@ def test_monitor_is_archived_with_sha256_metadata_and_sidecar(sandbox, voip_hook
 
 
 @pytest.mark.parametrize("kind_name", sorted(ARCHIVE_KINDS))
-def test_every_kind_lands_at_its_layout_key(sandbox, voip_hook, s3, target, kind_name):
+def test_every_kind_lands_at_its_layout_key(sandbox, hook, s3, target, kind_name):
     kind = ARCHIVE_KINDS[kind_name]
     record = truth(sandbox, kind.resource)[0]
 
-    outcome = archive_record(voip_hook, s3, kind, record, target)
+    outcome = archive_record(hook, s3, kind, record, target)
 
     assert outcome.status == "archived", outcome.error
     assert outcome.key == archive_key(target.prefix, kind, record)
@@ -136,13 +113,13 @@ def test_every_kind_lands_at_its_layout_key(sandbox, voip_hook, s3, target, kind
     assert len(stored_keys(s3, target)) == (2 if kind.sidecar else 1)
 
 
-def test_rerun_skips_verified_records_without_downloading(sandbox, voip_hook, s3, target):
+def test_rerun_skips_verified_records_without_downloading(sandbox, hook, s3, target):
     monitors = small_monitors(sandbox, 3)
-    first = archive_batch(voip_hook, s3, MONITORS, monitors, target, max_streams=2)
+    first = archive_batch(hook, s3, MONITORS, monitors, target, max_streams=2)
     assert [o.status for o in first] == ["archived"] * 3
     sandbox.control("DELETE", "requests")
 
-    again = archive_batch(voip_hook, s3, MONITORS, monitors, target, max_streams=2)
+    again = archive_batch(hook, s3, MONITORS, monitors, target, max_streams=2)
 
     assert [o.status for o in again] == ["skipped"] * 3
     assert [o.sha256 for o in again] == [o.sha256 for o in first]
@@ -150,13 +127,13 @@ def test_rerun_skips_verified_records_without_downloading(sandbox, voip_hook, s3
 
 
 @pytest.mark.parametrize("fault", ["truncate", "drop"])
-def test_broken_bodies_are_downloaded_again_until_complete(sandbox, voip_hook, s3, target, fault):
+def test_broken_bodies_are_downloaded_again_until_complete(sandbox, hook, s3, target, fault):
     monitor = small_monitors(sandbox, 1)[0]
     set_faults(
         sandbox, {"path": MP3_PATHS, "methods": ["GET"], "kind": fault, "rate": 1, "times": 2}
     )
 
-    outcome = archive_record(voip_hook, s3, MONITORS, monitor, target)
+    outcome = archive_record(hook, s3, MONITORS, monitor, target)
 
     assert outcome.status == "archived", outcome.error
     body = s3.get_object(Bucket=target.bucket, Key=outcome.key)["Body"].read()
@@ -165,11 +142,11 @@ def test_broken_bodies_are_downloaded_again_until_complete(sandbox, voip_hook, s
     assert [t["fault"] for t in tries[:3]] == [fault, fault, None]
 
 
-def test_a_body_that_never_arrives_whole_fails_and_stores_nothing(sandbox, voip_hook, s3, target):
+def test_a_body_that_never_arrives_whole_fails_and_stores_nothing(sandbox, hook, s3, target):
     monitor = small_monitors(sandbox, 1)[0]
     set_faults(sandbox, {"path": MP3_PATHS, "methods": ["GET"], "kind": "truncate", "rate": 1})
 
-    outcome = archive_record(voip_hook, s3, MONITORS, monitor, target)
+    outcome = archive_record(hook, s3, MONITORS, monitor, target)
 
     assert outcome.status == "failed"
     assert outcome.error.startswith("download: VoIPstudioIncompleteDownloadError")
@@ -179,7 +156,7 @@ def test_a_body_that_never_arrives_whole_fails_and_stores_nothing(sandbox, voip_
     assert verify_archive(s3, MONITORS, monitor, target).reason == "missing"
 
 
-def test_large_bodies_go_up_in_checked_parts(sandbox, voip_hook, s3, target):
+def test_large_bodies_go_up_in_checked_parts(sandbox, hook, s3, target):
     size = 6 * MIB + 123
     (new_id,) = sandbox.control("POST", "records/monitors", {"count": 1, "fields": {"size": size}})[
         "ids"
@@ -187,7 +164,7 @@ def test_large_bodies_go_up_in_checked_parts(sandbox, voip_hook, s3, target):
     monitor = next(m for m in truth(sandbox, "monitors") if m["id"] == new_id)
     target = ArchiveTarget(bucket=target.bucket, prefix=target.prefix, chunk_size=5 * MIB)
 
-    outcome = archive_record(voip_hook, s3, MONITORS, monitor, target)
+    outcome = archive_record(hook, s3, MONITORS, monitor, target)
 
     assert outcome.status == "archived", outcome.error
     head = s3.head_object(Bucket=target.bucket, Key=outcome.key, ChecksumMode="ENABLED")
@@ -198,7 +175,7 @@ def test_large_bodies_go_up_in_checked_parts(sandbox, voip_hook, s3, target):
     assert no_multipart_uploads(s3, target)
 
 
-def test_a_refused_multipart_upload_leaves_no_object_and_no_parts(sandbox, voip_hook, s3, target):
+def test_a_refused_multipart_upload_leaves_no_object_and_no_parts(sandbox, hook, s3, target):
     (new_id,) = sandbox.control(
         "POST", "records/monitors", {"count": 1, "fields": {"size": 6 * MIB}}
     )["ids"]
@@ -212,7 +189,7 @@ def test_a_refused_multipart_upload_leaves_no_object_and_no_parts(sandbox, voip_
         chunk_size=5 * MIB,
     )
 
-    outcome = archive_record(voip_hook, s3, MONITORS, monitor, locked)
+    outcome = archive_record(hook, s3, MONITORS, monitor, locked)
 
     assert outcome.status == "failed"
     assert outcome.error.startswith("upload: ")
@@ -220,10 +197,10 @@ def test_a_refused_multipart_upload_leaves_no_object_and_no_parts(sandbox, voip_
     assert no_multipart_uploads(s3, target)
 
 
-def test_verification_names_what_is_wrong(sandbox, voip_hook, s3, target):
+def test_verification_names_what_is_wrong(sandbox, hook, s3, target):
     monitor = small_monitors(sandbox, 1)[0]
     assert verify_archive(s3, MONITORS, monitor, target).reason == "missing"
-    archived = archive_record(voip_hook, s3, MONITORS, monitor, target)
+    archived = archive_record(hook, s3, MONITORS, monitor, target)
     key, side = archived.key, sidecar_key(target.prefix, MONITORS, monitor)
     body = s3.get_object(Bucket=target.bucket, Key=key)["Body"].read()
     sidecar = json.loads(s3.get_object(Bucket=target.bucket, Key=side)["Body"].read())
@@ -261,28 +238,28 @@ def test_verification_names_what_is_wrong(sandbox, voip_hook, s3, target):
     s3.delete_object(Bucket=target.bucket, Key=side)
     assert reason() == "sidecar missing"
 
-    repaired = archive_record(voip_hook, s3, MONITORS, monitor, target)
+    repaired = archive_record(hook, s3, MONITORS, monitor, target)
     assert repaired.status == "archived"
     assert verify_archive(s3, MONITORS, monitor, target).ok
 
 
-def test_record_whose_size_disagrees_with_the_body_is_not_archived(sandbox, voip_hook, s3, target):
+def test_record_whose_size_disagrees_with_the_body_is_not_archived(sandbox, hook, s3, target):
     monitor = copy.deepcopy(small_monitors(sandbox, 1)[0])
     monitor["size"] += 1
 
-    outcome = archive_record(voip_hook, s3, MONITORS, monitor, target)
+    outcome = archive_record(hook, s3, MONITORS, monitor, target)
 
     assert outcome.status == "failed"
     assert f"the record's size is {monitor['size']}" in outcome.error
     assert stored_keys(s3, target) == []
 
 
-def test_batch_keeps_order_and_goes_on_after_a_failure(sandbox, voip_hook, s3, target):
+def test_batch_keeps_order_and_goes_on_after_a_failure(sandbox, hook, s3, target):
     monitors = small_monitors(sandbox, 5)
     ghost = {**monitors[0], "id": 987654321}
     records = monitors[:2] + [ghost] + monitors[2:]
 
-    outcomes = archive_batch(voip_hook, s3, MONITORS, records, target, max_streams=3)
+    outcomes = archive_batch(hook, s3, MONITORS, records, target, max_streams=3)
 
     assert [o.record_id for o in outcomes] == [r["id"] for r in records]
     assert [o.status for o in outcomes] == ["archived"] * 2 + ["failed"] + ["archived"] * 3

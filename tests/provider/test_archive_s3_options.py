@@ -15,7 +15,6 @@ import uuid
 import pytest
 from voipstudio_devstack import SeaweedS3
 from voipstudio_provider.archive import ArchiveTarget, archive_record, verify_archive
-from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
 from voipstudio_provider.layout import ARCHIVE_KINDS, sidecar_key
 
 MONITORS = ARCHIVE_KINDS["monitors"]
@@ -42,19 +41,11 @@ def bucket(encrypting_s3) -> str:
 
 
 @pytest.fixture
-def voip_hook(sandbox, monkeypatch):
-    monkeypatch.setenv("AIRFLOW_CONN_VOIPSTUDIO_DEFAULT", sandbox.airflow_conn_json())
-    hook = VoIPstudioHook("voipstudio_default", backoff_base=0.01, backoff_cap=0.05)
-    yield hook
-    hook.close()
-
-
-@pytest.fixture
 def monitor(sandbox) -> dict:
     return min(sandbox.control("GET", "records/monitors")["data"], key=lambda m: m["size"])
 
 
-def test_sse_s3_storage_class_and_tags_are_stored(encrypting_s3, bucket, voip_hook, monitor):
+def test_sse_s3_storage_class_and_tags_are_stored(encrypting_s3, bucket, hook, monitor):
     target = ArchiveTarget(
         bucket=bucket,
         sse="AES256",
@@ -62,7 +53,7 @@ def test_sse_s3_storage_class_and_tags_are_stored(encrypting_s3, bucket, voip_ho
         tags={"source": "voipstudio", "kind": "call recording"},
     )
 
-    outcome = archive_record(voip_hook, encrypting_s3, MONITORS, monitor, target)
+    outcome = archive_record(hook, encrypting_s3, MONITORS, monitor, target)
 
     assert outcome.status == "archived", outcome.error
     for key in (outcome.key, sidecar_key(target.prefix, MONITORS, monitor)):
@@ -76,25 +67,23 @@ def test_sse_s3_storage_class_and_tags_are_stored(encrypting_s3, bucket, voip_ho
     assert len(body) == monitor["size"]
 
 
-def test_kms_without_a_kms_is_refused_and_nothing_is_stored(
-    encrypting_s3, bucket, voip_hook, monitor
-):
+def test_kms_without_a_kms_is_refused_and_nothing_is_stored(encrypting_s3, bucket, hook, monitor):
     target = ArchiveTarget(bucket=bucket, sse="aws:kms", kms_key_id="voipstudio-archive")
 
-    outcome = archive_record(voip_hook, encrypting_s3, MONITORS, monitor, target)
+    outcome = archive_record(hook, encrypting_s3, MONITORS, monitor, target)
 
     assert outcome.status == "failed"
     assert outcome.error.startswith("upload: ")
     assert encrypting_s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
 
 
-def test_object_lock_retains_archived_objects(encrypting_s3, voip_hook, monitor):
+def test_object_lock_retains_archived_objects(encrypting_s3, hook, monitor):
     bucket = f"locked-{uuid.uuid4().hex[:12]}"
     encrypting_s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
     target = ArchiveTarget(bucket=bucket, object_lock_mode="GOVERNANCE", object_lock_days=7)
     before = dt.datetime.now(dt.UTC).replace(microsecond=0)  # S3 keeps whole seconds
 
-    outcome = archive_record(voip_hook, encrypting_s3, MONITORS, monitor, target)
+    outcome = archive_record(hook, encrypting_s3, MONITORS, monitor, target)
 
     assert outcome.status == "archived", outcome.error
     retention = encrypting_s3.get_object_retention(Bucket=bucket, Key=outcome.key)["Retention"]

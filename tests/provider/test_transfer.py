@@ -21,19 +21,6 @@ def connections(sandbox, seaweed, monkeypatch):
 
 
 @pytest.fixture
-def s3(seaweed):
-    return seaweed.client()
-
-
-@pytest.fixture(scope="module")
-def bucket(seaweed) -> str:
-    """One bucket for the module (SeaweedFS gives every bucket volumes of its own)."""
-    name = f"transfer-{uuid.uuid4().hex[:12]}"
-    seaweed.client().create_bucket(Bucket=name)
-    return name
-
-
-@pytest.fixture
 def prefix() -> str:
     return f"transfer-{uuid.uuid4().hex[:8]}"
 
