@@ -1,9 +1,10 @@
 """
 ### Compliance purge of VoIPstudio recordings, voicemail and chats (run by hand)
 
-Never scheduled: a person triggers it from the UI form. It first writes a **plan** of
-what matches, then deletes exactly that plan, and only when `dry_run` is off **and**
-`confirm` is exactly `PURGE`.
+Never scheduled: a person triggers it from the UI form. A **dry run** writes a plan of
+what matches. A confirmed run (`dry_run` off, `confirm` exactly `PURGE`, `plan_run_id`
+the dry run's run id) executes that reviewed plan: it deletes only planned ids that still
+match, are not held and are verified.
 
 #### Form
 
@@ -25,7 +26,13 @@ what matches, then deletes exactly that plan, and only when `dry_run` is off **a
 - `max_deletions` (default 10000): the most items the purge may delete. When the plan
   holds more, the run fails before deleting anything (dry run included); read the plan
   and trigger again with a larger value.
-- `bucket`, `prefix` (default: Variables `voipstudio_s3_bucket`, `voipstudio_s3_prefix`).
+- `plan_run_id`: for a confirmed purge, the run id of the dry run whose plan you
+  reviewed. The plan must be at most 72 hours old, unchanged (its digest is checked) and
+  made with the same `resources`, `older_than`, `phone_number`, `require_archive` and
+  `mask_cdrs`; otherwise the run fails before any request.
+
+Bucket and prefix come from the Variables `voipstudio_s3_bucket` and
+`voipstudio_s3_prefix` only; a run cannot point the archive check elsewhere.
 
 #### Legal hold
 
@@ -35,10 +42,11 @@ listed apart in the plan and never deleted or masked.
 #### Output
 
 The plan: `{prefix}/audit/voipstudio_compliance_purge/{run_id}.plan.json`
-(criteria, and per resource the count, the ids and the held ids). The audit log, one line
-per item deleted, masked or kept, with the reason and the archive key checked:
-`{prefix}/audit/voipstudio_compliance_purge/{run_id}.jsonl`. The archived copies in the
-bucket are not touched by a purge.
+(criteria, and per resource the count, the ids and the held ids; a confirmed run keeps a
+copy of the reviewed plan under its own run id, naming the dry run it came from).
+The audit log, one line per item deleted, masked or kept, with the reason and the
+archive key checked: `{prefix}/audit/voipstudio_compliance_purge/{run_id}.jsonl`.
+The archived copies in the bucket are not touched by a purge.
 
 #### Tasks
 
@@ -54,7 +62,7 @@ import datetime as dt
 
 from airflow.sdk import Param, dag, get_current_context, task
 from voipstudio_provider import purge, retention
-from voipstudio_provider.settings import API_POOL, dag_default_args, location_params
+from voipstudio_provider.settings import API_POOL, dag_default_args
 
 
 @dag(
@@ -119,13 +127,19 @@ from voipstudio_provider.settings import API_POOL, dag_default_args, location_pa
             description="most items this purge may delete; a larger plan fails the run "
             "before anything is deleted",
         ),
-        **location_params(),
+        # Nullable, so that the form lets a dry run go with the field left empty.
+        "plan_run_id": Param(
+            None,
+            type=["null", "string"],
+            title="Plan run id",
+            description="a confirmed purge executes the plan of this dry run (its run id)",
+        ),
     },
 )
 def voipstudio_compliance_purge():
     @task(pool=API_POOL, retries=0)
-    def plan_purge(params=None, dag_run=None):
-        return purge.run_plan(params, dag_run.dag_id, dag_run.run_id)
+    def plan_purge(params=None, dag_run=None, ti=None):
+        return purge.run_plan(params, dag_run.dag_id, dag_run.run_id, ti=ti)
 
     @task(retries=0)
     def check_confirmation(plan_summary: dict, params=None):

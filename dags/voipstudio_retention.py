@@ -7,53 +7,44 @@ retention policy allows, but only what is safely archived and not under legal ho
 
 #### Policy
 
-Variable `voipstudio_retention_policy`, JSON of days to keep per resource.
-Unset, it is `{"monitors": 365, "voicemessages": 90, "chatmsgs": 365}`; a Variable
-overrides resource by resource and `null` keeps a resource forever. A record is past
-retention when its own date (`timestamp`, `origtime`, `created_at`) is earlier than the
-run's `data_interval_end` minus those days: the cutoff does not move with the wall
-clock, so re-running a run deletes up to the same moment.
+Variable `voipstudio_retention_policy`, JSON of days to keep per resource, e.g.
+`{"monitors": 365, "voicemessages": 90, "chatmsgs": 365}`; `null` keeps a resource
+forever; an optional `"max_deletions": {"monitors": 500}` caps each resource per run.
+**Until the Variable is set, every run is a dry run** that deletes nothing and says so.
+A record is past retention when its own date (`timestamp`, `origtime`, `created_at`) is
+earlier than `min(data_interval_end, now)` minus those days; every record is checked
+against it again before it is deleted (an unreadable date keeps it).
 
 #### Legal hold
 
 Variable `voipstudio_legal_hold`, JSON
 `{"ids": {"monitors": [..], "voicemessages": [..], "chatmsgs": [..], "chats": [..]},
-"numbers": ["+44 20 7946 0000"]}`. Held ids, every record involving a held number (caller,
-called, caller id; a chat's visitor fields or any of its messages) and every message of a
-held chat are never deleted. Numbers compare by digits only.
+"numbers": ["+44 20 7946 0000"]}`, read again before every deleting batch. Held ids,
+every record involving a held number and every message of a held chat are never deleted.
 
 #### Archive check
 
-A recording or voicemail is deleted only if its MP3 in the bucket has
-the record's size (recordings) and its `sha256` metadata equals its JSON sidecar's. Chat
-messages are first archived with their chat as `{prefix}/chats/date=YYYY-MM-DD/{chat_id}.json`
-and read back. What cannot be verified is kept and reported.
+Before deleting, each task probes the bucket (write, head with checksum, read back); a
+failed probe deletes nothing. A recording or voicemail is deleted only when S3's own
+checksum of its archived copy proves the bytes (see the README); what cannot be verified
+is kept and audited, `archive_unverifiable` when the bucket gives no checksum.
 
 #### Safety rails
 
-Param `max_deletions` (default 10000) caps what one run deletes, over
-all resources; `dry_run` (default false) deletes nothing and reports what it would delete.
-Deletes go in id batches, confirmed by reading back (a 202 delete finishes later).
+`max_deletions` (default 10000) per resource and run; when it is spent the walk stops,
+one audit line says how many were left, and the task **fails** after writing its audit
+so that the run shows red. `dry_run` deletes nothing. Every delete request is preceded by
+a write-ahead intent in S3 and confirmed by asking for exactly its ids.
 
 #### Audit
 
-Every deleted or kept item gets one JSON line, with its reason and the archive
-key checked, in `{prefix}/audit/voipstudio_retention/{run_id}.jsonl`; the log of each
-task and the XCom of `write_audit_log` give counts per reason.
-
-#### Tasks
-
-`read_retention_policy` checks both Variables and computes the cutoffs;
-`delete_expired_records` is mapped over the resources (pool `voipstudio_api`, one at a
-time so `max_deletions` holds for the run); `write_audit_log` joins the audit parts even
-when a resource task failed, and fails the run when it cannot;
-`fail_if_a_task_failed` runs only when another task failed, and fails the run.
+`{prefix}/audit/voipstudio_retention/{run_id}.jsonl`, one line per item.
 
 #### Params
 
-`dry_run`, `max_deletions`, `bucket`, `prefix` (default: Variables
-`voipstudio_s3_bucket`, `voipstudio_s3_prefix`). Connections: `voipstudio_default`,
-`aws_default`.
+`dry_run`, `max_deletions`. Bucket and prefix come from the Variables
+`voipstudio_s3_bucket` and `voipstudio_s3_prefix` only. Connections:
+`voipstudio_default`, `aws_default`.
 """
 
 from __future__ import annotations
@@ -62,7 +53,7 @@ import datetime as dt
 
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
 from voipstudio_provider import retention
-from voipstudio_provider.settings import API_POOL, dag_default_args, location_params
+from voipstudio_provider.settings import API_POOL, dag_default_args
 
 
 @dag(
@@ -84,9 +75,8 @@ from voipstudio_provider.settings import API_POOL, dag_default_args, location_pa
             type="integer",
             minimum=0,
             title="Max deletions",
-            description="most items one run deletes, over all resources",
+            description="most items one run deletes of each resource",
         ),
-        **location_params(),
     },
 )
 def voipstudio_retention():

@@ -13,13 +13,19 @@ A line reads::
      "archive_key": "voipstudio/recordings/date=2025-11-01/42.mp3",
      "record_date": "2025-11-01 10:00:00"}
 
-``action`` is ``deleted``, ``would_delete`` (dry run), ``skipped`` or ``failed`` (and
-``masked`` / ``would_mask`` for CDRs a purge masks);
+``action`` is ``deleted``, ``deleted_unconfirmed`` (the delete was accepted but the id
+was still listed after the wait; a later attempt confirms it), ``would_delete`` (dry run),
+``skipped`` or ``failed`` (and ``masked`` / ``would_mask`` for CDRs a purge masks);
 ``reason`` is one of :data:`REASONS`; ``detail`` says more in words.
+
+Every object written here carries S3's own ``ChecksumSHA256`` and the run's encryption
+options; the finished audit object also gets the run's Object Lock options (the parts are
+temporary and are removed once joined).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
 import hashlib
@@ -35,26 +41,34 @@ from voipstudio_provider.layout import audit_key
 log = logging.getLogger(__name__)
 
 DELETED, WOULD_DELETE, SKIPPED, FAILED = "deleted", "would_delete", "skipped", "failed"
+DELETED_UNCONFIRMED = "deleted_unconfirmed"
 MASKED, WOULD_MASK = "masked", "would_mask"
-ACTIONS = (DELETED, WOULD_DELETE, SKIPPED, FAILED, MASKED, WOULD_MASK)
+ACTIONS = (DELETED, DELETED_UNCONFIRMED, WOULD_DELETE, SKIPPED, FAILED, MASKED, WOULD_MASK)
 
 #: Why an item was deleted, kept, or could not be deleted.
 REASONS: dict[str, str] = {
     "archive_verified": "the archived copy exists and checks out",
     "archive_not_required": "deleted without an archive check (purge, require_archive off)",
     "archive_unverified": "no complete archived copy: kept",
+    "archive_unverifiable": "the bucket or object gives no checksum, or cannot be read now: kept",
+    "date_unreadable": "the record's own date cannot be read: kept",
+    "not_past_cutoff": "the record's own date is not before the cutoff: kept",
+    "no_longer_matches": "planned, but the record no longer matches the purge: kept",
+    "held_when_planned": "under legal hold when the plan was made: kept",
     "archive_pending": "dry run: the chat would be archived first, then the message deleted",
     "legal_hold_id": "the id is under legal hold: kept",
     "legal_hold_number": "a phone number under legal hold is involved: kept",
-    "max_deletions": "the run's max_deletions was reached: kept",
+    "max_deletions": "the resource's max_deletions was spent: the walk stopped here",
     "gone": "no longer at the source when its turn came",
     "delete_error": "the API refused or failed the delete",
     "delete_unconfirmed": "still listed after the delete was accepted",
+    "delete_interrupted": "an attempt was interrupted around its delete; still at the source",
     "number_matched": "the CDR involves the phone number of the purge",
 }
 
 _SPOOL_BYTES = 4 * 1024 * 1024
-_DELETING = (DELETED, WOULD_DELETE)
+#: What ``max_deletions`` counts: a deletion that could not be confirmed counts too.
+_DELETING = (DELETED, DELETED_UNCONFIRMED, WOULD_DELETE)
 
 
 def _now() -> str:
@@ -67,12 +81,21 @@ class AuditLog:
     :param dag_id: the DAG's id, written on every line.
     :param run_id: the DAG run's id, written on every line.
     :param key: the object this log is uploaded to, when it has one.
+    :param write_args: S3 write arguments of the uploads (encryption), see
+        :func:`~voipstudio_provider.evidence.evidence_args`.
     """
 
-    def __init__(self, dag_id: str, run_id: str, key: str | None = None) -> None:
+    def __init__(
+        self,
+        dag_id: str,
+        run_id: str,
+        key: str | None = None,
+        write_args: dict[str, Any] | None = None,
+    ) -> None:
         self.dag_id = dag_id
         self.run_id = run_id
         self.key = key
+        self.write_args = dict(write_args or {})
         self._spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)
         self._counts: Counter[tuple[str, str, str]] = Counter()
 
@@ -126,11 +149,18 @@ class AuditLog:
     @property
     def deletions(self) -> int:
         """Items deleted, or that a dry run would delete: what ``max_deletions`` counts."""
-        return sum(n for (_, action, _), n in self._counts.items() if action in _DELETING)
+        return sum(_deletions_by_resource(self._counts).values())
+
+    def deletions_of(self, resource: str) -> int:
+        """:attr:`deletions` of one resource."""
+        return _deletions_by_resource(self._counts).get(resource, 0)
 
     def upload(self, s3_client, bucket: str, key: str) -> None:
         """Write every line so far as the one object ``key`` (S3 has no append)."""
-        _put_lines(s3_client, bucket, key, self._spool, self.deletions)
+        _put_lines(
+            s3_client, bucket, key, self._spool, _deletions_by_resource(self._counts),
+            self.write_args,
+        )  # fmt: skip
 
     def close(self) -> None:
         self._spool.close()
@@ -152,20 +182,37 @@ def summarize_counts(counts: Counter[tuple[str, str, str]]) -> dict[str, Any]:
     return {"lines": sum(counts.values()), "resources": resources}
 
 
-def _put_lines(s3_client, bucket: str, key: str, spool, deletions: int) -> None:
+def _deletions_by_resource(counts: Counter[tuple[str, str, str]]) -> dict[str, int]:
+    by_resource: Counter[str] = Counter()
+    for (resource, action, _), n in counts.items():
+        if action in _DELETING:
+            by_resource[resource] += n
+    return dict(by_resource)
+
+
+def _put_lines(
+    s3_client, bucket: str, key: str, spool, deletions: dict[str, int], write_args: dict
+) -> None:
     spool.seek(0)
     digest = hashlib.sha256()
     for chunk in iter(lambda: spool.read(1024 * 1024), b""):
         digest.update(chunk)
     spool.seek(0)
+    per_resource = ",".join(f"{r}={n}" for r, n in sorted(deletions.items()))
     # put_object streams the spool and leaves it open (upload_fileobj would close it, and
-    # the log goes on after a checkpoint).
+    # the log goes on after a checkpoint). S3 checks the body against ChecksumSHA256.
     s3_client.put_object(
         Bucket=bucket,
         Key=key,
         Body=spool,
         ContentType="application/x-ndjson",
-        Metadata={"sha256": digest.hexdigest(), "deletions": str(deletions)},
+        ChecksumSHA256=base64.b64encode(digest.digest()).decode(),
+        Metadata={
+            "sha256": digest.hexdigest(),
+            "deletions": str(sum(deletions.values())),
+            "deletions-by-resource": per_resource,
+        },
+        **write_args,
     )
     spool.seek(0, 2)
 
@@ -203,14 +250,36 @@ def read_audit(s3_client, bucket: str, key: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in _object_lines(s3_client, bucket, key)]
 
 
-def merge_audit_parts(
+def audit_outcomes(
     s3_client, bucket: str, prefix: str, dag_id: str, run_id: str
+) -> dict[tuple[str, int], set[str]]:
+    """The actions audited so far per ``(resource, id)`` of a run (object and parts)."""
+    outcomes: dict[tuple[str, int], set[str]] = {}
+    for key in (
+        audit_key(prefix, dag_id, run_id),
+        *_keys_below(s3_client, bucket, audit_parts_prefix(prefix, dag_id, run_id)),
+    ):
+        for line in _object_lines(s3_client, bucket, key):
+            item = json.loads(line)
+            outcomes.setdefault((item["resource"], int(item["id"])), set()).add(item["action"])
+    return outcomes
+
+
+def merge_audit_parts(
+    s3_client,
+    bucket: str,
+    prefix: str,
+    dag_id: str,
+    run_id: str,
+    write_args: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Join a run's audit parts (and any audit object already there) into the audit object.
 
     Lines already in the object are kept, so clearing and re-running one task of a run
     adds its lines instead of losing the others'; a line is never written twice, so
     merging again after an interruption is harmless. Parts are deleted once joined.
+
+    :param write_args: S3 write arguments of the audit object (encryption, Object Lock).
 
     :return: the summary of the whole audit object (see :func:`summarize_counts`) and its
         ``key``.
@@ -230,8 +299,8 @@ def merge_audit_parts(
                 item = json.loads(line)
                 counts[(item["resource"], item["action"], item["reason"])] += 1
         if parts or seen:
-            deletions = sum(n for (_, action, _), n in counts.items() if action in _DELETING)
-            _put_lines(s3_client, bucket, key, spool, deletions)
+            deletions = _deletions_by_resource(counts)
+            _put_lines(s3_client, bucket, key, spool, deletions, dict(write_args or {}))
     for part in parts:
         s3_client.delete_object(Bucket=bucket, Key=part)
     summary = summarize_counts(counts)
@@ -240,12 +309,17 @@ def merge_audit_parts(
     return summary
 
 
-def deletions_so_far(s3_client, bucket: str, prefix: str, dag_id: str, run_id: str) -> int:
+def deletions_so_far(
+    s3_client, bucket: str, prefix: str, dag_id: str, run_id: str, resource: str | None = None
+) -> int:
     """Items a run has deleted (or, dry, would delete) so far, from its audit objects.
 
-    Each audit object carries its count in the ``deletions`` metadata, so this costs one
-    HEAD per task attempt, not a read of every line. Parts not yet merged may be counted
-    twice after an interrupted merge, which only makes the cap stricter.
+    Each audit object carries its counts in the ``deletions`` and ``deletions-by-resource``
+    metadata, so this costs one HEAD per task attempt, not a read of every line. Parts not
+    yet merged may be counted twice after an interrupted merge, and a deletion confirmed by
+    a later attempt counts twice, which only makes the cap stricter.
+
+    :param resource: count only this resource's deletions (default: all).
     """
     total = 0
     for key in (
@@ -258,20 +332,37 @@ def deletions_so_far(s3_client, bucket: str, prefix: str, dag_id: str, run_id: s
             if str(error.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
                 continue
             raise
-        total += int(head.get("Metadata", {}).get("deletions", 0))
+        total += _deletions_in(head.get("Metadata", {}), resource)
     return total
+
+
+def _deletions_in(metadata: dict[str, str], resource: str | None) -> int:
+    if resource is None:
+        return int(metadata.get("deletions", 0))
+    if "deletions-by-resource" not in metadata:  # written before counts per resource
+        return int(metadata.get("deletions", 0))
+    counts = dict(
+        item.split("=", 1) for item in metadata["deletions-by-resource"].split(",") if item
+    )
+    return int(counts.get(resource, 0))
 
 
 @contextlib.contextmanager
 def audit_part(
-    s3_client, bucket: str, prefix: str, dag_id: str, run_id: str, part: str
+    s3_client,
+    bucket: str,
+    prefix: str,
+    dag_id: str,
+    run_id: str,
+    part: str,
+    write_args: dict[str, Any] | None = None,
 ) -> Iterator[AuditLog]:
     """An :class:`AuditLog` uploaded as the part ``part`` when the block ends, however.
 
     ``with audit_part(s3, bucket, prefix, dag_id, run_id, "monitors.try1") as audit: ...``
     """
     key = audit_part_key(prefix, dag_id, run_id, part)
-    audit = AuditLog(dag_id, run_id, key)
+    audit = AuditLog(dag_id, run_id, key, write_args)
     try:
         yield audit
     finally:

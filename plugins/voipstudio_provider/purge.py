@@ -1,11 +1,13 @@
 """The compliance purge: plan, then (only when confirmed) delete exactly the plan.
 
 A purge is asked for by a person, with ``older_than`` (a date), a ``phone_number``, or
-both. :func:`build_plan` lists what matches per resource, held items apart, and the plan
-is written to :func:`~.layout.plan_key` before anything else happens. Deleting then takes
-``dry_run`` false **and** ``confirm`` exactly ``PURGE``; it deletes only planned ids, with
-the archive check, legal hold, batching and audit of retention
-(:class:`~.retention.SourceDeleter`). CDRs cannot be deleted one by one in this API; with
+both. A dry run's :func:`build_plan` lists what matches per resource, held items apart,
+and writes the plan to :func:`~.layout.plan_key`. Deleting then takes ``dry_run`` false,
+``confirm`` exactly ``PURGE`` **and** ``plan_run_id``, the run id of that dry run: the
+reviewed plan is loaded and its digest checked (:func:`load_reviewed_plan`), and only its
+planned ids that still match, are not held and are verified are deleted, with the
+archive check, legal hold, batching and audit of retention
+(:class:`~.deletion.SourceDeleter`). CDRs cannot be deleted one by one in this API; with
 ``mask_cdrs`` the number is masked in matching CDRs through the bulk PATCH instead.
 
 A recording or voicemessage involves a number through its caller, called or caller id
@@ -15,6 +17,7 @@ every message of that chat is purged.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import json
@@ -24,7 +27,15 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from voipstudio_provider.audit import MASKED, SKIPPED, WOULD_MASK, AuditLog, audit_part
-from voipstudio_provider.endpoints import RESOURCES, Filter
+from voipstudio_provider.endpoints import RESOURCES
+from voipstudio_provider.evidence import (
+    deletion_attempt,
+    evidence_args,
+    fetch_by_ids,
+    probe_bucket,
+    put_checked,
+    stored_checksum,
+)
 from voipstudio_provider.layout import parse_api_datetime, plan_key
 from voipstudio_provider.policy import (
     LegalHold,
@@ -38,6 +49,7 @@ from voipstudio_provider.retention import (
     SourceDeleter,
     batched,
     clients,
+    deletion_target,
     load_legal_hold,
 )
 
@@ -48,6 +60,10 @@ CONFIRM_PHRASE = "PURGE"
 #: What a masked CDR shows instead of the number.
 MASKED_NUMBER = "masked"
 MASK_BATCH = 100
+#: The oldest reviewed plan a confirmed purge executes; an older one must be planned again.
+PLAN_MAX_AGE = dt.timedelta(hours=72)
+#: Criteria a confirmed run must share with the plan it executes.
+PLAN_CRITERIA = ("resources", "older_than", "phone_number", "require_archive", "mask_cdrs")
 
 
 @dataclass(frozen=True)
@@ -63,6 +79,7 @@ class PurgeRequest:
     :param mask_cdrs: mask ``phone_number`` in matching CDRs.
     :param max_deletions: the most items the purge may delete; a larger plan stops the
         run before anything is deleted.
+    :param plan_run_id: the dry run whose plan a confirmed purge executes.
     """
 
     resources: tuple[str, ...]
@@ -73,6 +90,7 @@ class PurgeRequest:
     require_archive: bool = True
     mask_cdrs: bool = False
     max_deletions: int = DEFAULT_MAX_DELETIONS
+    plan_run_id: str | None = None
 
     @property
     def confirmed(self) -> bool:
@@ -96,6 +114,7 @@ class PurgeRequest:
         values["older_than"] = self.older_than.isoformat() if self.older_than else None
         values["resources"] = list(self.resources)
         values.pop("confirm")
+        values.pop("plan_run_id")
         return values
 
 
@@ -140,6 +159,7 @@ def parse_purge_request(params: Mapping[str, Any]) -> PurgeRequest:
         require_archive=bool(params.get("require_archive", True)),
         mask_cdrs=mask,
         max_deletions=max_deletions,
+        plan_run_id=str(params.get("plan_run_id") or "").strip() or None,
     )
 
 
@@ -227,56 +247,100 @@ def plan_counts(plan: Mapping[str, Any]) -> dict[str, Any]:
     return counts
 
 
-def write_plan(s3_client, bucket: str, key: str, plan: Mapping[str, Any]) -> None:
+def write_plan(
+    s3_client, bucket: str, key: str, plan: Mapping[str, Any], write_args: dict | None = None
+) -> str:
+    """Write the plan with S3's SHA-256 check; return its digest (hex).
+
+    :param write_args: the run's encryption and Object Lock arguments.
+    """
     body = json.dumps(plan, sort_keys=True, indent=1).encode()
-    s3_client.put_object(
-        Bucket=bucket,
-        Key=key,
-        Body=body,
-        ContentType="application/json",
-        Metadata={"sha256": hashlib.sha256(body).hexdigest()},
-    )
+    return put_checked(
+        s3_client, bucket, key, body, content_type="application/json",
+        write_args=dict(write_args or {}),
+    )  # fmt: skip
 
 
 def read_plan(s3_client, bucket: str, key: str) -> dict[str, Any]:
-    """The plan written by :func:`write_plan`; refuse one that does not match its sha256."""
+    """The plan written by :func:`write_plan`; refuse one that does not match its digests.
+
+    Both the ``sha256`` metadata and, when the bucket keeps it, S3's own
+    ``ChecksumSHA256`` must be the SHA-256 of the body read.
+    """
     answer = s3_client.get_object(Bucket=bucket, Key=key)
     with answer["Body"] as body:
         raw = body.read()
-    if answer.get("Metadata", {}).get("sha256") != hashlib.sha256(raw).hexdigest():
+    digest = hashlib.sha256(raw)
+    checksum = stored_checksum(s3_client, bucket, key)
+    if answer.get("Metadata", {}).get("sha256") != digest.hexdigest() or (
+        checksum is not None and checksum != base64.b64encode(digest.digest()).decode()
+    ):
         raise ValueError(f"the purge plan s3://{bucket}/{key} was changed after it was written")
-    return json.loads(raw)
+    plan = json.loads(raw)
+    plan["sha256"] = digest.hexdigest()
+    return plan
 
 
 # -- executing ----------------------------------------------------------------------------
 
 
 def planned_records(hook, resource: str, ids: Iterable[int]) -> Iterator[dict]:
-    """The planned records the API still has, ids ascending (one walk over their range)."""
+    """The planned records the API still has, ids ascending, asking for exactly those ids
+    (:func:`~voipstudio_provider.evidence.fetch_by_ids`)."""
     wanted = set(ids)
-    if not wanted:
-        return
-    bounds = [Filter("id", "gte", min(wanted)), Filter("id", "lte", max(wanted))]
-    for record in hook.iter_records(resource, filters=bounds):
+    for record in fetch_by_ids(hook, resource, wanted):
         if record["id"] in wanted:
             yield record
 
 
+def _still_matches(request: PurgeRequest, resource: str, plan: Mapping[str, Any]):
+    """Whether a planned record still matches the purge (its number; a message's chat)."""
+    if resource == "chatmsgs":
+        chats = set(plan["resources"].get("chatmsgs", {}).get("chat_ids", []))
+        return lambda message: message.get("chat_id") in chats
+    return lambda record: request.matches(resource, record)
+
+
+def audit_held(
+    hook, audit: AuditLog, resource: str, plan: Mapping[str, Any], hold: LegalHold
+) -> int:
+    """One ``skipped`` line per item the plan lists as held; return how many."""
+    held = list(plan["resources"].get(resource, {}).get("held", []))
+    found = {record["id"]: record for record in planned_records(hook, resource, held)}
+    for record_id in held:
+        record = found.get(record_id)
+        reason = hold.reason(resource, record) if record else None
+        if reason is None and resource == "chatmsgs" and record is not None:
+            reason = "legal_hold_id" if hold.held_id("chats", record["chat_id"]) else None
+        audit.add(
+            resource, record_id, SKIPPED, reason or "held_when_planned",
+            detail=None if reason else "held when the plan was made: kept",
+            chat_id=record.get("chat_id") if record and resource == "chatmsgs" else None,
+        )  # fmt: skip
+    return len(held)
+
+
 def purge_planned(
     hook, s3_client, target, audit: AuditLog, request: PurgeRequest, resource: str,
-    plan: Mapping[str, Any], hold: LegalHold, checkpoint=None,
+    plan: Mapping[str, Any], hold: LegalHold, checkpoint=None, *, hold_loader=None,
+    intents=None,
 ) -> SourceDeleter:  # fmt: skip
     """Delete the planned ids of ``resource`` (or, dry, say what would go).
 
-    Records gone since planning get a ``gone`` line; a hold added since planning still
-    keeps its items.
+    Only planned ids are touched, each checked again: it still matches the criteria (and
+    its own date is before ``older_than``), it is not held (the hold is read again before
+    every batch with ``hold_loader``) and its archive verifies. Records gone since planning
+    get a ``gone`` line; every held item of the plan gets a ``skipped`` line.
     """
     if not (request.dry_run or request.confirmed):
         raise PermissionError(f"confirm must be exactly {CONFIRM_PHRASE!r}; nothing was deleted")
     ids = list(plan["resources"].get(resource, {}).get("ids", []))
+    audit_held(hook, audit, resource, plan, hold)
     deleter = SourceDeleter(
         hook, s3_client, target, audit, resource, hold=hold, dry_run=request.dry_run,
         budget=len(ids), require_archive=request.require_archive, checkpoint=checkpoint,
+        cutoff=request.cutoff, hold_loader=hold_loader, intents=intents,
+        still_matches=_still_matches(request, resource, plan),
     )  # fmt: skip
     seen: set[int] = set()
 
@@ -345,30 +409,109 @@ def mask_planned_cdrs(
 # -- the purge DAG's tasks ----------------------------------------------------------------
 
 
-def _context(params: Mapping[str, Any]):
-    from voipstudio_provider.archive import ArchiveTarget
-    from voipstudio_provider.settings import resolve_bucket_and_prefix
-
-    bucket, prefix = resolve_bucket_and_prefix(params)
-    return bucket, prefix, ArchiveTarget(bucket=bucket, prefix=prefix)
+def _context(params: Mapping[str, Any] | None = None):
+    """Bucket, prefix and archive target, from the Variables only (never the run's params)."""
+    target = deletion_target()
+    return target.bucket, target.prefix, target
 
 
-def run_plan(params: Mapping[str, Any], dag_id: str, run_id: str) -> dict[str, Any]:
-    """Task: check the form, list what matches, write the plan. Deletes nothing.
+def load_reviewed_plan(
+    s3_client,
+    target,
+    dag_id: str,
+    request: PurgeRequest,
+    *,
+    reviewed_sha256: str | None = None,
+    now: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """The dry run's plan a confirmed purge executes, checked before any request to the API.
 
-    :return: the plan's key and counts, and whether the run may delete.
+    :param reviewed_sha256: the plan's digest as the dry run reported it (its XCom), when
+        it can be read: the plan object must still have it.
+    :raises PermissionError: no ``plan_run_id``, no such plan, a plan that changed, was not
+        a dry run's, is older than :data:`PLAN_MAX_AGE`, or asked for other criteria.
+    """
+    run_id = request.plan_run_id
+    if not run_id:
+        raise PermissionError(
+            "a confirmed purge executes a reviewed plan: set plan_run_id to the run id of "
+            "a dry run of this DAG; nothing was deleted"
+        )
+    key = plan_key(target.prefix, dag_id, run_id)
+    try:
+        plan = read_plan(s3_client, target.bucket, key)
+    except s3_client.exceptions.NoSuchKey:
+        raise PermissionError(f"no plan of run {run_id!r} at {key}; nothing was deleted") from None
+    except ValueError as error:
+        raise PermissionError(f"{error}; nothing was deleted") from None
+    problems = []
+    if reviewed_sha256 is not None and plan["sha256"] != reviewed_sha256:
+        problems.append("its digest is not the one its dry run reported")
+    if plan.get("dag_id") != dag_id or plan.get("run_id") != run_id:
+        problems.append("it belongs to another run")
+    if not plan.get("criteria", {}).get("dry_run", False):
+        problems.append("it was not written by a dry run")
+    planned_at = dt.datetime.fromisoformat(plan.get("planned_at", "1970-01-01T00:00:00+00:00"))
+    age = (now or dt.datetime.now(dt.UTC)) - planned_at
+    if age > PLAN_MAX_AGE:
+        problems.append(f"it is {age.total_seconds() / 3600:.0f} h old, more than "
+                        f"{PLAN_MAX_AGE.total_seconds() / 3600:.0f} h")  # fmt: skip
+    asked = request.criteria()
+    differing = [n for n in PLAN_CRITERIA if plan.get("criteria", {}).get(n) != asked[n]]
+    if differing:
+        problems.append(f"this run asks for other {', '.join(differing)} than the plan")
+    if problems:
+        raise PermissionError(
+            f"the plan {key} cannot be executed: {'; '.join(problems)}. Nothing was "
+            "deleted: run a dry run again and review its plan."
+        )
+    return plan
+
+
+def _reviewed_digest(dag_id: str, plan_run_id: str | None, ti) -> str | None:
+    if ti is None or not plan_run_id:
+        return None
+    summary = ti.xcom_pull(task_ids="plan_purge", dag_id=dag_id, run_id=plan_run_id)
+    return (summary or {}).get("plan_sha256")
+
+
+def run_plan(params: Mapping[str, Any], dag_id: str, run_id: str, ti=None) -> dict[str, Any]:
+    """Task: check the form, then write this run's plan. Deletes nothing.
+
+    A dry run (or an unconfirmed one) lists what matches; a confirmed run loads the
+    reviewed plan of ``plan_run_id`` instead, checks it before any request to the API
+    (:func:`load_reviewed_plan`) and keeps a copy under its own run id.
+
+    :param ti: the task instance, to read the dry run's reported plan digest.
+    :return: the plan's key, digest and counts, and whether the run may delete.
     """
     request = parse_purge_request(params)
-    hold = load_legal_hold()
-    bucket, prefix, _ = _context(params)
-    hook, s3_client = clients("voipstudio_default", "aws_default")
-    plan = build_plan(hook, request, hold)
-    plan.update(dag_id=dag_id, run_id=run_id, planned_at=dt.datetime.now(dt.UTC).isoformat())
+    bucket, prefix, target = _context(params)
     key = plan_key(prefix, dag_id, run_id)
-    write_plan(s3_client, bucket, key, plan)
+    if request.confirmed:
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        s3_client = S3Hook("aws_default").get_conn()
+        reviewed = _reviewed_digest(dag_id, request.plan_run_id, ti)
+        plan = load_reviewed_plan(s3_client, target, dag_id, request, reviewed_sha256=reviewed)
+        source = plan.pop("sha256")
+        plan["reviewed"] = {
+            "run_id": request.plan_run_id,
+            "key": plan_key(prefix, dag_id, request.plan_run_id),
+            "sha256": source,
+            "planned_at": plan["planned_at"],
+        }
+        plan.update(run_id=run_id, criteria={**plan["criteria"], **request.criteria()})
+    else:
+        hold = load_legal_hold()
+        hook, s3_client = clients("voipstudio_default", "aws_default")
+        plan = build_plan(hook, request, hold)
+        plan.update(dag_id=dag_id, run_id=run_id, planned_at=dt.datetime.now(dt.UTC).isoformat())
+    digest = write_plan(s3_client, bucket, key, plan, evidence_args(target, lock=True))
     counts = plan_counts(plan)
-    log.info("purge plan s3://%s/%s: %s", bucket, key, json.dumps(counts, sort_keys=True))
-    return {"plan_key": key, "counts": counts, "dry_run": request.dry_run}
+    log.info("purge plan s3://%s/%s (sha256 %s): %s", bucket, key, digest,
+             json.dumps(counts, sort_keys=True))  # fmt: skip
+    return {"plan_key": key, "plan_sha256": digest, "counts": counts, "dry_run": request.dry_run}
 
 
 def planned_deletions(counts: Mapping[str, Any], resources: Iterable[str]) -> int:
@@ -406,19 +549,24 @@ def check_confirmation(params: Mapping[str, Any], plan_summary: Mapping[str, Any
 def run_purge(
     resource: str, params: Mapping[str, Any], dag_id: str, run_id: str, try_number: int
 ) -> dict[str, Any]:
-    """Task of one resource: delete its planned ids, audited in this attempt's part."""
+    """Task of one resource: delete its planned ids, audited in this attempt's part.
+
+    Probes the bucket and reconciles earlier attempts' delete intents first.
+    """
     request = parse_purge_request(params)
-    hold = load_legal_hold()
     bucket, prefix, target = _context(params)
     hook, s3_client = clients("voipstudio_default", "aws_default")
     plan = read_plan(s3_client, bucket, plan_key(prefix, dag_id, run_id))
-    with audit_part(
-        s3_client, bucket, prefix, dag_id, run_id, f"{resource}.try{try_number}"
-    ) as audit:
+    probe_bucket(s3_client, target, dag_id, run_id, f"{resource}.try{try_number}")
+    with deletion_attempt(hook, s3_client, target, dag_id, run_id, resource, try_number) as (
+        audit,
+        intents,
+    ):
         try:
             purge_planned(
-                hook, s3_client, target, audit, request, resource, plan, hold,
+                hook, s3_client, target, audit, request, resource, plan, load_legal_hold(),
                 checkpoint=lambda: audit.upload(s3_client, bucket, audit.key),
+                hold_loader=load_legal_hold, intents=intents,
             )  # fmt: skip
         finally:
             summary = audit.summary()
@@ -435,10 +583,12 @@ def run_masking(
         log.info("mask_cdrs is off: CDRs are left as they are")
         return {"masked": 0}
     hold = load_legal_hold()
-    bucket, prefix, _ = _context(params)
+    bucket, prefix, target = _context(params)
     hook, s3_client = clients("voipstudio_default", "aws_default")
     plan = read_plan(s3_client, bucket, plan_key(prefix, dag_id, run_id))
-    with audit_part(s3_client, bucket, prefix, dag_id, run_id, f"cdrs.try{try_number}") as audit:
+    write_args = evidence_args(target, lock=False)
+    part = f"cdrs.try{try_number}"
+    with audit_part(s3_client, bucket, prefix, dag_id, run_id, part, write_args) as audit:
         masked = mask_planned_cdrs(hook, audit, request, plan, hold)
         summary = audit.summary()
     log.info("cdr masking: %s", json.dumps(summary, sort_keys=True))

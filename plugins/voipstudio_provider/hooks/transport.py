@@ -11,14 +11,16 @@ owns the connection and the session it uses.
 
 from __future__ import annotations
 
+import posixpath
+import re
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import requests
 
-from voipstudio_provider.endpoints import Endpoint, Shape, endpoint
+from voipstudio_provider.endpoints import ENDPOINTS, Endpoint, Shape, endpoint
 from voipstudio_provider.exceptions import VoIPstudioError
 from voipstudio_provider.hooks.paths import filter_entries, path_of
 from voipstudio_provider.hooks.responses import (
@@ -165,7 +167,9 @@ class TransportMixin:
         :class:`~voipstudio_provider.exceptions.VoIPstudioError` subclass, and the token
         never appears in a message. ``data`` is the query of a ``GET``, the body of other
         methods (a dict or list goes as JSON); ``extra_options`` takes ``timeout`` only.
-        Prefer :meth:`call`, which knows every endpoint by name.
+        A ``DELETE`` of a whole collection (``/voicemessages``) or of anything but a list
+        of ids below it is refused before a request is sent: only :meth:`delete_all`
+        sends one. Prefer :meth:`call`, which knows every endpoint by name.
 
         ``hook.run("cdrs", data={"limit": 5, "sort": "id", "dir": "ASC"}).json()["total"]``
         """
@@ -179,6 +183,8 @@ class TransportMixin:
             raise ValueError(f"run() does not support extra_options {sorted(options)}")
         method = (self.method or "GET").upper()
         path = "/" + parts.path.lstrip("/")
+        if method == "DELETE":
+            refuse_collection_delete(path)
         params: dict[str, Any] = dict(parse_qsl(parts.query))
         body: dict[str, Any] = {"json": json}
         if method == "GET" and data is not None:
@@ -232,6 +238,32 @@ class TransportMixin:
         path = path_of(ep, id=id, ids=ids)
         body, _ = self._json(ep, path, params=encoded_query(params), json=json)
         return body
+
+
+#: Paths of whole-collection deletes, and of the collections whose rows are deleted by id.
+_COLLECTION_DELETES = frozenset(e.path.lower() for e in ENDPOINTS if e.shape is Shape.DELETE_ALL)
+_ID_DELETES = frozenset(
+    e.path.lower().removesuffix("/{ids}") for e in ENDPOINTS if e.shape is Shape.DELETE_IDS
+)
+_ID_LIST = re.compile(r"[1-9][0-9]*(,[1-9][0-9]*)*")
+
+
+def refuse_collection_delete(path: str) -> None:
+    """Raise ``ValueError`` when a ``DELETE`` of ``path`` could erase a whole collection.
+
+    The path is read as the server may read it (percent-decoded, dot segments and repeated
+    or trailing slashes removed, any case): a collection itself, or below a collection
+    anything but a comma-separated list of positive ids, is refused.
+    """
+    normal = posixpath.normpath("/" + unquote(path).strip()).lower().rstrip("/") or "/"
+    parent, _, last = normal.rpartition("/")
+    if normal in _COLLECTION_DELETES or normal in _ID_DELETES:
+        raise ValueError(
+            f"DELETE {path} would delete a whole collection: use delete_all() with its "
+            "confirmation phrase, or delete_records() with ids"
+        )
+    if parent in _ID_DELETES and not _ID_LIST.fullmatch(last):
+        raise ValueError(f"DELETE {path}: only a comma-separated list of positive ids is deleted")
 
 
 def encoded_query(params: dict[str, Any] | None) -> dict[str, Any]:

@@ -1,0 +1,346 @@
+"""What a deletion at the source rests on: a bucket that proves what it stores, and a
+write-ahead record of every delete request.
+
+:func:`probe_bucket` writes a small object under the run's audit prefix, heads it with
+``ChecksumMode=ENABLED`` and reads it back: a bucket that refuses the write, keeps no
+SHA-256 checksum or gives back other bytes cannot prove an archived copy, so nothing is
+deleted (:class:`BucketProbeError` names the reason).
+
+:class:`DeleteIntents` writes, before each delete request, an *intent* object naming the
+resource, the ids, the run, the try and the time (``{run_id}.intents/`` beside the audit
+parts). It is removed once every id's outcome line is in S3. An intent still there means
+an attempt ended between its request and its audit (an exception, a timeout, a killed
+worker): :func:`reconcile_intents` asks the source which of its ids are gone and writes
+their lines, so the audit never lacks a line for an id that is gone.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from voipstudio_provider.audit import (
+    DELETED,
+    DELETED_UNCONFIRMED,
+    FAILED,
+    SKIPPED,
+    AuditLog,
+    audit_outcomes,
+    audit_part,
+    audit_parts_prefix,
+)
+from voipstudio_provider.endpoints import Filter
+from voipstudio_provider.layout import audit_key
+
+log = logging.getLogger(__name__)
+
+#: Write arguments that make an object locked; temporary objects go without them.
+_LOCK_ARGS = ("ObjectLockMode", "ObjectLockRetainUntilDate", "ObjectLockLegalHoldStatus")
+
+
+class BucketProbeError(RuntimeError):
+    """The archive bucket cannot prove what it stores: nothing may be deleted."""
+
+
+def evidence_args(target, *, lock: bool) -> dict[str, Any]:
+    """The S3 write arguments of audit objects, plans and probes, from the run's target.
+
+    Encryption and tags as the archive gets them; never a cold storage class (the audit
+    must be readable at once); Object Lock only for what is final (``lock``).
+
+    :param target: an :class:`~voipstudio_provider.archive.ArchiveTarget`.
+    """
+    args = {k: v for k, v in target.object_args().items() if k != "StorageClass"}
+    if not lock:
+        args = {k: v for k, v in args.items() if k not in _LOCK_ARGS}
+    return args
+
+
+def put_checked(
+    s3_client, bucket: str, key: str, body: bytes, *, content_type: str, write_args: dict
+) -> str:
+    """PUT ``body`` with S3's own SHA-256 check and ``sha256`` metadata; return the hex digest."""
+    digest = hashlib.sha256(body)
+    s3_client.put_object(
+        Bucket=bucket,
+        Key=key,
+        Body=body,
+        ContentType=content_type,
+        ChecksumSHA256=base64.b64encode(digest.digest()).decode(),
+        Metadata={"sha256": digest.hexdigest()},
+        **write_args,
+    )
+    return digest.hexdigest()
+
+
+def stored_checksum(s3_client, bucket: str, key: str) -> str | None:
+    """S3's ``ChecksumSHA256`` of an object (base64), or ``None`` when it keeps none."""
+    head = s3_client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+    return head.get("ChecksumSHA256")
+
+
+# -- the bucket probe ---------------------------------------------------------------------
+
+
+def probe_key(prefix: str, dag_id: str, run_id: str, part: str) -> str:
+    """``{run_id}.probe/{part}.txt`` beside the run's audit: temporary, removed after."""
+    return audit_key(prefix, dag_id, run_id).removesuffix(".jsonl") + f".probe/{part}.txt"
+
+
+def probe_bucket(s3_client, target, dag_id: str, run_id: str, part: str) -> None:
+    """Write, head with checksum and read back a small object; raise when any step fails.
+
+    :param target: the run's :class:`~voipstudio_provider.archive.ArchiveTarget`.
+    :param part: names this task attempt's probe object (e.g. ``monitors.try1``).
+    :raises BucketProbeError: naming what failed; nothing must be deleted then.
+    """
+    key = probe_key(target.prefix, dag_id, run_id, part)
+    body = f"voipstudio deletion probe {uuid.uuid4()} {dt.datetime.now(dt.UTC).isoformat()}\n"
+    data = body.encode()
+    expected = base64.b64encode(hashlib.sha256(data).digest()).decode()
+    where = f"s3://{target.bucket}/{key}"
+    try:
+        try:
+            put_checked(
+                s3_client, target.bucket, key, data, content_type="text/plain",
+                write_args=evidence_args(target, lock=False),
+            )  # fmt: skip
+        except (ClientError, BotoCoreError) as error:
+            raise BucketProbeError(f"probe: writing {where} failed: {error}") from None
+        try:
+            checksum = stored_checksum(s3_client, target.bucket, key)
+            answer = s3_client.get_object(Bucket=target.bucket, Key=key)
+            with answer["Body"] as stream:
+                read_back = stream.read()
+        except (ClientError, BotoCoreError) as error:
+            raise BucketProbeError(f"probe: reading {where} back failed: {error}") from None
+        if checksum is None:
+            raise BucketProbeError(
+                f"probe: {where} reports no ChecksumSHA256, so archived copies cannot be "
+                "proven; nothing is deleted"
+            )
+        if checksum != expected:
+            raise BucketProbeError(
+                f"probe: {where} reports ChecksumSHA256 {checksum}, not {expected}"
+            )
+        if read_back != data:
+            raise BucketProbeError(f"probe: {where} gave back other bytes than were written")
+    finally:
+        with contextlib.suppress(ClientError, BotoCoreError):
+            s3_client.delete_object(Bucket=target.bucket, Key=key)
+    log.info("bucket probe passed: %s stores, checksums and reads back", target.bucket)
+
+
+# -- write-ahead intents ------------------------------------------------------------------
+
+
+def intents_prefix(prefix: str, dag_id: str, run_id: str) -> str:
+    """Where a run's delete intents wait for their outcome: ``{run_id}.intents/``."""
+    return audit_key(prefix, dag_id, run_id).removesuffix(".jsonl") + ".intents/"
+
+
+class DeleteIntents:
+    """The write-ahead intents of one task attempt.
+
+    :param s3_client: a boto3 S3 client.
+    :param target: the run's :class:`~voipstudio_provider.archive.ArchiveTarget`.
+    :param dag_id: the DAG's id.
+    :param run_id: the DAG run's id.
+    :param part: the attempt's name, e.g. ``monitors.try2``.
+    """
+
+    def __init__(self, s3_client, target, dag_id: str, run_id: str, part: str) -> None:
+        self.s3_client = s3_client
+        self.target = target
+        self.dag_id = dag_id
+        self.run_id = run_id
+        self.part = part
+        self._seq = 0
+        self._write_args = evidence_args(target, lock=False)
+
+    def record(self, resource: str, items: dict[int, dict[str, Any]]) -> str:
+        """Write the intent to delete ``items`` (id -> its audit fields); return its key.
+
+        Returns only once S3 has stored the intent, checksum checked.
+        """
+        self._seq += 1
+        key = (
+            f"{intents_prefix(self.target.prefix, self.dag_id, self.run_id)}"
+            f"{self.part}.{self._seq:05d}.{uuid.uuid4().hex[:8]}.json"
+        )
+        document = {
+            "dag_id": self.dag_id,
+            "run_id": self.run_id,
+            "attempt": self.part,
+            "resource": resource,
+            "ids": sorted(items),
+            "items": {str(i): fields for i, fields in sorted(items.items())},
+            "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        }
+        body = json.dumps(document, sort_keys=True, default=str).encode()
+        put_checked(
+            self.s3_client, self.target.bucket, key, body, content_type="application/json",
+            write_args=self._write_args,
+        )  # fmt: skip
+        return key
+
+    def resolve(self, key: str) -> None:
+        """Remove an intent whose every id has its outcome line in S3."""
+        self.s3_client.delete_object(Bucket=self.target.bucket, Key=key)
+
+
+def pending_intents(
+    s3_client, target, dag_id: str, run_id: str, resource: str | None = None
+) -> list[tuple[str, dict[str, Any]]]:
+    """The intents of a run still waiting for their outcome, oldest first."""
+    below = intents_prefix(target.prefix, dag_id, run_id)
+    found: list[tuple[str, dict[str, Any]]] = []
+    paginator = s3_client.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=target.bucket, Prefix=below):
+        for obj in page.get("Contents", []):
+            answer = s3_client.get_object(Bucket=target.bucket, Key=obj["Key"])
+            with answer["Body"] as body:
+                document = json.loads(body.read())
+            if resource is None or document["resource"] == resource:
+                found.append((obj["Key"], document))
+    return sorted(found, key=lambda item: (item[1]["time"], item[0]))
+
+
+def id_runs(ids: Iterable[int]) -> list[tuple[int, int]]:
+    """Contiguous runs of ids, ``[(first, last), ...]``: ``[1, 2, 3, 7]`` gives two."""
+    runs: list[tuple[int, int]] = []
+    for record_id in sorted(set(ids)):
+        if runs and record_id == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], record_id)
+        else:
+            runs.append((record_id, record_id))
+    return runs
+
+
+def fetch_by_ids(hook, resource: str, ids: Iterable[int]) -> Iterator[dict]:
+    """The records of ``ids`` the API still has, ids ascending, asking for exactly them.
+
+    One filter per contiguous run of ids (``eq`` for a single id, ``gte``/``lte`` for a
+    run), never the whole span between the lowest and the highest.
+    """
+    for first, last in id_runs(ids):
+        if first == last:
+            filters = [Filter("id", "eq", first)]
+        else:
+            filters = [Filter("id", "gte", first), Filter("id", "lte", last)]
+        yield from hook.iter_records(resource, filters=filters)
+
+
+def present_ids(hook, resource: str, ids: Iterable[int]) -> set[int]:
+    """Which of ``ids`` the API still lists (see :func:`fetch_by_ids`)."""
+    wanted = set(ids)
+    return {row["id"] for row in fetch_by_ids(hook, resource, wanted) if row["id"] in wanted}
+
+
+def reconcile_intents(
+    hook,
+    s3_client,
+    target,
+    audit: AuditLog,
+    dag_id: str,
+    run_id: str,
+    *,
+    resource: str | None = None,
+    final: bool = False,
+) -> list[str]:
+    """Write the outcome of every id of the run's pending intents; return their keys.
+
+    An id with a ``deleted`` or ``skipped`` line already is left alone. Any other id the
+    source no longer lists gets a ``deleted`` line (after a ``deleted_unconfirmed`` one,
+    that line is the later confirmation). An id still listed is decided again by the
+    attempt's walk; when ``final`` (the run's audit is being written) it is audited
+    ``failed`` instead. The caller uploads ``audit``, then resolves the returned intents.
+    """
+    intents = pending_intents(s3_client, target, dag_id, run_id, resource)
+    if not intents:
+        return []
+    outcomes = audit_outcomes(s3_client, target.bucket, target.prefix, dag_id, run_id)
+    for key, intent in intents:
+        name = intent["resource"]
+        ids = [int(i) for i in intent["ids"]]
+        still = present_ids(hook, name, ids)
+        for record_id in ids:
+            done = outcomes.get((name, record_id), set())
+            if done & {DELETED, SKIPPED}:
+                continue
+            fields = dict(intent["items"].get(str(record_id), {}))
+            reason = fields.pop("reason", "archive_verified")
+            archive_key = fields.pop("archive_key", None)
+            attempt = intent.get("attempt")
+            if record_id not in still:
+                detail = f"absent at the source when the delete intent of {attempt} was reconciled"
+                audit.add(
+                    name, record_id, DELETED, reason, detail=detail, archive_key=archive_key,
+                    **fields,
+                )  # fmt: skip
+                outcomes.setdefault((name, record_id), set()).add(DELETED)
+            elif final and not done & {FAILED}:
+                why = "delete_unconfirmed" if DELETED_UNCONFIRMED in done else "delete_interrupted"
+                audit.add(
+                    name, record_id, FAILED, why, archive_key=archive_key,
+                    detail=f"still at the source after the delete intent of {attempt}",
+                    **fields,
+                )  # fmt: skip
+                outcomes.setdefault((name, record_id), set()).add(FAILED)
+        log.warning(
+            "reconciled the delete intent %s of %s (%d ids, %d still at the source)",
+            key, attempt, len(ids), len(still),
+        )  # fmt: skip
+    return [key for key, _ in intents]
+
+
+@contextlib.contextmanager
+def deletion_attempt(
+    hook, s3_client, target, dag_id: str, run_id: str, resource: str, try_number: int
+) -> Iterator[tuple[AuditLog, DeleteIntents]]:
+    """The audit part and the intents of one deleting task attempt, earlier ones reconciled.
+
+    ``with deletion_attempt(hook, s3, target, dag_id, run_id, "monitors", 2) as (audit,
+    intents): ...``; the audit part is uploaded when the block ends, however it ends.
+    """
+    part = f"{resource}.try{try_number}"
+    write_args = evidence_args(target, lock=False)
+    with audit_part(
+        s3_client, target.bucket, target.prefix, dag_id, run_id, part, write_args
+    ) as audit:
+        intents = DeleteIntents(s3_client, target, dag_id, run_id, part)
+        handled = reconcile_intents(
+            hook, s3_client, target, audit, dag_id, run_id, resource=resource
+        )
+        if handled:
+            audit.upload(s3_client, target.bucket, audit.key)
+            for key in handled:
+                intents.resolve(key)
+        yield audit, intents
+
+
+def reconcile_run(hook, s3_client, target, dag_id: str, run_id: str) -> int:
+    """Reconcile every pending intent of a run into a part of its own; return how many.
+
+    Called when the run's audit is written: an id still at the source is audited
+    ``failed`` then.
+    """
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+    part = f"reconciled.{stamp}.{uuid.uuid4().hex[:8]}"
+    key = f"{audit_parts_prefix(target.prefix, dag_id, run_id)}{part}.jsonl"
+    with AuditLog(dag_id, run_id, key, evidence_args(target, lock=False)) as audit:
+        handled = reconcile_intents(hook, s3_client, target, audit, dag_id, run_id, final=True)
+        if len(audit):
+            audit.upload(s3_client, target.bucket, key)
+    for intent in handled:
+        s3_client.delete_object(Bucket=target.bucket, Key=intent)
+    return len(handled)
