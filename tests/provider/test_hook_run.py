@@ -78,3 +78,50 @@ def test_requests_past_the_retry_policy_are_not_available(hook, api_requests):
     with pytest.raises(NotImplementedError, match="run()"):
         hook.run_and_check(None, None, {})
     assert api_requests() == []
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "voicemessages",
+        "/voicemessages",
+        "voicemessages/",
+        "/monitors?confirm=1",
+        "VoiceMessages",
+        "cdrs",
+        "chatmsgs",
+        "statements",
+        "monitors/../voicemessages",
+        "%2Fvoicemessages",
+        "monitors/",
+        "monitors/,",
+        "monitors/all",
+        "monitors/0",
+    ],
+)
+def test_run_refuses_a_whole_collection_delete(hook, sandbox, api_requests, endpoint):
+    before = sandbox.control("GET", "stats")
+    hook.method = "DELETE"
+    with pytest.raises(ValueError, match="DELETE"):
+        hook.run(endpoint)
+    assert api_requests() == []
+    assert sandbox.control("GET", "stats") == before
+
+
+def test_run_still_deletes_by_ids(hook, truth):
+    first, second = (m["id"] for m in truth("monitors")[:2])
+    hook.method = "DELETE"
+    assert hook.run(f"monitors/{first},{second}").status_code == 204
+    assert not {first, second} & {m["id"] for m in truth("monitors")}
+
+
+@pytest.mark.parametrize(
+    "operation", ["delete_all_voicemessages", "delete_all_monitors", "delete_all_cdrs"]
+)
+def test_call_refuses_a_whole_collection_delete(hook, api_requests, operation):
+    with pytest.raises(ValueError, match="delete_all"):
+        hook.call(operation)
+    if operation != "delete_all_cdrs":  # CDRs cannot be deleted by id
+        with pytest.raises(ValueError, match="at least one id"):
+            hook.call(operation.replace("delete_all_", "delete_"), ids=[])
+    assert api_requests() == []

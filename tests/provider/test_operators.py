@@ -7,7 +7,7 @@ import hashlib
 
 import pytest
 from airflow.providers.common.compat.sdk import AirflowException
-from voipstudio_provider.endpoints import ENDPOINTS, RESOURCES, Shape
+from voipstudio_provider.endpoints import ENDPOINTS, RESOURCES, Shape, endpoints_of
 from voipstudio_provider.layout import parse_api_datetime
 from voipstudio_provider.operators.voipstudio import (
     VoIPstudioDeleteAllOperator,
@@ -228,3 +228,23 @@ def test_update_operator_refuses_rows_without_id(sandbox):
     op = VoIPstudioUpdateOperator(task_id="update", resource="cdrs", rows='[{"info": "x"}]')
     with pytest.raises(ValueError, match="id"):
         op.execute(context={})
+
+
+@pytest.mark.parametrize("ep", of_shape(Shape.DELETE_ALL))
+def test_generic_operators_never_send_a_whole_collection_delete(sandbox, ep):
+    before = sandbox.control("GET", "stats")
+    with pytest.raises(ValueError):
+        VoIPstudioGetOperator(task_id="get", operation=ep.operation).execute(context={})
+    with pytest.raises(ValueError):
+        VoIPstudioListOperator(task_id="list", operation=ep.operation).execute(context={})
+    if endpoints_of(ep.resource, Shape.DELETE_IDS):
+        for empty in ("", "[]", " , ", []):
+            op = VoIPstudioDeleteOperator(task_id="delete", resource=ep.resource, ids=empty)
+            assert op.execute(context={}) == []
+        for wrong in ("all", "0", "-1"):
+            op = VoIPstudioDeleteOperator(task_id="delete", resource=ep.resource, ids=wrong)
+            with pytest.raises(ValueError):
+                op.execute(context={})
+    deletes = [e for e in sandbox.control("GET", "requests")["data"] if e["method"] == "DELETE"]
+    assert deletes == []
+    assert sandbox.control("GET", "stats") == before

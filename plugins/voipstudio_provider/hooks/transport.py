@@ -255,7 +255,9 @@ def refuse_collection_delete(path: str) -> None:
     or trailing slashes removed, any case): a collection itself, or below a collection
     anything but a comma-separated list of positive ids, is refused.
     """
-    normal = posixpath.normpath("/" + unquote(path).strip()).lower().rstrip("/") or "/"
+    # normpath keeps a leading "//": collapse repeated slashes first.
+    collapsed = re.sub(r"/+", "/", "/" + unquote(path).strip())
+    normal = posixpath.normpath(collapsed).lower().rstrip("/") or "/"
     parent, _, last = normal.rpartition("/")
     if normal in _COLLECTION_DELETES or normal in _ID_DELETES:
         raise ValueError(
