@@ -32,6 +32,16 @@ def audit_lines(env, dag_run) -> list[dict]:
     return read_audit(env.s3(), env.bucket, audit_key(env.prefix, DAG_ID, dag_run.run_id))
 
 
+def reviewed_purge(run_dag, conf: dict, between=None):
+    """A dry run of ``conf``, then (after ``between()``) the confirmed run of its plan."""
+    dry = run_dag(DAG_ID, logical_date=today(), conf={**conf, "dry_run": True})
+    assert dry.state == "success"
+    if between is not None:
+        between()
+    confirmed = {**conf, "dry_run": False, "confirm": "PURGE", "plan_run_id": dry.run_id}
+    return dry, run_dag(DAG_ID, logical_date=today() + dt.timedelta(seconds=1), conf=confirmed)
+
+
 def test_form_is_a_json_schema(airflow_env):
     dag = load_dag(DAG_ID)
     schema = {name: dag.params.get_param(name).schema for name in dag.params}
@@ -49,6 +59,9 @@ def test_form_is_a_json_schema(airflow_env):
     assert dag.max_active_runs == 1
     assert schema["max_deletions"]["type"] == "integer" and dag.params["max_deletions"] == 10000
     assert schema["max_deletions"]["minimum"] == 1 and schema["max_deletions"]["title"]
+    assert schema["plan_run_id"]["type"] == ["null", "string"] and dag.params["plan_run_id"] is None
+    # The archive location comes from the Variables only.
+    assert "bucket" not in schema and "prefix" not in schema
 
 
 @pytest.mark.parametrize(
@@ -89,15 +102,15 @@ def test_confirmed_purge_deletes_exactly_its_plan(airflow_env, run_dag, capfd):
     archive_old(env, "voicemessages", older)
     before = state(env.sandbox)
 
-    dag_run = run_dag(
-        DAG_ID,
-        logical_date=today(),
-        conf={"older_than": older.date().isoformat(), "dry_run": False, "confirm": "PURGE"},
-    )
+    dry, dag_run = reviewed_purge(run_dag, {"older_than": older.date().isoformat()})
 
     assert dag_run.state == "success"
     after = state(env.sandbox)
     plan = read_plan(env, dag_run)
+    reviewed = read_plan(env, dry)
+    assert plan["reviewed"]["run_id"] == dry.run_id
+    for resource in PURGED:
+        assert plan["resources"][resource]["ids"] == reviewed["resources"][resource]["ids"]
     lines = audit_lines(env, dag_run)
     for resource in PURGED:
         deleted = {r["id"] for r in before[resource]} - {r["id"] for r in after[resource]}
@@ -137,16 +150,9 @@ def test_phone_number_purge_finds_every_kind(airflow_env, run_dag, mask_cdrs, ca
     )
     before = state(sandbox)
 
-    dag_run = run_dag(
-        DAG_ID,
-        logical_date=today(),
-        conf={
-            "phone_number": _spaced(number),
-            "require_archive": False,
-            "mask_cdrs": mask_cdrs,
-            "dry_run": False,
-            "confirm": "PURGE",
-        },
+    _, dag_run = reviewed_purge(
+        run_dag,
+        {"phone_number": _spaced(number), "require_archive": False, "mask_cdrs": mask_cdrs},
     )
 
     assert dag_run.state == "success"
@@ -188,37 +194,29 @@ def test_held_number_is_not_purged(airflow_env, run_dag):
     env.set_variable("voipstudio_legal_hold", {"numbers": [_spaced(number)]})
     before = state(env.sandbox)
 
-    dag_run = run_dag(
-        DAG_ID,
-        logical_date=today(),
-        conf={
-            "phone_number": number,
-            "require_archive": False,
-            "mask_cdrs": True,
-            "dry_run": False,
-            "confirm": "PURGE",
-        },
+    _, dag_run = reviewed_purge(
+        run_dag, {"phone_number": number, "require_archive": False, "mask_cdrs": True}
     )
 
     assert dag_run.state == "success"
     assert state(env.sandbox) == before
     plan = read_plan(env, dag_run)
     assert plan["resources"]["voicemessages"]["ids"] == []
-    assert plan["resources"]["voicemessages"]["held"]
+    held = plan["resources"]["voicemessages"]["held"]
+    assert held
     assert plan["cdrs_to_mask"]["held"] and plan["cdrs_to_mask"]["ids"] == []
+    # Every held item of the plan has its audit line.
+    lines = {(x["resource"], x["id"]): x for x in audit_lines(env, dag_run)}
+    for record_id in held:
+        line = lines[("voicemessages", record_id)]
+        assert (line["action"], line["reason"]) == ("skipped", "legal_hold_number")
 
 
 def test_plan_larger_than_max_deletions_fails_before_deleting(airflow_env, run_dag, capfd):
     env = airflow_env
     older = (today() - dt.timedelta(days=150)).date().isoformat()
     before = state(env.sandbox)
-    conf = {
-        "older_than": older,
-        "require_archive": False,
-        "dry_run": False,
-        "confirm": "PURGE",
-        "max_deletions": 2,
-    }
+    conf = {"older_than": older, "require_archive": False, "dry_run": True, "max_deletions": 2}
 
     dag_run = run_dag(DAG_ID, logical_date=today(), conf=conf)
 
@@ -232,6 +230,7 @@ def test_plan_larger_than_max_deletions_fails_before_deleting(airflow_env, run_d
     assert f"trigger again with max_deletions raised to at least {planned}" in out + err
 
     summary = {"plan_key": "k", "counts": plan_counts(plan)}
+    conf = {**conf, "dry_run": False, "confirm": "PURGE", "plan_run_id": dag_run.run_id}
     with pytest.raises(ValueError, match="max_deletions"):
         check_confirmation({**conf, "max_deletions": planned - 1}, summary)
     assert check_confirmation({**conf, "max_deletions": planned}, summary) == list(PURGED)
@@ -251,15 +250,8 @@ def test_unverified_archive_is_kept_when_the_archive_is_required(airflow_env, ru
     s3.put_object(Bucket=env.bucket, Key=key, Body=body[:-1], Metadata={"sha256": "0" * 64})
     before = state(env.sandbox)
 
-    dag_run = run_dag(
-        DAG_ID,
-        logical_date=today(),
-        conf={
-            "resources": ["monitors"],
-            "older_than": older.date().isoformat(),
-            "dry_run": False,
-            "confirm": "PURGE",
-        },
+    _, dag_run = reviewed_purge(
+        run_dag, {"resources": ["monitors"], "older_than": older.date().isoformat()}
     )
 
     assert dag_run.state == "success"
@@ -295,3 +287,109 @@ def test_a_failed_audit_log_or_task_fails_the_run(airflow_env, dag_id):
     assert watcher.trigger_rule == "one_failed" and not watcher.downstream_task_ids
     work = {t.task_id for t in dag.tasks} - {"write_audit_log", "fail_if_a_task_failed"}
     assert work == watcher.upstream_task_ids
+
+
+def test_confirmed_purge_executes_the_reviewed_plan_after_the_source_changed(airflow_env, run_dag):
+    env = airflow_env
+    sandbox = env.sandbox
+    number = _number_with_voicemail(sandbox)
+    conf = {"resources": ["monitors", "voicemessages"], "phone_number": number,
+            "require_archive": False}  # fmt: skip
+    arrived: list[int] = []
+    deleted_elsewhere: list[int] = []
+    held: list[int] = []
+
+    def source_changes() -> None:
+        plan = read_plan(env, dry)
+        planned = plan["resources"]["monitors"]["ids"]
+        assert len(planned) >= 3
+        # New calls of the number arrive, one planned recording is deleted by someone
+        # else, and one goes on hold.
+        arrived.extend(
+            sandbox.control("POST", "records/monitors", {"count": 2, "fields": {"caller": number}})[
+                "ids"
+            ]
+        )
+        deleted_elsewhere.append(planned[0])
+        from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
+
+        VoIPstudioHook().delete_records("monitors", [planned[0]])
+        held.append(planned[1])
+        env.set_variable("voipstudio_legal_hold", {"ids": {"monitors": [planned[1]]}})
+
+    dry = None
+
+    def run(dag_id, logical_date=None, conf=None):
+        nonlocal dry
+        dag_run = run_dag(dag_id, logical_date=logical_date, conf=conf)
+        dry = dry or dag_run
+        return dag_run
+
+    dry, confirmed = reviewed_purge(run, conf, between=source_changes)
+
+    assert confirmed.state == "success"
+    plan = read_plan(env, dry)
+    planned = {r: set(plan["resources"][r]["ids"]) for r in ("monitors", "voicemessages")}
+    after = {r: {x["id"] for x in truth(sandbox, r)} for r in planned}
+    assert set(arrived) <= after["monitors"]  # not planned: not purged
+    assert set(held) <= after["monitors"]
+    assert not (planned["monitors"] - set(held)) & after["monitors"]
+    assert not planned["voicemessages"] & after["voicemessages"]
+    lines = {(x["resource"], x["id"]): x for x in audit_lines(env, confirmed)}
+    assert {i for r, i in lines if r == "monitors"} == planned["monitors"]
+    assert lines[("monitors", deleted_elsewhere[0])]["reason"] == "gone"
+    assert lines[("monitors", held[0])]["reason"] == "legal_hold_id"
+    deleted = {i for (r, i), x in lines.items() if r == "monitors" and x["action"] == "deleted"}
+    assert deleted == planned["monitors"] - set(held) - set(deleted_elsewhere)
+
+
+def test_a_confirmed_purge_without_a_reviewed_plan_fails_before_any_request(airflow_env, run_dag):
+    env = airflow_env
+    older = (today() - dt.timedelta(days=150)).date().isoformat()
+    before = state(env.sandbox)
+    env.sandbox.control("DELETE", "requests")
+
+    dag_run = run_dag(
+        DAG_ID, logical_date=today(), conf={"older_than": older, "dry_run": False,
+                                            "confirm": "PURGE"},
+    )  # fmt: skip
+
+    assert dag_run.state == "failed"
+    assert env.sandbox.control("GET", "requests")["data"] == []
+    assert state(env.sandbox) == before
+
+
+def test_a_reviewed_plan_is_refused_when_changed_old_or_for_other_criteria(airflow_env, run_dag):
+    from voipstudio_provider.archive import ArchiveTarget
+    from voipstudio_provider.purge import load_reviewed_plan, parse_purge_request
+
+    env = airflow_env
+    older = (today() - dt.timedelta(days=150)).date().isoformat()
+    dry = run_dag(DAG_ID, logical_date=today(), conf={"older_than": older, "dry_run": True})
+    assert dry.state == "success"
+    confirmed = {"older_than": older, "dry_run": False, "confirm": "PURGE",
+                 "plan_run_id": dry.run_id}  # fmt: skip
+    s3, target = env.s3(), ArchiveTarget(bucket=env.bucket, prefix=env.prefix)
+    request = parse_purge_request(confirmed)
+    assert load_reviewed_plan(s3, target, DAG_ID, request)["run_id"] == dry.run_id
+
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=73)
+    with pytest.raises(PermissionError, match="h old, more than 72 h"):
+        load_reviewed_plan(s3, target, DAG_ID, request, now=later)
+    other = parse_purge_request({**confirmed, "older_than": today().date().isoformat()})
+    with pytest.raises(PermissionError, match="other older_than"):
+        load_reviewed_plan(s3, target, DAG_ID, other)
+    with pytest.raises(PermissionError, match="digest is not the one"):
+        load_reviewed_plan(s3, target, DAG_ID, request, reviewed_sha256="0" * 64)
+    key = plan_key(env.prefix, DAG_ID, dry.run_id)
+    plan = json.loads(s3.get_object(Bucket=env.bucket, Key=key)["Body"].read())
+    plan["resources"]["monitors"]["ids"].append(1)  # widened after the review
+    head = s3.head_object(Bucket=env.bucket, Key=key)
+    s3.put_object(Bucket=env.bucket, Key=key, Body=json.dumps(plan).encode(),
+                  Metadata=head["Metadata"])  # fmt: skip
+    with pytest.raises(PermissionError, match="changed after it was written"):
+        load_reviewed_plan(s3, target, DAG_ID, request)
+    before = state(env.sandbox)
+    refused = run_dag(DAG_ID, logical_date=today() + dt.timedelta(seconds=1), conf=confirmed)
+    assert refused.state == "failed"
+    assert state(env.sandbox) == before

@@ -66,7 +66,9 @@ def archive_old(env, resource: str, before: dt.datetime) -> list[dict]:
 
 
 def run_cutoff(dag_run) -> dt.datetime:
-    return dag_run.data_interval_end - dt.timedelta(days=KEEP_DAYS)
+    """The cutoff a run used: it counts back from the earlier of its end and its start."""
+    reference = min(dag_run.data_interval_end, dag_run.start_date)
+    return reference - dt.timedelta(days=KEEP_DAYS)
 
 
 def audit_lines(env, dag_run) -> list[dict]:
@@ -253,14 +255,80 @@ def test_dry_run_and_max_deletions(small_pages, run_dag):
         DAG_ID, logical_date=today() + dt.timedelta(seconds=1), conf={"max_deletions": 5}
     )
 
-    assert capped.state == "success"
+    # Each resource deletes 5, then stops with one line; the run asks for attention.
+    assert capped.state == "failed"
     lines = audit_lines(env, capped)
-    deleted = [x for x in lines if x["action"] == "deleted"]
-    assert len(deleted) == 5
-    assert len(lines) == len(candidates)
-    assert {x["reason"] for x in lines if x["action"] == "skipped"} == {"max_deletions"}
+    for resource in before:
+        mine = [x for x in lines if x["resource"] == resource]
+        assert [x["action"] for x in mine] == ["deleted"] * 5 + ["skipped"], resource
+        assert mine[-1]["reason"] == "max_deletions"
+        left = len(older_than(before[resource], resource, run_cutoff(capped))) - 5
+        assert f"{left} {resource} from id {mine[-1]['id']} on were left" in mine[-1]["detail"]
     remaining = sum(len(truth(env.sandbox, res)) for res in before)
-    assert remaining == sum(len(rows) for rows in before.values()) - 5
+    assert remaining == sum(len(rows) for rows in before.values()) - 10
+
+
+def test_policy_budgets_per_resource(airflow_env, run_dag):
+    env = airflow_env
+    env.set_variable(
+        "voipstudio_retention_policy",
+        {"monitors": KEEP_DAYS, "voicemessages": None, "chatmsgs": KEEP_DAYS,
+         "max_deletions": {"monitors": 2}},
+    )  # fmt: skip
+    margin = today() - dt.timedelta(days=KEEP_DAYS - 3)
+    archive_old(env, "monitors", margin)
+    before = {res: truth(env.sandbox, res) for res in ("monitors", "chatmsgs")}
+
+    dag_run = run_dag(DAG_ID, logical_date=today())
+
+    assert dag_run.state == "failed"  # monitors' budget was spent
+    lines = audit_lines(env, dag_run)
+    monitors = [x for x in lines if x["resource"] == "monitors"]
+    assert [x["action"] for x in monitors] == ["deleted", "deleted", "skipped"]
+    # Recordings did not use up the chat messages' budget.
+    messages = older_than(before["chatmsgs"], "chatmsgs", run_cutoff(dag_run))
+    deleted = {x["id"] for x in lines if x["resource"] == "chatmsgs" and x["action"] == "deleted"}
+    assert messages and deleted == {m["id"] for m in messages}
+
+
+def test_no_policy_means_a_dry_run_that_says_why(airflow_env, run_dag, capfd):
+    env = airflow_env  # no voipstudio_retention_policy Variable
+    archive_old(env, "voicemessages", today() - dt.timedelta(days=80))  # built-in: 90 days
+    before = {res: truth(env.sandbox, res) for res in ("monitors", "voicemessages", "chatmsgs")}
+
+    # A run's bucket and prefix params are not read by a deleting DAG.
+    dag_run = run_dag(DAG_ID, logical_date=today(), conf={"bucket": "elsewhere", "prefix": "x"})
+
+    assert dag_run.state == "success"
+    assert {res: truth(env.sandbox, res) for res in before} == before
+    lines = audit_lines(env, dag_run)
+    assert lines and {x["action"] for x in lines} <= {"would_delete", "skipped"}
+    assert any(x["action"] == "would_delete" for x in lines)
+    out, err = capfd.readouterr()
+    assert "voipstudio_retention_policy is not set: this run is a dry run" in out + err
+
+
+def test_cutoff_counts_back_from_now_when_the_run_ends_in_the_future(airflow_env, run_dag):
+    env = airflow_env
+    env.set_variable(
+        "voipstudio_retention_policy", {"monitors": KEEP_DAYS, "voicemessages": None,
+                                        "chatmsgs": None},
+    )  # fmt: skip
+    archive_old(env, "monitors", today())
+    before = truth(env.sandbox, "monitors")
+    started = dt.datetime.now(dt.UTC)
+
+    dag_run = run_dag(DAG_ID, logical_date=today() + dt.timedelta(days=60))
+
+    assert dag_run.state == "success"
+    assert dag_run.data_interval_end > started + dt.timedelta(days=59)
+    finished = dt.datetime.now(dt.UTC)
+    deleted = {m["id"] for m in before} - {m["id"] for m in truth(env.sandbox, "monitors")}
+    dated = {m["id"]: parse_api_datetime(m["timestamp"]) for m in before}
+    limit = finished - dt.timedelta(days=KEEP_DAYS)
+    assert deleted and all(dated[i] < limit for i in deleted)
+    spared = [i for i, d in dated.items() if limit < d < limit + dt.timedelta(days=50)]
+    assert spared and not set(spared) & deleted
 
 
 def test_chat_archive_keeps_messages_deleted_by_earlier_runs(airflow_env, run_dag):
