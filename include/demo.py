@@ -78,20 +78,26 @@ def run(stack: DemoStack) -> int:
         print(f"Running {dag_id} ...", flush=True)
         results.append(stack.run_dag(dag_id, logical_date, conf, variables, label))
 
-    # A purge for one caller: first the plan only, then confirmed.
     remaining = stack.sandbox.control("GET", "records/monitors")["data"]
     number = _busiest_number(remaining)
+    # A purge for one caller: first the plan only, then the reviewed plan, confirmed.
     purge = {"resources": ["monitors", "voicemessages"], "phone_number": number}
-    for label, extra in (
-        ("purge-dry-run", {"dry_run": True}),
-        ("purge-confirmed", {"dry_run": False, "confirm": "PURGE"}),
-    ):
-        print(f"Running voipstudio_compliance_purge ({label}) for {number} ...", flush=True)
-        results.append(
-            stack.run_dag(
-                "voipstudio_compliance_purge", logical_date, {**purge, **extra}, variables, label
-            )
+    print(f"Running voipstudio_compliance_purge (purge-dry-run) for {number} ...", flush=True)
+    results.append(
+        stack.run_dag(
+            "voipstudio_compliance_purge", logical_date, {**purge, "dry_run": True}, variables,
+            "purge-dry-run",
         )
+    )  # fmt: skip
+    confirmed = {**purge, "dry_run": False, "confirm": "PURGE",
+                 "plan_run_id": _plan_run_id(stack.seaweed.client())}  # fmt: skip
+    print(f"Running voipstudio_compliance_purge (purge-confirmed) for {number} ...", flush=True)
+    results.append(
+        stack.run_dag(
+            "voipstudio_compliance_purge", (today + dt.timedelta(seconds=1)).isoformat(),
+            confirmed, variables, "purge-confirmed",
+        )
+    )  # fmt: skip
     print("Running voipstudio_archive_recordings again over the same window ...", flush=True)
     again = stack.run_dag(
         "voipstudio_archive_recordings", logical_date, recordings, variables, "archive-again"
@@ -143,13 +149,19 @@ def print_report(stack: DemoStack, results, number: str, held_monitor: int) -> N
         print(line)
 
     print(f"\nCompliance purge of recordings and voicemail involving {number}:")
-    print("  first a dry run (plan only), then confirmed with confirm=PURGE:")
+    print("  a dry run (plan only), then its plan confirmed with confirm=PURGE, plan_run_id:")
     for line in audit_lines(s3, BUCKET, PREFIX, "voipstudio_compliance_purge"):
         print(line)
     plans = [o for o in _keys(s3, f"{PREFIX}/audit/voipstudio_compliance_purge/") if "plan" in o]
     for key in plans:
         print(f"    plan: {key}")
     print("\nThe archived copies stay in the bucket; the audit logs say what was checked.")
+
+
+def _plan_run_id(s3) -> str | None:
+    """The run id of the purge's dry run, read from its plan in the bucket."""
+    plans = [k for k in _keys(s3, f"{PREFIX}/audit/voipstudio_compliance_purge/") if "plan" in k]
+    return plans[-1].rsplit("/", 1)[1].removesuffix(".plan.json") if plans else None
 
 
 def _keys(s3, prefix: str) -> list[str]:

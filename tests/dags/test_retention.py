@@ -66,8 +66,8 @@ def archive_old(env, resource: str, before: dt.datetime) -> list[dict]:
 
 
 def run_cutoff(dag_run) -> dt.datetime:
-    """The cutoff a run used: it counts back from the earlier of its end and its start."""
-    reference = min(dag_run.data_interval_end, dag_run.start_date)
+    """The cutoff a run used: it counts back from the earlier of its end and now."""
+    reference = min(dag_run.data_interval_end, dt.datetime.now(dt.UTC))
     return reference - dt.timedelta(days=KEEP_DAYS)
 
 
