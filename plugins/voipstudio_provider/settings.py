@@ -2,7 +2,9 @@
 
 A DAG param of a run wins, else the Airflow Variable, else the default:
 ``bucket`` / ``voipstudio_s3_bucket`` / ``voipstudio-archive`` and
-``prefix`` / ``voipstudio_s3_prefix`` / ``voipstudio``.
+``prefix`` / ``voipstudio_s3_prefix`` / ``voipstudio``. The DAGs that delete at the source
+pass no params (:func:`~voipstudio_provider.retention.deletion_target`): for them the
+Variables decide alone.
 """
 
 from __future__ import annotations

@@ -321,7 +321,7 @@ def test_cutoff_counts_back_from_now_when_the_run_ends_in_the_future(airflow_env
     dag_run = run_dag(DAG_ID, logical_date=today() + dt.timedelta(days=60))
 
     assert dag_run.state == "success"
-    assert dag_run.data_interval_end > started + dt.timedelta(days=59)
+    assert dag_run.data_interval_end > started + dt.timedelta(days=50)
     finished = dt.datetime.now(dt.UTC)
     deleted = {m["id"] for m in before} - {m["id"] for m in truth(env.sandbox, "monitors")}
     dated = {m["id"]: parse_api_datetime(m["timestamp"]) for m in before}
