@@ -17,9 +17,7 @@ every message of that chat is purged.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import hashlib
 import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping
@@ -28,15 +26,14 @@ from typing import Any
 
 from voipstudio_provider.audit import MASKED, SKIPPED, WOULD_MASK, AuditLog, audit_part
 from voipstudio_provider.endpoints import RESOURCES
-from voipstudio_provider.evidence import (
-    deletion_attempt,
-    evidence_args,
-    fetch_by_ids,
-    probe_bucket,
-    put_checked,
-    stored_checksum,
-)
+from voipstudio_provider.evidence import deletion_attempt, evidence_args, fetch_by_ids, probe_bucket
 from voipstudio_provider.layout import parse_api_datetime, plan_key
+from voipstudio_provider.plans import (
+    load_reviewed_plan,
+    read_plan,
+    reviewed_digest,
+    write_plan,
+)
 from voipstudio_provider.policy import (
     LegalHold,
     find_match,
@@ -60,10 +57,6 @@ CONFIRM_PHRASE = "PURGE"
 #: What a masked CDR shows instead of the number.
 MASKED_NUMBER = "masked"
 MASK_BATCH = 100
-#: The oldest reviewed plan a confirmed purge executes; an older one must be planned again.
-PLAN_MAX_AGE = dt.timedelta(hours=72)
-#: Criteria a confirmed run must share with the plan it executes.
-PLAN_CRITERIA = ("resources", "older_than", "phone_number", "require_archive", "mask_cdrs")
 
 
 @dataclass(frozen=True)
@@ -247,40 +240,6 @@ def plan_counts(plan: Mapping[str, Any]) -> dict[str, Any]:
     return counts
 
 
-def write_plan(
-    s3_client, bucket: str, key: str, plan: Mapping[str, Any], write_args: dict | None = None
-) -> str:
-    """Write the plan with S3's SHA-256 check; return its digest (hex).
-
-    :param write_args: the run's encryption and Object Lock arguments.
-    """
-    body = json.dumps(plan, sort_keys=True, indent=1).encode()
-    return put_checked(
-        s3_client, bucket, key, body, content_type="application/json",
-        write_args=dict(write_args or {}),
-    )  # fmt: skip
-
-
-def read_plan(s3_client, bucket: str, key: str) -> dict[str, Any]:
-    """The plan written by :func:`write_plan`; refuse one that does not match its digests.
-
-    Both the ``sha256`` metadata and, when the bucket keeps it, S3's own
-    ``ChecksumSHA256`` must be the SHA-256 of the body read.
-    """
-    answer = s3_client.get_object(Bucket=bucket, Key=key)
-    with answer["Body"] as body:
-        raw = body.read()
-    digest = hashlib.sha256(raw)
-    checksum = stored_checksum(s3_client, bucket, key)
-    if answer.get("Metadata", {}).get("sha256") != digest.hexdigest() or (
-        checksum is not None and checksum != base64.b64encode(digest.digest()).decode()
-    ):
-        raise ValueError(f"the purge plan s3://{bucket}/{key} was changed after it was written")
-    plan = json.loads(raw)
-    plan["sha256"] = digest.hexdigest()
-    return plan
-
-
 # -- executing ----------------------------------------------------------------------------
 
 
@@ -415,66 +374,6 @@ def _context(params: Mapping[str, Any] | None = None):
     return target.bucket, target.prefix, target
 
 
-def load_reviewed_plan(
-    s3_client,
-    target,
-    dag_id: str,
-    request: PurgeRequest,
-    *,
-    reviewed_sha256: str | None = None,
-    now: dt.datetime | None = None,
-) -> dict[str, Any]:
-    """The dry run's plan a confirmed purge executes, checked before any request to the API.
-
-    :param reviewed_sha256: the plan's digest as the dry run reported it (its XCom), when
-        it can be read: the plan object must still have it.
-    :raises PermissionError: no ``plan_run_id``, no such plan, a plan that changed, was not
-        a dry run's, is older than :data:`PLAN_MAX_AGE`, or asked for other criteria.
-    """
-    run_id = request.plan_run_id
-    if not run_id:
-        raise PermissionError(
-            "a confirmed purge executes a reviewed plan: set plan_run_id to the run id of "
-            "a dry run of this DAG; nothing was deleted"
-        )
-    key = plan_key(target.prefix, dag_id, run_id)
-    try:
-        plan = read_plan(s3_client, target.bucket, key)
-    except s3_client.exceptions.NoSuchKey:
-        raise PermissionError(f"no plan of run {run_id!r} at {key}; nothing was deleted") from None
-    except ValueError as error:
-        raise PermissionError(f"{error}; nothing was deleted") from None
-    problems = []
-    if reviewed_sha256 is not None and plan["sha256"] != reviewed_sha256:
-        problems.append("its digest is not the one its dry run reported")
-    if plan.get("dag_id") != dag_id or plan.get("run_id") != run_id:
-        problems.append("it belongs to another run")
-    if not plan.get("criteria", {}).get("dry_run", False):
-        problems.append("it was not written by a dry run")
-    planned_at = dt.datetime.fromisoformat(plan.get("planned_at", "1970-01-01T00:00:00+00:00"))
-    age = (now or dt.datetime.now(dt.UTC)) - planned_at
-    if age > PLAN_MAX_AGE:
-        problems.append(f"it is {age.total_seconds() / 3600:.0f} h old, more than "
-                        f"{PLAN_MAX_AGE.total_seconds() / 3600:.0f} h")  # fmt: skip
-    asked = request.criteria()
-    differing = [n for n in PLAN_CRITERIA if plan.get("criteria", {}).get(n) != asked[n]]
-    if differing:
-        problems.append(f"this run asks for other {', '.join(differing)} than the plan")
-    if problems:
-        raise PermissionError(
-            f"the plan {key} cannot be executed: {'; '.join(problems)}. Nothing was "
-            "deleted: run a dry run again and review its plan."
-        )
-    return plan
-
-
-def _reviewed_digest(dag_id: str, plan_run_id: str | None, ti) -> str | None:
-    if ti is None or not plan_run_id:
-        return None
-    summary = ti.xcom_pull(task_ids="plan_purge", dag_id=dag_id, run_id=plan_run_id)
-    return (summary or {}).get("plan_sha256")
-
-
 def run_plan(params: Mapping[str, Any], dag_id: str, run_id: str, ti=None) -> dict[str, Any]:
     """Task: check the form, then write this run's plan. Deletes nothing.
 
@@ -492,7 +391,7 @@ def run_plan(params: Mapping[str, Any], dag_id: str, run_id: str, ti=None) -> di
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
         s3_client = S3Hook("aws_default").get_conn()
-        reviewed = _reviewed_digest(dag_id, request.plan_run_id, ti)
+        reviewed = reviewed_digest(dag_id, request.plan_run_id, ti)
         plan = load_reviewed_plan(s3_client, target, dag_id, request, reviewed_sha256=reviewed)
         source = plan.pop("sha256")
         plan["reviewed"] = {
