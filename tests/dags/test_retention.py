@@ -413,3 +413,21 @@ def test_number_held_after_its_message_was_deleted_still_holds_the_chat(airflow_
         assert line["chat_id"] == chat["id"]
     # Other chats were not held: the run deleted messages of theirs.
     assert any(x["action"] == "deleted" for x in lines.values())
+
+
+def test_a_bucket_that_fails_the_probe_deletes_nothing(airflow_env, run_dag, capfd):
+    env = airflow_env
+    env.set_variable("voipstudio_retention_policy", POLICY)
+    archive_old(env, "voicemessages", today() - dt.timedelta(days=KEEP_DAYS))
+    # This S3 server has no KMS: every write the run's options ask for is refused.
+    env.set_variable("voipstudio_s3_options", {"sse": "aws:kms", "kms_key_id": "archive-key"})
+    before = {res: truth(env.sandbox, res) for res in ("monitors", "voicemessages", "chatmsgs")}
+    env.sandbox.control("DELETE", "requests")
+
+    dag_run = run_dag(DAG_ID, logical_date=today())
+
+    assert dag_run.state == "failed"
+    assert {res: truth(env.sandbox, res) for res in before} == before
+    assert [e for e in env.sandbox.control("GET", "requests")["data"]] == []
+    out, err = capfd.readouterr()
+    assert "probe: writing s3://" in out + err
