@@ -20,7 +20,8 @@ Variable `voipstudio_legal_hold`, JSON
 `{"ids": {"monitors": [..], "voicemessages": [..], "chatmsgs": [..], "chats": [..]},
 "numbers": ["+44 20 7946 0000"]}`. Held ids, every record involving a held number (caller,
 called, caller id; a chat's visitor fields or any of its messages) and every message of a
-held chat are never deleted. Numbers compare by digits only.
+held chat are never deleted. Numbers compare as E.164 (national ones read in the
+Variable `voipstudio_default_region`); an entry that is not one valid number fails the run.
 
 #### Archive check
 
