@@ -22,7 +22,7 @@ import logging
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from voipstudio_provider.audit import MASKED, SKIPPED, WOULD_MASK, AuditLog, audit_part
 from voipstudio_provider.endpoints import RESOURCES, Filter
@@ -44,6 +44,11 @@ from voipstudio_provider.retention import (
     load_default_region,
     load_legal_hold,
 )
+
+if TYPE_CHECKING:
+    from phonenumbers import PhoneNumber
+
+    from voipstudio_provider.numbers import FoundNumber
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +102,10 @@ class PurgeRequest:
         return (self.region,) if self.region else ()
 
     @cached_property
-    def _number(self):
+    def _number(self) -> PhoneNumber:
         return parse_number(self.phone_number, None, source="phone_number")
 
-    def matched_text(self, numbers) -> str | None:
+    def matched_text(self, numbers: Iterable[FoundNumber]) -> str | None:
         """The text of the first of ``numbers`` that is the purge's number beyond doubt."""
         match = find_match(numbers, [self._number], exact=True)
         return match[0].text if match else None
