@@ -21,6 +21,7 @@ This module reads no Variable and calls no API, so it is tested without Airflow.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -103,19 +104,28 @@ def _parse(text: str, region: str | None) -> PhoneNumber | None:
 
 def _readings(value: str, regions: Sequence[str]) -> list[PhoneNumber]:
     """The valid numbers a value denotes when read as one number as a whole."""
+    return list(_cached_readings(value, tuple(regions)))
+
+
+@functools.lru_cache(maxsize=65536)  # a call history repeats its numbers: parse each once
+def _cached_readings(value: str, regions: tuple[str, ...]) -> tuple[PhoneNumber, ...]:
     text = uri_user_part(value)
     if not text:
-        return []
+        return ()
     if text.startswith("+"):
         number = _parse(text, None)
-        return [number] if number else []
+        return (number,) if number else ()
     if text.isdigit() and len(text) <= MAX_EXTENSION_DIGITS:
-        return []  # an internal extension
-    readings: list[PhoneNumber] = []
-    if text.isdigit() and not text.startswith("0"):
+        return ()  # an internal extension
+    readings: list[PhoneNumber | None] = []
+    api_notation = text.isdigit() and not text.startswith("0")
+    if api_notation:
         # The API's notation: E.164 digits without the plus.
         readings.append(_parse("+" + text, None))
-    readings.extend(_parse(text, region) for region in regions)
+    for region in regions:
+        own_code = str(phonenumbers.country_code_for_region(region))
+        if not (api_notation and text.startswith(own_code)):  # else the same reading again
+            readings.append(_parse(text, region))
     if not any(readings) and text.startswith("00"):
         # 00 is the international prefix of most of the world, also without a region.
         readings.append(_parse("+" + text[2:], None))
@@ -123,7 +133,7 @@ def _readings(value: str, regions: Sequence[str]) -> list[PhoneNumber]:
     for number in readings:
         if number is not None and not any(same_number(number, n) for n in distinct):
             distinct.append(number)
-    return distinct
+    return tuple(distinct)
 
 
 class _Matcher(phonenumbers.PhoneNumberMatcher):
