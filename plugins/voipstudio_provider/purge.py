@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from voipstudio_provider.audit import MASKED, SKIPPED, WOULD_MASK, AuditLog, audit_part
 from voipstudio_provider.endpoints import RESOURCES, Filter
 from voipstudio_provider.layout import parse_api_datetime, plan_key
-from voipstudio_provider.numbers import (
+from voipstudio_provider.phone_numbers import (
     CDR_NAME_FIELDS,
     find_match,
     numbers_in_value,
@@ -48,7 +48,7 @@ from voipstudio_provider.retention import (
 if TYPE_CHECKING:
     from phonenumbers import PhoneNumber
 
-    from voipstudio_provider.numbers import FoundNumber
+    from voipstudio_provider.phone_numbers import FoundNumber
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from voipstudio_provider.audit import (
 from voipstudio_provider.endpoints import RESOURCES, Filter
 from voipstudio_provider.exceptions import VoIPstudioError, VoIPstudioNotFoundError
 from voipstudio_provider.layout import ARCHIVE_KINDS, archive_key, chat_key, record_day
-from voipstudio_provider.numbers import REGION_VARIABLE, parse_region
+from voipstudio_provider.phone_numbers import REGION_VARIABLE, parse_region
 from voipstudio_provider.policy import (
     LegalHold,
     parse_legal_hold,

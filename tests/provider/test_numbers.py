@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from voipstudio_provider.numbers import (
+from voipstudio_provider.phone_numbers import (
     find_match,
     normalize_number,
     numbers_in_text,
@@ -195,3 +195,16 @@ def test_normalize_number_gives_e164_or_nothing():
     assert normalize_number("020 7946 0321") == ""
     assert normalize_number("020 7946 0321", "GB") == "+442079460321"
     assert normalize_number("anonymous") == "" and normalize_number(None) == ""
+
+
+def test_no_provider_module_shadows_the_standard_library():
+    # Airflow imports every file of plugins/ under its bare name (numbers.py would
+    # become the standard library's ``numbers`` for every task).
+    import sys
+    from pathlib import Path
+
+    import voipstudio_provider
+
+    package = Path(voipstudio_provider.__file__).parent
+    names = {p.stem for p in package.rglob("*.py")} - {"__init__"}
+    assert not names & sys.stdlib_module_names

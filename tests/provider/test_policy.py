@@ -6,7 +6,7 @@ import datetime as dt
 
 import pendulum
 import pytest
-from voipstudio_provider.numbers import record_numbers
+from voipstudio_provider.phone_numbers import record_numbers
 from voipstudio_provider.policy import (
     DEFAULT_RETENTION_DAYS,
     parse_legal_hold,
