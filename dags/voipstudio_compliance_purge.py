@@ -10,10 +10,13 @@ match, are not held and are verified.
 
 - `resources`: any of `monitors` (call recordings), `voicemessages`, `chatmsgs`.
 - `older_than`: a date; records dated before that UTC day match.
-- `phone_number`: records involving this number match: a recording or voicemail by its
-  caller, called or caller id; a chat by its visitor's name or e-mail or any of its
-  messages (then every message of the chat). Numbers compare by digits only, so
-  `+44 20 7946 0000` finds `442079460000` and `020 7946 0000`.
+- `phone_number`: one valid phone number, best with + and its country code
+  (`+44 20 7946 0000`); a national form (`020 7946 0000`) needs the Variable
+  `voipstudio_default_region`. Records involving exactly that number match, in any
+  notation: a recording or voicemail by its caller, called or caller id; a chat by its
+  visitor's name or e-mail or any of its messages (then every message of the chat).
+  Numbers that only share trailing digits never match; the plan lists the number text
+  that matched in each record.
 - Give `older_than`, `phone_number` or both; with both, a record must match both.
 - `dry_run` (default **on**): plan and report only.
 - `confirm`: type `PURGE` to delete. Anything else (`purge`, `PURGE `) deletes nothing
@@ -97,7 +100,11 @@ from voipstudio_provider.settings import API_POOL, dag_default_args
             None,
             type=["null", "string"],
             title="Phone number",
-            description="purge records involving this number, e.g. +44 20 7946 0000",
+            description=(
+                "one phone number, with + and country code, e.g. +44 20 7946 0000 (a national "
+                "number needs the Variable voipstudio_default_region); only records of "
+                "exactly this number match"
+            ),
         ),
         "dry_run": Param(True, type="boolean", title="Dry run", description="plan only"),
         # Nullable, so that the form lets a dry run go with the field left empty.

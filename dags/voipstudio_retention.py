@@ -20,7 +20,10 @@ against it again before it is deleted (an unreadable date keeps it).
 Variable `voipstudio_legal_hold`, JSON
 `{"ids": {"monitors": [..], "voicemessages": [..], "chatmsgs": [..], "chats": [..]},
 "numbers": ["+44 20 7946 0000"]}`, read again before every deleting batch. Held ids,
-every record involving a held number and every message of a held chat are never deleted.
+every record involving a held number (caller, called, caller id; a chat's visitor fields
+or any of its messages) and every message of a held chat are never deleted. Numbers
+compare as E.164 (national ones read in the Variable `voipstudio_default_region`); an
+entry that is not one valid number fails the run.
 
 #### Archive check
 

@@ -33,7 +33,12 @@ _FIRST_NAMES = ("Alice", "Bruno", "Chloe", "Dmitri", "Emma", "Farid", "Grace", "
 _LAST_NAMES = ("Martin", "Kowalski", "Nguyen", "Schmidt", "Rossi", "Dubois", "Okafor", "Berg")
 _CODECS = ("PCMA", "PCMU", "G722", "opus")
 _AGENTS = ("VoIPstudio Desktop 3.1", "Yealink SIP-T46U", "VoIPstudio iOS 5.2", "WebRTC")
-_COUNTRY_PREFIXES = ("447", "4420", "1212", "1310", "3227", "4930", "3314")
+#: Prefixes of external numbers and their length in digits: every number generated is a
+#: valid one (GB, US, BE, DE, FR), in the API's notation (E.164 digits without the plus).
+_EXTERNAL_NUMBERS = (
+    ("44797", 12), ("44207", 12), ("12125", 11), ("13105", 11), ("3227", 10), ("4930", 12),
+    ("3314", 11),
+)  # fmt: skip
 _SENTIMENTS = ("positive", "neutral", "negative")
 _CONTEXTS_WEIGHTED = ("PSTN_CALL",) * 8 + ("USER_LOCAL", "IVR", "FOLLOW_ME")
 
@@ -74,8 +79,8 @@ class AccountGenerator:
     # --- people and numbers -------------------------------------------------------------
 
     def external_number(self) -> str:
-        prefix = self.rng.choice(_COUNTRY_PREFIXES)
-        return prefix + "".join(str(self.rng.randrange(10)) for _ in range(11 - len(prefix)))
+        prefix, length = self.rng.choice(_EXTERNAL_NUMBERS)
+        return prefix + "".join(str(self.rng.randrange(10)) for _ in range(length - len(prefix)))
 
     def make_users(self, count: int = 6) -> list[dict[str, Any]]:
         created = self.now - dt.timedelta(days=HISTORY_DAYS + 200)

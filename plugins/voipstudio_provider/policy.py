@@ -5,23 +5,32 @@ days to keep per resource, ``voipstudio_legal_hold`` the ids per resource and th
 numbers that are never deleted. This module only parses and answers questions; it reads
 no Variable and calls no API, so it is tested without Airflow.
 
-Phone numbers are compared by their digits only (``+44 20 7946 0000`` and ``442079460000``
-are the same number). Leading zeros (a ``00`` international or ``0`` trunk prefix) are
-ignored, and a number written without its country code (``020 7946 0000``) matches the
-full one when they share at least :data:`MIN_SUFFIX_DIGITS` trailing digits.
+Phone numbers are read and compared by :mod:`voipstudio_provider.phone_numbers` (E.164, with
+libphonenumber). Every held number must be one valid number, or the hold is refused.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
-from voipstudio_provider.endpoints import RESOURCES
 from voipstudio_provider.layout import as_utc
+
+# CHAT_VISITOR_FIELDS and normalize_number are re-exported for code of earlier releases.
+from voipstudio_provider.phone_numbers import CHAT_VISITOR_FIELDS as CHAT_VISITOR_FIELDS
+from voipstudio_provider.phone_numbers import (
+    FoundNumber,
+    find_match,
+    parse_number,
+    record_numbers,
+    regions_of,
+    to_e164,
+)
+from voipstudio_provider.phone_numbers import normalize_number as normalize_number
 
 #: The resources retention deletes at the source, and their days to keep when the
 #: Variable ``voipstudio_retention_policy`` is unset.
@@ -29,15 +38,6 @@ DEFAULT_RETENTION_DAYS: dict[str, int] = {"monitors": 365, "voicemessages": 90, 
 RETENTION_RESOURCES: tuple[str, ...] = tuple(DEFAULT_RETENTION_DAYS)
 #: Resources whose ids a legal hold may name: the deletable ones, plus whole chats.
 HOLD_RESOURCES: tuple[str, ...] = (*RETENTION_RESOURCES, "chats")
-#: Two numbers of different lengths match only if they share this many trailing digits,
-#: so an extension such as ``101`` never matches a full number that ends in 101.
-MIN_SUFFIX_DIGITS = 8
-#: Chat fields a visitor types in, where a phone number may appear. Other visitor fields
-#: (IP address, generated visitor id, user agent) hold digit runs that are not numbers.
-CHAT_VISITOR_FIELDS: tuple[str, ...] = ("visitor_name", "visitor_email")
-
-# A run of digits that may be broken by the separators people type in numbers.
-_NUMBER_IN_TEXT = re.compile(r"\+?\(?\d[\d\s().\-/]{4,}\d")
 
 
 def _load(value: str | Mapping | None, name: str) -> Mapping | None:
@@ -155,97 +155,44 @@ def retention_cutoff(days: int, reference: dt.datetime) -> dt.datetime:
     return as_utc(reference) - dt.timedelta(days=days)
 
 
-def normalize_number(value: object) -> str:
-    """The significant digits of a phone number: digits only, leading zeros dropped.
-
-    :param value: a number as typed (``"+44 20 7946 0000"``, ``"0044..."``, ``4420...``).
-    """
-    return re.sub(r"\D", "", str(value)).lstrip("0")
-
-
-def numbers_match(a: str, b: str) -> bool:
-    """Whether two normalised numbers denote the same line.
-
-    Equal digits match; otherwise the shorter must be the longer's ending and have at least
-    :data:`MIN_SUFFIX_DIGITS` digits (a national form against an international one).
-    """
-    if not a or not b:
-        return False
-    if a == b:
-        return True
-    shorter, longer = sorted((a, b), key=len)
-    return len(shorter) >= MIN_SUFFIX_DIGITS and longer.endswith(shorter)
-
-
-def numbers_in_text(text: object) -> set[str]:
-    """The normalised phone numbers written in free text (a chat message, a visitor field).
-
-    :param text: any value; non-strings are read as their text.
-    """
-    if text is None:
-        return set()
-    found = {normalize_number(m.group()) for m in _NUMBER_IN_TEXT.finditer(str(text))}
-    return {n for n in found if n}
-
-
-def record_numbers(resource: str, record: Mapping[str, Any]) -> set[str]:
-    """The normalised numbers a record involves.
-
-    Calls, recordings and voicemail carry numbers in their resource's ``number_fields``
-    (a field may hold a name and a number, e.g. ``clid``); a chat message in its text;
-    a chat in its visitor fields.
-
-    :param resource: the record's resource name.
-    :param record: the API record.
-    """
-    if resource == "chatmsgs":
-        return numbers_in_text(record.get("message"))
-    if resource == "chats":
-        numbers: set[str] = set()
-        for name in CHAT_VISITOR_FIELDS:
-            numbers |= numbers_in_text(record.get(name))
-        return numbers
-    numbers = set()
-    for name in RESOURCES[resource].number_fields:
-        value = record.get(name)
-        if value is None:
-            continue
-        # A number field holds one number (possibly short, an extension) or a caller id
-        # such as '"Ann" <+44 20 7946 0000>': take both readings.
-        numbers |= numbers_in_text(value)
-        if normalize_number(value):
-            numbers.add(normalize_number(value))
-    return numbers
-
-
-def find_match(numbers: Iterable[str], wanted: Iterable[str]) -> str | None:
-    """The first of ``wanted`` that one of ``numbers`` matches, or ``None``."""
-    numbers = list(numbers)
-    for number in wanted:
-        if any(numbers_match(found, number) for found in numbers):
-            return number
-    return None
-
-
 @dataclass(frozen=True)
 class LegalHold:
     """Ids and phone numbers that are never deleted, from ``voipstudio_legal_hold``.
 
     :param ids: held ids per resource (``monitors``, ``voicemessages``, ``chatmsgs``,
         ``chats``; a held chat holds all its messages).
-    :param numbers: held numbers, normalised (see :func:`normalize_number`).
+    :param numbers: held numbers in E.164 (``+442079460321``).
+    :param region: the region national numbers in records are read in (the Variable
+        ``voipstudio_default_region``); ``None`` when it is not set.
     """
 
     ids: Mapping[str, frozenset[int]] = field(default_factory=dict)
     numbers: frozenset[str] = frozenset()
+    region: str | None = None
+
+    @cached_property
+    def _held(self) -> tuple:
+        return tuple(parse_number(n, None, source="held number") for n in sorted(self.numbers))
+
+    @property
+    def regions(self) -> tuple[str, ...]:
+        """Regions a national number in a record is read in: the default region, or
+        without one each held number's own country, so that a missing region never
+        releases a record that may name a held number."""
+        return (self.region,) if self.region else regions_of(self._held)
 
     def held_id(self, resource: str, record_id: int) -> bool:
         """Whether ``record_id`` of ``resource`` is held by id."""
         return int(record_id) in self.ids.get(resource, frozenset())
 
-    def held_number(self, numbers: Iterable[str]) -> str | None:
-        """The held number among ``numbers`` (normalised), or ``None``."""
-        return find_match(numbers, self.numbers)
+    def numbers_of(self, resource: str, record: Mapping[str, Any]) -> list[FoundNumber]:
+        """The numbers of a record, read as the hold reads them (see :attr:`regions`)."""
+        return record_numbers(resource, record, self.regions) if self.numbers else []
+
+    def held_number(self, numbers: Iterable[FoundNumber]) -> str | None:
+        """The held number (E.164) that one of ``numbers`` is, or ``None``."""
+        match = find_match(numbers, self._held)
+        return to_e164(match[1]) if match else None
 
     def reason(self, resource: str, record: Mapping[str, Any]) -> str | None:
         """Why ``record`` is held (``legal_hold_id`` / ``legal_hold_number``), or ``None``.
@@ -254,7 +201,7 @@ class LegalHold:
         """
         if self.held_id(resource, record["id"]):
             return "legal_hold_id"
-        if self.held_number(record_numbers(resource, record)):
+        if self.held_number(self.numbers_of(resource, record)):
             return "legal_hold_number"
         return None
 
@@ -269,9 +216,9 @@ class LegalHold:
         """
         if self.held_id("chats", chat_id):
             return "legal_hold_id"
-        numbers = record_numbers("chats", chat) if chat else set()
+        numbers = self.numbers_of("chats", chat) if chat else []
         for message in messages:
-            numbers |= record_numbers("chatmsgs", message)
+            numbers.extend(self.numbers_of("chatmsgs", message))
         if self.held_number(numbers):
             return "legal_hold_number"
         return None
@@ -284,7 +231,7 @@ class LegalHold:
         }
 
 
-def parse_legal_hold(value: str | Mapping | None) -> LegalHold:
+def parse_legal_hold(value: str | Mapping | None, region: str | None = None) -> LegalHold:
     """The legal hold from the Variable ``voipstudio_legal_hold``.
 
     Format: ``{"ids": {"monitors": [1, 2], "voicemessages": [], "chatmsgs": [],
@@ -292,8 +239,11 @@ def parse_legal_hold(value: str | Mapping | None) -> LegalHold:
     unset Variable holds nothing.
 
     :param value: the Variable's JSON text, or an already decoded mapping.
-    :raises ValueError: a malformed hold. A hold that cannot be read must stop a deletion
-        rather than be ignored.
+    :param region: the region national numbers are read in (``voipstudio_default_region``);
+        without one, a national entry such as ``020 7946 0000`` is refused.
+    :raises ValueError: a malformed hold, naming the entry: every number must be one valid
+        phone number. A hold that cannot be read must stop a deletion rather than be
+        ignored.
     """
     given = _load(value, "voipstudio_legal_hold") or {}
     unknown = set(given) - {"ids", "numbers"}
@@ -318,10 +268,11 @@ def parse_legal_hold(value: str | Mapping | None) -> LegalHold:
     raw_numbers = given.get("numbers") or []
     if not isinstance(raw_numbers, list):
         raise ValueError("voipstudio_legal_hold 'numbers' must be a list")
-    numbers = frozenset(normalize_number(n) for n in raw_numbers)
-    if "" in numbers:
-        raise ValueError("voipstudio_legal_hold 'numbers' has an entry without digits")
-    return LegalHold(ids=ids, numbers=numbers)
+    numbers = frozenset(
+        to_e164(parse_number(entry, region, source=f"voipstudio_legal_hold numbers[{index}]"))
+        for index, entry in enumerate(raw_numbers)
+    )
+    return LegalHold(ids=ids, numbers=numbers, region=region)
 
 
 def _hold_id(value: object) -> int:

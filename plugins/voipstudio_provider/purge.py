@@ -22,33 +22,42 @@ import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from voipstudio_provider.audit import MASKED, SKIPPED, WOULD_MASK, AuditLog, audit_part
 from voipstudio_provider.endpoints import RESOURCES
 from voipstudio_provider.evidence import deletion_attempt, evidence_args, fetch_by_ids, probe_bucket
 from voipstudio_provider.layout import parse_api_datetime, plan_key
+from voipstudio_provider.phone_numbers import (
+    CDR_NAME_FIELDS,
+    find_match,
+    numbers_in_value,
+    parse_number,
+    record_numbers,
+    to_e164,
+)
 from voipstudio_provider.plans import (
     load_reviewed_plan,
     read_plan,
     reviewed_digest,
     write_plan,
 )
-from voipstudio_provider.policy import (
-    LegalHold,
-    find_match,
-    normalize_number,
-    numbers_in_text,
-    record_numbers,
-)
+from voipstudio_provider.policy import LegalHold
 from voipstudio_provider.retention import (
     DEFAULT_MAX_DELETIONS,
     SourceDeleter,
     batched,
     clients,
     deletion_target,
+    load_default_region,
     load_legal_hold,
 )
+
+if TYPE_CHECKING:
+    from phonenumbers import PhoneNumber
+
+    from voipstudio_provider.phone_numbers import FoundNumber
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +74,7 @@ class PurgeRequest:
 
     :param resources: which of :data:`PURGE_RESOURCES` to purge.
     :param older_than: purge records dated before this UTC day.
-    :param phone_number: purge records involving this number (normalised digits).
+    :param phone_number: purge records involving exactly this number, in E.164.
     :param dry_run: plan and report only.
     :param confirm: must be exactly ``PURGE`` for anything to be deleted.
     :param require_archive: delete only what is verified in the archive.
@@ -73,6 +82,8 @@ class PurgeRequest:
     :param max_deletions: the most items the purge may delete; a larger plan stops the
         run before anything is deleted.
     :param plan_run_id: the dry run whose plan a confirmed purge executes.
+    :param region: the region national numbers in records are read in
+        (``voipstudio_default_region``); ``None`` reads international forms only.
     """
 
     resources: tuple[str, ...]
@@ -84,6 +95,7 @@ class PurgeRequest:
     mask_cdrs: bool = False
     max_deletions: int = DEFAULT_MAX_DELETIONS
     plan_run_id: str | None = None
+    region: str | None = None
 
     @property
     def confirmed(self) -> bool:
@@ -96,11 +108,28 @@ class PurgeRequest:
             return None
         return dt.datetime.combine(self.older_than, dt.time(), tzinfo=dt.UTC)
 
+    @property
+    def regions(self) -> tuple[str, ...]:
+        return (self.region,) if self.region else ()
+
+    @cached_property
+    def _number(self) -> PhoneNumber:
+        return parse_number(self.phone_number, None, source="phone_number")
+
+    def matched_text(self, numbers: Iterable[FoundNumber]) -> str | None:
+        """The text of the first of ``numbers`` that is the purge's number beyond doubt."""
+        match = find_match(numbers, [self._number], exact=True)
+        return match[0].text if match else None
+
+    def match(self, resource: str, record: Mapping[str, Any]) -> str | None:
+        """The number text in ``record`` that is the purge's number, or ``None``."""
+        if self.phone_number is None:
+            return None
+        return self.matched_text(record_numbers(resource, record, self.regions))
+
     def matches(self, resource: str, record: Mapping[str, Any]) -> bool:
         """Whether a record's own fields match (the date is filtered by the API)."""
-        if self.phone_number is None:
-            return True
-        return find_match(record_numbers(resource, record), [self.phone_number]) is not None
+        return self.phone_number is None or self.match(resource, record) is not None
 
     def criteria(self) -> dict[str, Any]:
         values = asdict(self)
@@ -111,12 +140,15 @@ class PurgeRequest:
         return values
 
 
-def parse_purge_request(params: Mapping[str, Any]) -> PurgeRequest:
+def parse_purge_request(params: Mapping[str, Any], region: str | None = None) -> PurgeRequest:
     """Check the form and build the request; refuse a purge with no criterion at all.
 
-    :raises ValueError: unknown resources, a bad date, a number without digits, no
-        ``older_than`` nor ``phone_number``, ``mask_cdrs`` without a number, or a
-        ``max_deletions`` that is not a whole number of at least 1.
+    :param region: the region national numbers are read in; default: the Variable
+        ``voipstudio_default_region``, read only when the form gives a number.
+    :raises ValueError: unknown resources, a bad date, a ``phone_number`` that is not one
+        valid number (a national one without a region among them), no ``older_than`` nor
+        ``phone_number``, ``mask_cdrs`` without a number, or a ``max_deletions`` that is
+        not a whole number of at least 1.
     """
     resources = tuple(params.get("resources") or PURGE_RESOURCES)
     unknown = set(resources) - set(PURGE_RESOURCES)
@@ -130,9 +162,8 @@ def parse_purge_request(params: Mapping[str, Any]) -> PurgeRequest:
             raise ValueError(f"older_than must be a date YYYY-MM-DD, not {older_than!r}") from None
     phone = params.get("phone_number") or None
     if phone is not None:
-        phone = normalize_number(phone)
-        if not phone:
-            raise ValueError("phone_number has no digits")
+        region = region or load_default_region()
+        phone = to_e164(parse_number(phone, region, source="phone_number"))
     if older_than is None and phone is None:
         raise ValueError("a purge needs older_than, phone_number, or both")
     mask = bool(params.get("mask_cdrs", False))
@@ -153,6 +184,7 @@ def parse_purge_request(params: Mapping[str, Any]) -> PurgeRequest:
         mask_cdrs=mask,
         max_deletions=max_deletions,
         plan_run_id=str(params.get("plan_run_id") or "").strip() or None,
+        region=region,
     )
 
 
@@ -160,61 +192,83 @@ def parse_purge_request(params: Mapping[str, Any]) -> PurgeRequest:
 
 
 def _plan_records(hook, request: PurgeRequest, resource: str, hold: LegalHold) -> dict:
-    ids, held = [], []
+    ids, held, matched = [], [], {}
     for record in hook.iter_records(resource, until=request.cutoff):
-        if request.matches(resource, record):
-            (held if hold.reason(resource, record) else ids).append(record["id"])
-    return {"count": len(ids), "ids": ids, "held": held}
+        text = request.match(resource, record)
+        if request.phone_number is not None and text is None:
+            continue
+        (held if hold.reason(resource, record) else ids).append(record["id"])
+        if text is not None:
+            matched[str(record["id"])] = text
+    return _entry(request, ids, held, matched)
+
+
+def _entry(request: PurgeRequest, ids: list, held: list, matched: dict) -> dict:
+    """A resource's plan: ``count``, ``ids``, ``held`` and, for a number, ``matched``
+    (id -> the number text found in that record, held ones included)."""
+    entry = {"count": len(ids), "ids": ids, "held": held}
+    if request.phone_number is not None:
+        entry["matched"] = matched
+    return entry
 
 
 def _plan_chat_messages(hook, request: PurgeRequest, hold: LegalHold) -> dict:
     """Messages to purge: dated before the cutoff, in a chat involving the number."""
-    chat_numbers: dict[int, set[str]] = {}
+    chat_match: dict[int, str] = {}  # chat id -> the number text found in it
+    held_chats: set[int] = set()  # chats where a held number appears
     candidates: list[tuple[int, int]] = []  # (message id, chat id)
+
+    def read(chat_id: int, resource: str, record: Mapping[str, Any]) -> None:
+        text = request.match(resource, record)
+        if text is not None:
+            chat_match.setdefault(chat_id, text)
+        if hold.held_number(hold.numbers_of(resource, record)):
+            held_chats.add(chat_id)
+
+    seen: set[int] = set()
     for message in hook.iter_records("chatmsgs"):
-        chat_numbers.setdefault(message["chat_id"], set()).update(
-            numbers_in_text(message["message"])
-        )
+        seen.add(message["chat_id"])
+        read(message["chat_id"], "chatmsgs", message)
         created = parse_api_datetime(message["created_at"])
         if request.cutoff is None or created < request.cutoff:
             candidates.append((message["id"], message["chat_id"]))
     for chat in hook.iter_records("chats"):
-        if chat["id"] in chat_numbers:
-            chat_numbers[chat["id"]] |= record_numbers("chats", chat)
-
-    def involved(chat_id: int) -> bool:
-        wanted = [request.phone_number] if request.phone_number else None
-        return wanted is None or find_match(chat_numbers[chat_id], wanted) is not None
+        if chat["id"] in seen:
+            read(chat["id"], "chats", chat)
 
     def held(message_id: int, chat_id: int) -> bool:
         return (
             hold.held_id("chatmsgs", message_id)
             or hold.held_id("chats", chat_id)
-            or hold.held_number(chat_numbers[chat_id]) is not None
+            or chat_id in held_chats
         )
 
-    ids, kept, chats = [], [], set()
+    ids, kept, chats, matched = [], [], set(), {}
     for message_id, chat_id in candidates:
-        if involved(chat_id):
+        if request.phone_number is None or chat_id in chat_match:
             (kept if held(message_id, chat_id) else ids).append(message_id)
             chats.add(chat_id)
-    return {"count": len(ids), "ids": ids, "held": kept, "chat_ids": sorted(chats)}
+            if chat_id in chat_match:
+                matched[str(message_id)] = chat_match[chat_id]
+    return {**_entry(request, ids, kept, matched), "chat_ids": sorted(chats)}
 
 
 def _plan_cdr_masks(hook, request: PurgeRequest, hold: LegalHold) -> dict:
-    ids, held = [], []
+    ids, held, matched = [], [], {}
     for cdr in hook.iter_records("cdrs", until=request.cutoff):
-        numbers = record_numbers("cdrs", cdr)
-        if find_match(numbers, [request.phone_number]):
-            (held if hold.held_number(numbers) else ids).append(cdr["id"])
-    return {"count": len(ids), "ids": ids, "held": held}
+        text = request.match("cdrs", cdr)
+        if text is not None:
+            (held if hold.reason("cdrs", cdr) else ids).append(cdr["id"])
+            matched[str(cdr["id"])] = text
+    return _entry(request, ids, held, matched)
 
 
 def build_plan(hook, request: PurgeRequest, hold: LegalHold) -> dict[str, Any]:
     """What the purge would delete per resource (``ids``), and what the hold keeps.
 
     :return: ``{"criteria": {...}, "resources": {res: {"count", "ids", "held"}},
-        "cdrs_to_mask": {...} (with mask_cdrs)}``.
+        "cdrs_to_mask": {...} (with mask_cdrs)}``; with a ``phone_number`` each resource
+        also has ``matched``, id -> the exact number text that matched in that record.
     """
     plan: dict[str, Any] = {"criteria": request.criteria(), "resources": {}}
     for resource in request.resources:
@@ -314,23 +368,15 @@ def purge_planned(
     return deleter
 
 
-def _masked(cdr: Mapping[str, Any], phone: str) -> dict[str, Any]:
+def _masked(cdr: Mapping[str, Any], request: PurgeRequest) -> dict[str, Any]:
+    """The PATCH row replacing every field where the number appears, in any format: the
+    number fields and the names repeating it. A field goes as a whole: a caller id such as
+    ``"Ann" <+44 20 7946 0000>`` also names the person."""
     row: dict[str, Any] = {"id": cdr["id"]}
-    for name in RESOURCES["cdrs"].number_fields:
-        if find_match(record_numbers_of_value(cdr.get(name)), [phone]):
-            row[name] = MASKED_NUMBER
-    for name in ("src_name", "dst_name"):  # outbound calls repeat the number as a name
-        if find_match(record_numbers_of_value(cdr.get(name)), [phone]):
+    for name in (*RESOURCES["cdrs"].number_fields, *CDR_NAME_FIELDS):
+        if request.matched_text(numbers_in_value(cdr.get(name), request.regions)):
             row[name] = MASKED_NUMBER
     return row
-
-
-def record_numbers_of_value(value: Any) -> set[str]:
-    """The numbers in one field's value: the field as a whole and numbers within its text."""
-    if value is None:
-        return set()
-    whole = normalize_number(value)
-    return numbers_in_text(value) | ({whole} if whole else set())
 
 
 def mask_planned_cdrs(
@@ -347,12 +393,12 @@ def mask_planned_cdrs(
     for batch in batched(planned_records(hook, "cdrs", ids), MASK_BATCH):
         rows = []
         for cdr in batch:
-            if hold.held_number(record_numbers("cdrs", cdr)):
+            if hold.reason("cdrs", cdr):
                 audit.add("cdrs", cdr["id"], SKIPPED, "legal_hold_number")
             elif request.dry_run:
                 audit.add("cdrs", cdr["id"], WOULD_MASK, "number_matched")
             else:
-                rows.append(_masked(cdr, request.phone_number))
+                rows.append(_masked(cdr, request))
         if not rows:
             continue
         hook.update_records("cdrs", rows)

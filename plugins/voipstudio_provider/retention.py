@@ -39,6 +39,7 @@ from voipstudio_provider.evidence import (
     probe_bucket,
     reconcile_run,
 )
+from voipstudio_provider.phone_numbers import REGION_VARIABLE, parse_region
 from voipstudio_provider.policy import (
     LegalHold,
     parse_legal_hold,
@@ -115,9 +116,16 @@ def _variable(name: str) -> Any:
     return Variable.get(name, default=None)
 
 
+def load_default_region() -> str | None:
+    """The region national numbers are read in, from ``voipstudio_default_region``."""
+    return parse_region(_variable(REGION_VARIABLE))
+
+
 def load_legal_hold() -> LegalHold:
-    """The legal hold from its Variable; a hold that cannot be read stops the run."""
-    return parse_legal_hold(_variable(HOLD_VARIABLE))
+    """The legal hold from its Variable, its national numbers read in the default region;
+    a hold that cannot be read, or a number in it that is not one valid number, stops
+    the run."""
+    return parse_legal_hold(_variable(HOLD_VARIABLE), region=load_default_region())
 
 
 def retention_windows(data_interval_end: dt.datetime) -> list[dict[str, Any]]:

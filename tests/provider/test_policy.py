@@ -6,14 +6,11 @@ import datetime as dt
 
 import pendulum
 import pytest
+from voipstudio_provider.phone_numbers import record_numbers
 from voipstudio_provider.policy import (
     DEFAULT_RETENTION_DAYS,
-    normalize_number,
-    numbers_in_text,
-    numbers_match,
     parse_legal_hold,
     parse_retention_policy,
-    record_numbers,
     retention_cutoff,
 )
 from voipstudio_provider.purge import parse_purge_request
@@ -58,52 +55,32 @@ def test_cutoff_counts_from_the_reference_not_the_clock():
         retention_cutoff(90, dt.datetime(2026, 11, 20))
 
 
-@pytest.mark.parametrize(
-    ("a", "b", "same"),
-    [
-        ("+44 20 7946 0000", "442079460000", True),
-        ("0044 (20) 7946-0000", "+442079460000", True),
-        ("020 7946 0000", "+44 20 7946 0000", True),  # national form against international
-        ("+44 20 7946 0000", "+44 20 7946 0001", False),
-        ("101", "+44 20 7946 0101", False),  # an extension is not a suffix match
-        ("101", "101", True),
-        ("", "101", False),
-    ],
-)
-def test_numbers_compare_by_digits(a, b, same):
-    assert numbers_match(normalize_number(a), normalize_number(b)) is same
-
-
-def test_numbers_in_free_text():
-    text = "Hi, call me on +44 20 7946 0000 or 0207-946-0001 tomorrow at 10"
-    assert numbers_in_text(text) == {"442079460000", "2079460001"}
-    assert numbers_in_text("Thanks!") == set()
-    assert numbers_in_text(None) == set()
-
-
 def test_record_numbers_read_the_resource_number_fields():
-    monitor = {"id": 1, "caller": "447700900123", "called": "101", "summary": "+1 212 555 0100"}
-    assert record_numbers("monitors", monitor) == {"447700900123", "101"}
-    cdr = {"id": 2, "src": "442079460000", "dst": "101", "clid": '"Ann" <+44 20 7946 0000>'}
-    assert "442079460000" in record_numbers("cdrs", cdr)
-    chat = {"id": 3, "visitor_name": "Bob 07700 900123", "visitor_ip": "203.0.113.45"}
-    assert record_numbers("chats", chat) == {"7700900123"}
+    monitor = {"id": 1, "caller": "442079460000", "called": "101", "summary": "+1 212 555 0100"}
+    assert [n.e164 for n in record_numbers("monitors", monitor)] == ["+442079460000"]
+    cdr = {"id": 2, "src": "101", "dst": "anonymous", "clid": '"Ann" <+44 20 7946 0000>'}
+    assert [n.e164 for n in record_numbers("cdrs", cdr)] == ["+442079460000"]
+    chat = {"id": 3, "visitor_name": "Bob 020 7946 0123", "visitor_ip": "203.0.113.45"}
+    assert record_numbers("chats", chat) == []  # a national form needs a region
+    assert [n.e164 for n in record_numbers("chats", chat, ("GB",))] == ["+442079460123"]
 
 
 def test_legal_hold_by_id_number_and_chat():
     hold = parse_legal_hold(
         {
             "ids": {"monitors": [7, "8"], "chats": [3]},
-            "numbers": ["+44 7700 900123"],
-        }
+            "numbers": ["+44 20 7946 0123"],
+        },
+        region="GB",
     )
+    assert hold.numbers == {"+442079460123"} and hold.region == "GB"
     assert hold.reason("monitors", {"id": 7, "caller": "1", "called": "2"}) == "legal_hold_id"
     assert hold.reason("monitors", {"id": 8, "caller": "1", "called": "2"}) == "legal_hold_id"
-    by_number = {"id": 9, "caller": "07700900123", "called": "101"}
+    by_number = {"id": 9, "caller": "020 7946 0123", "called": "101"}
     assert hold.reason("monitors", by_number) == "legal_hold_number"
-    assert hold.reason("monitors", {"id": 10, "caller": "447700900124", "called": "1"}) is None
+    assert hold.reason("monitors", {"id": 10, "caller": "442079460124", "called": "1"}) is None
     assert hold.chat_reason(3, None, []) == "legal_hold_id"
-    message = {"id": 1, "chat_id": 4, "message": "ring 0044 7700 900123 please"}
+    message = {"id": 1, "chat_id": 4, "message": "ring 0044 20 7946 0123 please"}
     assert hold.chat_reason(4, {"id": 4}, [message]) == "legal_hold_number"
     assert hold.chat_reason(5, {"id": 5, "visitor_name": "Eve"}, [{"message": "hi"}]) is None
     assert hold.describe() == {"ids": {"monitors": 2, "chats": 1}, "numbers": 1}
@@ -137,7 +114,9 @@ def test_unset_legal_hold_holds_nothing():
     [
         ({}, "older_than, phone_number, or both"),
         ({"older_than": "2026-13-01"}, "older_than must be a date"),
-        ({"phone_number": "call me"}, "no digits"),
+        ({"phone_number": "call me"}, "phone_number: 'call me' is not a valid phone number"),
+        ({"phone_number": "7946 0000"}, "not in international form"),
+        ({"phone_number": "+44 20 7946 000"}, "is not a valid phone number"),
         ({"older_than": "2026-01-01", "resources": ["cdrs"]}, "resources must be among"),
         ({"older_than": "2026-01-01", "mask_cdrs": True}, "mask_cdrs needs a phone_number"),
     ],
@@ -160,4 +139,18 @@ def test_only_the_exact_phrase_confirms_a_purge(confirm, dry_run, confirmed):
 def test_purge_defaults_are_safe():
     request = parse_purge_request({"phone_number": "+44 20 7946 0000"})
     assert request.dry_run is True and request.require_archive is True
-    assert request.mask_cdrs is False and request.phone_number == "442079460000"
+    assert request.mask_cdrs is False and request.phone_number == "+442079460000"
+
+
+def test_purge_number_is_one_e164_number_and_matches_it_exactly():
+    request = parse_purge_request({"phone_number": "020 7946 0000"}, region="GB")
+    assert request.phone_number == "+442079460000" and request.criteria()["region"] == "GB"
+    same = ("442079460000", "+44 (0)20 7946 0000", "sip:442079460000@h", "020 7946 0000")
+    for value in same:
+        assert request.match("monitors", {"id": 1, "caller": value, "called": "101"}) == value
+    # The old rule matched all of these on their last 8 digits: one request, one person.
+    for value in ("+1 207 946 0000", "+44 161 7946 0000", "+33 1 79 46 00 00", "79460000"):
+        assert not request.matches("monitors", {"id": 1, "caller": value, "called": "101"})
+    without_region = parse_purge_request({"phone_number": "+44 20 7946 0000"}, region=None)
+    assert without_region.region is None
+    assert not without_region.matches("monitors", {"id": 1, "caller": "020 7946 0000"})
