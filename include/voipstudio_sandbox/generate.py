@@ -40,15 +40,7 @@ _LABELS = ("sales", "support", "billing", "vip", "follow-up")
 #: Fields the real records carry beyond the reference's lists (see API-NOTES and README).
 EXTRA_FIELDS: dict[str, tuple[str, ...]] = {
     "cdrs": ("labels", "metadata", "nb_notes"),
-    "monitors": (
-        "bitrate",
-        "cdr_id",
-        "channels",
-        "created_at",
-        "format",
-        "labels",
-        "language",
-    ),  # fmt: skip
+    "monitors": ("bitrate", "cdr_id", "channels", "created_at", "format", "labels", "language"),
     "users": ("customer_id",),
 }
 #: One record in this many (by a hash of its id) sends its enumerations as integers.
