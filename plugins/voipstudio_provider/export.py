@@ -162,7 +162,9 @@ class _HashingSink:
         return self._sha256.hexdigest()
 
 
-def write_cdr_csv(records: Iterable[Mapping[str, Any]], columns: Sequence[str], out: IO[bytes]):
+def write_cdr_csv(
+    records: Iterable[Mapping[str, Any]], columns: Sequence[str], out: IO[bytes]
+) -> tuple[int, int, str]:
     """Write the header and one row per record to ``out``; return ``(rows, size, sha256)``."""
     sink = _HashingSink(out)
     writer = csv.writer(sink, lineterminator="\r\n")
