@@ -111,6 +111,14 @@ def test_an_unknown_filter_property_named_by_the_api_is_the_one_reported(hook):
     assert "refused the filter no_such_field eq 1" in str(raised.value)
 
 
+def test_a_400_about_another_parameter_is_not_blamed_on_the_filters(hook):
+    known = {"property": "type", "operator": "eq", "value": "O"}
+    with pytest.raises(VoIPstudioValidationError) as raised:
+        hook.list_page("cdrs", filters=[known], sort="no_such_field")
+    assert not isinstance(raised.value, VoIPstudioFilterError)
+    assert raised.value.status_code == 400
+
+
 def test_filters_the_api_rejects_are_refused_before_sending(hook, api_requests):
     with pytest.raises(ValueError, match="between"):
         hook.list_page("cdrs", filters=[{"property": "id", "operator": "between", "value": 1}])

@@ -188,9 +188,10 @@ def _refused(exc: Exception) -> bool:
 
 def filter_error(error: VoIPstudioValidationError, sent: list[dict[str, Any]]) -> VoIPstudioError:
     """The error for a 400 to a request carrying the ``sent`` filters: names the filters the
-    API's ``errors`` point at, or every filter sent when they point at none."""
+    API's ``errors`` point at, or every filter sent when they point at nothing. A 400 that
+    names only other parameters (``sort``) is not about the filters and is returned as it is."""
     named = {str(e.get("property") or e.get("field")) for e in error.errors} - {"None"}
-    refused = [f for f in sent if f.get("property") in named] or list(sent)
+    refused = [f for f in sent if f.get("property") in named] if named else list(sent)
     if not refused:
         return error
     listed = ", ".join(
