@@ -3,14 +3,19 @@
 
 Every day this DAG writes, for every user with calls on the exported UTC day plus every
 user listed in the Variable `voipstudio_export_user_ids` (a JSON list such as
-`[1001, 1004]`), that user's call detail records of the day as CSV, straight from
-VoIPstudio's `/users/{id}/cdrs.csv`:
+`[1001, 1004]`), that user's call detail records of the day as CSV:
 
 - `{prefix}/cdr-csv/user_id={user}/date=YYYY-MM-DD/cdrs.csv`
 
+The file is built from the user's CDR records (`GET /cdrs` filtered by `user_id` and the
+day's `calldate`, keyset-paged), not downloaded from `/users/{id}/cdrs.csv`: VoIPstudio
+answers that endpoint with a queued export job (202), not a file. Columns: every CDR field
+of the History reference in its order, then any further field the API sent, by name;
+lists and objects are JSON in their cell. Rows are in `calldate`, then `id` order.
+
 A listed user without calls gets a header-only file, so an empty day is never mistaken
-for a failed one. Each file's row count is checked against the API's count of that user's
-CDRs of the day before it is uploaded; the object carries `sha256`, `size` and `rows`
+for a failed one. Each file's row count is checked against the API's `total` for that
+user and day before it is uploaded; the object carries `sha256`, `size` and `rows`
 metadata. A re-run writes the day's files again (the export is a snapshot of the day).
 
 #### Day

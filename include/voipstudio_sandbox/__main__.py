@@ -9,6 +9,7 @@ from pathlib import Path
 
 import uvicorn
 
+from voipstudio_sandbox.accounts import CSV_EXPORT_MODES, Settings
 from voipstudio_sandbox.app import DEFAULT_TOKEN, Sandbox, create_app
 from voipstudio_sandbox.store import Store
 
@@ -34,6 +35,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--faults", type=json.loads, default=None,
         help='fault rules as JSON, like PUT /__sandbox__/faults: {"seed": 7, "rules": [...]}',
     )  # fmt: skip
+    parser.add_argument(
+        "--csv-export", choices=CSV_EXPORT_MODES, default="job",
+        help="/users/{id}/cdrs.csv answers 202 with a queued job (job) or streams the CSV",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-page-size", type=int, default=None,
+        help="answer at most this many rows per list page, whatever limit asks for",
+    )  # fmt: skip
     parser.add_argument("--log-level", default="warning")
     return parser.parse_args(argv)
 
@@ -42,7 +51,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     args.db.parent.mkdir(parents=True, exist_ok=True)
-    sandbox = Sandbox(Store(args.db, seed=args.seed, scale=args.scale), token=args.token)
+    settings = Settings().updated(
+        {"csv_export": args.csv_export, "max_page_size": args.max_page_size}
+    )
+    sandbox = Sandbox(
+        Store(args.db, seed=args.seed, scale=args.scale),
+        token=args.token,
+        default_settings=settings,
+        settings=settings,
+    )
     if args.faults is not None:
         sandbox.faults.replace(args.faults)
     uvicorn.run(

@@ -38,23 +38,63 @@ class ApiError(Exception):
         self.errors = errors or [{"message": message}]
 
 
+#: How ``GET /users/{id}/cdrs.csv`` answers: ``job`` (202, an export job queued, as the
+#: real service does) or ``stream`` (200, the CSV itself).
+CSV_EXPORT_MODES = ("job", "stream")
+
+
+@dataclass
+class Settings:
+    """How the sandbox behaves where real services may differ; ``PUT /__sandbox__/settings``.
+
+    :param csv_export: ``job`` or ``stream``, see :data:`CSV_EXPORT_MODES`.
+    :param max_page_size: the most rows a list answer holds, whatever ``limit`` asked for
+        (``None``: the API's own cap).
+    """
+
+    csv_export: str = "job"
+    max_page_size: int | None = None
+
+    def updated(self, changes: dict[str, Any]) -> Settings:
+        if not isinstance(changes, dict):
+            raise ValueError("settings must be an object")
+        unknown = set(changes) - set(self.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown settings: {', '.join(sorted(unknown))}")
+        merged = Settings(**{**self.__dict__, **changes})
+        if merged.csv_export not in CSV_EXPORT_MODES:
+            raise ValueError(f"csv_export must be one of {', '.join(CSV_EXPORT_MODES)}")
+        size = merged.max_page_size
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+            raise ValueError("max_page_size must be a positive integer or null")
+        return merged
+
+
 @dataclass
 class Sandbox:
-    """Everything a running sandbox owns: the data, the tokens, the faults and the log."""
+    """Everything a running sandbox owns: the data, the tokens, the faults and the log.
+
+    ``settings`` go back to ``default_settings`` (the command line's) on every reset.
+    """
 
     store: Store
     token: str = DEFAULT_TOKEN
+    default_settings: Settings = field(default_factory=Settings)
+    settings: Settings = field(default_factory=Settings)
     faults: FaultPlan = field(default_factory=FaultPlan)
     requests: RequestLog = field(default_factory=RequestLog)
     #: session token -> [user id, monotonic time of its last request]
     sessions: dict[str, list[float]] = field(default_factory=dict)
     timers: list[threading.Timer] = field(default_factory=list)
+    #: ids of the CSV export jobs queued so far
+    export_jobs: int = 0
 
     def reset(self) -> None:
         for timer in self.timers:
             timer.cancel()
         self.timers.clear()
         self.store.reset()
+        self.settings = self.default_settings
         self.faults.clear()
         self.requests.clear()
         self.sessions.clear()

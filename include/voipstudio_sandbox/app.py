@@ -37,8 +37,8 @@ from voipstudio_sandbox.accounts import (
 )
 from voipstudio_sandbox.control import control_router
 from voipstudio_sandbox.faults import FaultMiddleware
-from voipstudio_sandbox.generate import DICTIONARIES, voicemessage_size
-from voipstudio_sandbox.store import NotFoundError, ValidationError
+from voipstudio_sandbox.generate import DICTIONARIES, sip_call_id, voicemessage_size
+from voipstudio_sandbox.store import NotFoundError, ValidationError, table_fields
 
 __all__ = ["DEFAULT_TOKEN", "Sandbox", "create_app"]
 
@@ -105,6 +105,8 @@ def list_handler(sandbox: Sandbox, ep: Endpoint) -> Handler:
         caller = authenticate(sandbox, request)
         store = sandbox.store
         limit = min(_int_param(request, "limit", DEFAULT_PAGE_SIZE), MAX_PAGE_SIZE)
+        if sandbox.settings.max_page_size is not None:  # a service that answers fewer rows
+            limit = min(limit, sandbox.settings.max_page_size)
         within = None
         if ep.operation == "list_calltracking_cdrs":
             within = ("dst", [row["e164"] for row in store.all("calltracking")])
@@ -143,7 +145,11 @@ def _body_of(sandbox: Sandbox, ep: Endpoint, row: dict[str, Any]) -> media.Body:
         return media.mp3_body(voicemessage_size(row), row["duration"] or 1, label)
     started = row.get("calldate") or row["created_at"]
     length = row["billsec"] if ep.resource == "cdrs" else row["duration"]
-    packets = media.sip_dialogue(row["call_id"], row["src"], row["dst"], started, length, label)
+    # A CDR's call_id is an integer; its SIP Call-ID is the one its MSDR carries.
+    call_id = (
+        sip_call_id(sandbox.store.seed, row["id"]) if ep.resource == "cdrs" else row["call_id"]
+    )
+    packets = media.sip_dialogue(call_id, row["src"], row["dst"], started, length, label)
     return media.pcap_body(packets) if ep.suffix == "pcap" else media.trace_body(packets)
 
 
@@ -162,14 +168,20 @@ def download_handler(sandbox: Sandbox, ep: Endpoint) -> Handler:
 
 
 def _user_cdrs_csv(sandbox: Sandbox, ep: Endpoint, caller: Caller, request: Request) -> Response:
-    # assumption: streamed with chunked transfer encoding, as the row count is open-ended.
     user = visible_record(sandbox, caller, "users", request.path_params["id"])
     if caller.owner is not None and user["id"] != caller.owner:
         raise ApiError(403, "Access denied")
     store = sandbox.store
     filters = store.parse_filters("cdrs", request.query_params.get("filter"))
+    if sandbox.settings.csv_export == "job":
+        # The real service queues an export job (202); where the file goes is not public.
+        sandbox.export_jobs += 1
+        job = {"id": sandbox.export_jobs, "status": "queued", "user_id": user["id"],
+               "format": "csv", "filter": filters}  # fmt: skip
+        return JSONResponse({"message": "Export queued", "data": job}, status_code=202)
+    # assumption: streamed with chunked transfer encoding, as the row count is open-ended.
     batches = store.iter_batches("cdrs", filters=filters, owner=user["id"])
-    fields = RESOURCES["cdrs"].fields
+    fields = table_fields("cdrs")
     return StreamingResponse(media.csv_chunks(fields, batches), media_type=ep.content_type)
 
 
@@ -208,7 +220,7 @@ def delete_all_handler(sandbox: Sandbox, ep: Endpoint) -> Handler:
 def _validate_update(resource: str, rows: Any) -> list[dict[str, Any]]:
     if not isinstance(rows, list) or not rows:
         raise ApiError(400, "Body must be a non-empty JSON list of objects with id")
-    allowed = _UPDATABLE[resource] or tuple(f for f in RESOURCES[resource].fields if f != "id")
+    allowed = _UPDATABLE[resource] or tuple(f for f in table_fields(resource) if f != "id")
     errors = []
     for index, row in enumerate(rows):
         if not isinstance(row, dict):

@@ -137,6 +137,18 @@ def control_router(sandbox: Sandbox) -> APIRouter:
         sandbox.faults.clear()
         return Response(status_code=204)
 
+    @router.get("/settings")
+    def get_settings() -> dict[str, Any]:
+        return dict(sandbox.settings.__dict__)
+
+    @router.put("/settings")
+    async def put_settings(request: Request) -> JSONResponse:
+        try:
+            sandbox.settings = sandbox.settings.updated(await request.json())
+        except (ValueError, TypeError) as error:
+            return _bad_request(str(error))
+        return JSONResponse(dict(sandbox.settings.__dict__))
+
     @router.get("/requests")
     def get_requests() -> dict[str, Any]:
         entries = sandbox.requests.as_list()

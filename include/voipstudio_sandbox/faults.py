@@ -19,7 +19,12 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-FAULT_KINDS = ("429", "500", "502", "503", "slow", "drop", "truncate", "malformed")
+FAULT_KINDS = (
+    "429", "500", "502", "503", "slow", "drop", "truncate", "malformed", "malformed_headers",
+)  # fmt: skip
+#: A header line longer than HTTP clients parse: Python's http.client refuses lines over
+#: 64 KiB (LineTooLong), Node's parser headers over 16 KiB (HPE_HEADER_OVERFLOW).
+_UNPARSEABLE_HEADER = (b"x-ratelimit-debug", b"x" * (80 * 1024))
 _MALFORMED_BODY = b'{"data": [{"id": 1, "calldate": "2024-01-'
 _REASONS = {
     "429": "Too many requests",
@@ -171,6 +176,9 @@ class FaultMiddleware:
             await self._error(rule, counting_send)
         elif kind == "malformed":
             await self._answer(counting_send, 200, _MALFORMED_BODY, [])
+        elif kind == "malformed_headers":
+            # A rate-limit page whose headers no client can read (seen from the real service).
+            await self._error(FaultRule(kind="429"), counting_send, [_UNPARSEABLE_HEADER])
         elif kind in ("drop", "truncate"):
             try:
                 await self.app(scope, receive, self._breaking_send(kind, counting_send))
@@ -193,10 +201,10 @@ class FaultMiddleware:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    async def _error(self, rule: FaultRule, send) -> None:
+    async def _error(self, rule: FaultRule, send, headers: list | None = None) -> None:
         message = _REASONS[rule.kind]
         body = json.dumps({"message": message, "errors": [{"message": message}]}).encode()
-        headers = []
+        headers = list(headers or [])
         if rule.kind == "429" and rule.retry_after is not None:
             retry_after = rule.retry_after
             value = str(int(retry_after)) if float(retry_after).is_integer() else str(retry_after)

@@ -41,6 +41,17 @@ _EXTERNAL_NUMBERS = (
 )  # fmt: skip
 _SENTIMENTS = ("positive", "neutral", "negative")
 _CONTEXTS_WEIGHTED = ("PSTN_CALL",) * 8 + ("USER_LOCAL", "IVR", "FOLLOW_ME")
+_LABELS = ("sales", "support", "billing", "vip", "follow-up")
+#: Fields the real records carry beyond the reference's lists (see API-NOTES and README).
+EXTRA_FIELDS: dict[str, tuple[str, ...]] = {
+    "cdrs": ("labels", "metadata", "nb_notes"),
+    "monitors": ("bitrate", "cdr_id", "channels", "created_at", "format", "labels", "language"),
+    "users": ("customer_id",),
+}
+#: One record in this many (by a hash of its id) sends its enumerations as integers.
+INTEGER_ENUM_ONE_IN = 8
+#: The enumerated fields sent as integers, per resource; see :func:`integer_enumerations`.
+INTEGER_ENUM_FIELDS = {"cdrs": ("type", "disposition", "destination"), "monitors": ("type",)}
 
 
 def api_time(moment: dt.datetime) -> str:
@@ -58,6 +69,32 @@ def voicemessage_size(voicemessage: dict[str, Any]) -> int:
 
 def _hex(*parts: object) -> str:
     return hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()
+
+
+def cdr_call_id(seed: int, cdr_id: int) -> int:
+    """A CDR's ``call_id``: an integer, as in the reference's examples and the tap's schema."""
+    return 10_000_000 + int(_hex(seed, "call_id", cdr_id)[:8], 16) % 90_000_000
+
+
+def sip_call_id(seed: int, cdr_id: int) -> str:
+    """The SIP Call-ID of a CDR's call (its PCAP, trace, MSDR and media session carry it)."""
+    return f"{_hex(seed, 'call', cdr_id)[:32]}@sip.voipstudio.sandbox"
+
+
+def integer_enumerations(seed: int, resource: str, record: dict[str, Any]) -> dict[str, Any]:
+    """``record``, with its enumerations as integers if its id is in the seeded share.
+
+    The integer is the value's position in ``GET /<resource>/dictionaries`` (0-based), as the
+    reference's examples show numbers where the public clients show strings.
+    """
+    fields = INTEGER_ENUM_FIELDS.get(resource, ())
+    if not fields or int(_hex(seed, "enum", resource, record["id"])[:6], 16) % INTEGER_ENUM_ONE_IN:
+        return record
+    codes = DICTIONARIES["cdrs"]
+    for name in fields:
+        if isinstance(record.get(name), str) and record[name] in codes[name]:
+            record[name] = list(codes[name]).index(record[name])
+    return record
 
 
 class AccountGenerator:
@@ -94,7 +131,7 @@ class AccountGenerator:
                     "email": f"{first.lower()}.{last.lower()}@sandbox.voipstudio.test",
                     "first_name": first, "is_initial": index == 0, "is_root": index == 0,
                     "last_name": last, "roles": "admin" if index == 0 else "user",
-                    "two_factor_auth": 0, "visited_apps": "web",
+                    "two_factor_auth": 0, "visited_apps": "web", "customer_id": CUSTOMER_ID,
                 }
             )  # fmt: skip
             self.user_numbers[user_id] = f"4420380{40000 + index * 111:05d}"
@@ -157,8 +194,8 @@ class AccountGenerator:
         rate = round(rng.choice((0.01, 0.02, 0.05, 0.12)), 4) if call_type == "O" else 0.0
         ring = rng.randint(2, 25)
         return {
-            "id": cdr_id, "billsec": billsec, "call_id": f"{_hex(self.seed, 'call', cdr_id)[:32]}"
-            "@sip.voipstudio.sandbox", "calldate": api_time(when),
+            "id": cdr_id, "billsec": billsec, "call_id": cdr_call_id(self.seed, cdr_id),
+            "calldate": api_time(when),
             "charge": round(rate * billsec / 60, 4), "clid": src,
             "context": rng.choice(_CONTEXTS_WEIGHTED), "destination": destination,
             "disposition": disposition, "dst": dst, "dst_codec": rng.choice(_CODECS),
@@ -173,7 +210,15 @@ class AccountGenerator:
             "src_name": f"{user['first_name']} {user['last_name']}" if call_type == "O" else src,
             "src_ua": rng.choice(_AGENTS), "t_cause": "16" if call_type != "M" else "19",
             "type": call_type, "user_id": user["id"],
+            "labels": self._labels("cdrs", cdr_id),
+            "metadata": "" if cdr_id % 3 else f"crm:{_hex(self.seed, 'crm', cdr_id)[:10]}",
+            "nb_notes": 0,
         }  # fmt: skip
+
+    def _labels(self, resource: str, record_id: int) -> list[str]:
+        # From a hash, not from ``rng``: the rest of the account stays as it was generated.
+        code = int(_hex(self.seed, "labels", resource, record_id)[:4], 16)
+        return [label for bit, label in enumerate(_LABELS) if code >> (bit * 3) & 7 == 0]
 
     def monitor(self, monitor_id: int, cdr: dict[str, Any], size: int | None = None) -> dict:
         duration = cdr["billsec"] or 1
@@ -188,13 +233,16 @@ class AccountGenerator:
             "summary": f"Call between {cdr['src']} and {cdr['dst']}.",
             "timestamp": cdr["calldate"], "transcript": "Hello, thank you for calling.",
             "type": cdr["type"], "user_id": cdr["user_id"],
+            "bitrate": 8000, "cdr_id": cdr["id"], "channels": 1, "created_at": cdr["calldate"],
+            "format": "mp3", "labels": self._labels("monitors", monitor_id), "language": "en-GB",
         }  # fmt: skip
 
     def mediasession(self, session_id: int, cdr: dict[str, Any]) -> dict[str, Any]:
         started = dt.datetime.strptime(cdr["calldate"], DATE_FORMAT)
         ended = started + dt.timedelta(seconds=cdr["duration"])
         return {
-            "id": session_id, "call_id": cdr["call_id"], "created_at": cdr["calldate"],
+            "id": session_id, "call_id": sip_call_id(self.seed, cdr["id"]),
+            "created_at": cdr["calldate"],
             "dst_id": cdr["dst_id"], "dst_ua": cdr["dst_ua"], "duration": cdr["billsec"],
             "src_id": cdr["src_id"], "src_ua": cdr["src_ua"], "status": "closed",
             "type": "recording", "updated_at": ended.strftime(DATE_FORMAT),
@@ -203,7 +251,8 @@ class AccountGenerator:
 
     def msdr(self, msdr_id: int, cdr: dict[str, Any], session_id: int) -> dict[str, Any]:
         return {
-            "id": msdr_id, "call_id": cdr["call_id"], "created_at": cdr["calldate"],
+            "id": msdr_id, "call_id": sip_call_id(self.seed, cdr["id"]),
+            "created_at": cdr["calldate"],
             "dst": cdr["dst"], "dst_id": cdr["dst_id"], "dst_ua": cdr["dst_ua"],
             "duration": cdr["billsec"], "media_session_id": session_id, "src": cdr["src"],
             "src_id": cdr["src_id"], "src_ua": cdr["src_ua"], "t_cause": cdr["t_cause"],
@@ -315,6 +364,7 @@ def generate(
             data["voicemessages"].append(account.voicemessage(len(data["voicemessages"]) + 1, cdr))
         if rng.random() < NOTED_SHARE:
             data["notes"].append(account.note(len(data["notes"]) + 1, cdr))
+            cdr["nb_notes"] = 1
     data["chats"], data["chatmsgs"] = [], []
     for chat_id, when in enumerate(
         sorted(account.moment() for _ in range(max(1, int(CHATS_PER_SCALE * scale)))), start=1
@@ -335,6 +385,9 @@ def generate(
         months.append(month)
         month = (month + dt.timedelta(days=32)).replace(day=1)
     data["statements"] = [account.statement(i, m) for i, m in enumerate(months, start=1)]
+    for resource in INTEGER_ENUM_FIELDS:
+        for record in data[resource]:
+            integer_enumerations(seed, resource, record)
     return data
 
 

@@ -12,6 +12,7 @@ import csv
 import datetime as dt
 import hashlib
 import io
+import json
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -260,4 +261,6 @@ def csv_chunks(fields: tuple[str, ...], row_batches: Iterable[list[dict]]) -> It
 def _csv_value(value: object) -> object:
     if isinstance(value, bool):
         return "1" if value else "0"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, separators=(",", ":"))
     return value

@@ -25,12 +25,23 @@ _INTEGER = {
     "sip_endpoint_id", "user_id", "size", "media_session_id", "extension_id", "customer_id",
     "operator_id", "website_id", "state", "chat_id", "cdr_id", "channels", "cli_prefix", "flag",
     "target_id", "target_type", "customer", "two_factor_auth", "user", "status_code",
+    "nb_notes", "bitrate",
 }  # fmt: skip
 _REAL = {"charge", "rate", "amount"}
 _BOOLEAN = {
     "is_new", "cli_hide", "esc_enabled", "fax_enabled", "has_fax_password", "sms_enabled",
     "tel_verified", "active", "is_initial", "is_root",
 }  # fmt: skip
+#: Fields stored as given (text or integer): enumerations and ``call_id`` come as either.
+_AS_GIVEN = {"type", "disposition", "destination", "call_id"}
+#: Fields holding lists or objects, kept as JSON text.
+_JSON = {"labels"}
+#: Assumption: properties the service refuses to filter on, answering 400 "Filtration error"
+#: (the real service does so for fax ``from``/``to``; these stand in for them).
+UNFILTERABLE = {
+    "cdrs": ("labels", "metadata", "nb_notes"),
+    "monitors": ("labels", "summary", "transcript"),
+}
 #: Tables beside the resources: notes of CDRs, and what the data was generated from.
 NOTE_FIELDS = ("id", "cdr_id", "created_at", "note", "user_id")
 _SQL_OPERATORS = {"eq": "=", "like": "LIKE", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
@@ -61,6 +72,8 @@ def column_type(field: str) -> str:
         return "REAL"
     if field in _BOOLEAN:
         return "BOOLEAN"
+    if field in _AS_GIVEN:
+        return ""  # no affinity: SQLite keeps 2 as 2 and "I" as "I"
     return "TEXT"
 
 
@@ -69,7 +82,20 @@ def _q(name: str) -> str:
 
 
 def table_fields(table: str) -> tuple[str, ...]:
-    return NOTE_FIELDS if table == "notes" else RESOURCES[table].fields
+    """The reference's fields of ``table``, then those the real records carry beyond them."""
+    if table == "notes":
+        return NOTE_FIELDS
+    return RESOURCES[table].fields + generate.EXTRA_FIELDS.get(table, ())
+
+
+def _stored(field: str, value: Any) -> Any:
+    return json.dumps(value) if field in _JSON and value is not None else value
+
+
+def _like_pattern(value: Any) -> str:
+    """A substring match of ``value`` as given: ``%`` and ``_`` in it are plain characters."""
+    text = str(value).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{text}%"
 
 
 class Store:
@@ -181,6 +207,9 @@ class Store:
         for field in _BOOLEAN.intersection(row):
             if row[field] is not None:
                 row[field] = bool(row[field])
+        for field in _JSON.intersection(row):
+            if row[field] is not None:
+                row[field] = json.loads(row[field])
         return row
 
     def parse_filters(self, resource: str, raw: str | list | None) -> list[dict[str, Any]]:
@@ -196,7 +225,7 @@ class Store:
             raw = [raw]
         if not isinstance(raw, list):
             raise ValidationError("filter must be a JSON list of conditions")
-        fields = RESOURCES[resource].fields
+        fields = table_fields(resource)
         conditions = []
         for entry in raw:
             if not isinstance(entry, dict) or "property" not in entry:
@@ -212,6 +241,8 @@ class Store:
                     f"unsupported filter operator {operator!r}",
                     [{"message": f"Unsupported operator {operator!r}", "property": prop}],
                 )
+            if prop in UNFILTERABLE.get(resource, ()):
+                raise ValidationError("Filtration error")
             value = entry.get("value")
             if isinstance(value, (list, dict)):
                 raise ValidationError(
@@ -241,6 +272,10 @@ class Store:
             if value is None and condition["operator"] == "eq":
                 clauses.append(f"{_q(condition['property'])} IS NULL")
                 continue
+            if condition["operator"] == "like":
+                clauses.append(f"{_q(condition['property'])} LIKE ? ESCAPE '\\'")
+                params.append(_like_pattern(value))
+                continue
             operator = _SQL_OPERATORS[condition["operator"]]
             clauses.append(f"{_q(condition['property'])} {operator} ?")
             params.append(value)
@@ -267,7 +302,7 @@ class Store:
         :param owner: when set, only records whose owner field is this user id.
         :param within: ``(field, values)``: only records whose field is one of the values.
         """
-        if sort not in RESOURCES[resource].fields:
+        if sort not in table_fields(resource):
             raise ValidationError(
                 f"unknown sort field {sort!r}", [{"message": "Unknown field", "property": sort}]
             )
@@ -350,7 +385,7 @@ class Store:
         placeholders = ", ".join("?" for _ in fields)
         self.conn.executemany(
             f"INSERT INTO {_q(table)} ({', '.join(map(_q, fields))}) VALUES ({placeholders})",
-            [tuple(row.get(f) for f in fields) for row in rows],
+            [tuple(_stored(f, row.get(f)) for f in fields) for row in rows],
         )
 
     def insert(self, table: str, rows: list[dict[str, Any]]) -> list[int]:
@@ -411,6 +446,6 @@ class Store:
                 assignments = ", ".join(f"{_q(k)} = ?" for k in changes)
                 self.conn.execute(
                     f"UPDATE {_q(table)} SET {assignments} WHERE id = ?",
-                    [*changes.values(), row["id"]],
+                    [*(_stored(k, v) for k, v in changes.items()), row["id"]],
                 )
             self.conn.execute("COMMIT")

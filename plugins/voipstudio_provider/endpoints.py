@@ -296,6 +296,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("list_calltracking_cdrs", "GET", "/cdrs/calltracking", Shape.LIST, "cdrs"),
     # assumption: the call tracking numbers with their settings (the seed's field list).
     Endpoint("list_calltracking", "GET", "/calltracking/cdrs", Shape.LIST, "calltracking"),
+    # The real service answers this with a queued export job (202, JSON), not the file: the
+    # hook returns that as an ExportJob; voipstudio_export_user_cdrs builds CSVs from /cdrs.
     Endpoint(
         "export_user_cdrs_csv",
         "GET",

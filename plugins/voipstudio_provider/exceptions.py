@@ -79,6 +79,26 @@ class VoIPstudioValidationError(VoIPstudioError):
         return messages
 
 
+class VoIPstudioFilterError(VoIPstudioValidationError):
+    """400 to a request with a ``filter``: the service cannot filter on these properties.
+
+    A filter the service refuses ("Filtration error") is unavailable, never an empty result;
+    the message names the filters, and :attr:`filters` holds them as sent.
+
+    :param filters: the refused ``{"property", "operator", "value"}`` entries: those the
+        API's ``errors`` name, or every filter of the request when it names none.
+    """
+
+    def __init__(self, message: str, *, filters: list[dict[str, Any]], **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.filters = list(filters)
+
+    @property
+    def properties(self) -> list[str]:
+        """The names of the refused filters' properties."""
+        return list(dict.fromkeys(str(f.get("property")) for f in self.filters))
+
+
 class VoIPstudioRateLimitedError(VoIPstudioError):
     """429: too many requests; :attr:`retry_after` is the server's wait in seconds, if any."""
 
@@ -146,6 +166,7 @@ __all__ = [
     "VoIPstudioAccessDeniedError",
     "VoIPstudioAuthenticationError",
     "VoIPstudioError",
+    "VoIPstudioFilterError",
     "VoIPstudioIncompleteDownloadError",
     "VoIPstudioNotFoundError",
     "VoIPstudioRateLimitedError",

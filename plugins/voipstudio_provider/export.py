@@ -1,24 +1,41 @@
 """Export each user's CDRs of a UTC day as CSV to S3 (``voipstudio_export_user_cdrs``).
 
-One file per user per day, ``{p}/cdr-csv/user_id={user}/date=YYYY-MM-DD/cdrs.csv``, streamed
-from ``/users/{id}/cdrs.csv`` through a spooled temporary file (memory stays bounded) and
-checked, before it is uploaded, against the API's count of that user's CDRs of the day.
+One file per user per day, ``{p}/cdr-csv/user_id={user}/date=YYYY-MM-DD/cdrs.csv``, built
+from the user's CDR records: ``GET /cdrs`` filtered by ``user_id`` and the day's
+``calldate``, keyset-paged. The real service's ``/users/{id}/cdrs.csv`` queues an export job
+(202) instead of sending a file, so the file is made here, where every row can be checked.
+
+A user's day goes through two spooled temporary files (memory stays flat however many calls):
+
+1. the records as JSON lines, as the API sent them, while the field names beyond the
+   reference's are collected (they may first appear on the last record) and the order
+   checked;
+2. the CSV: the header (:func:`csv_columns`), then one row per record in ``calldate``,
+   ``id`` order. Keyset paging gives id order; when ids do not rise with ``calldate`` the
+   records are put in order by an external merge sort of sorted runs kept on disk.
+
+The row count must equal the API's ``total`` for the user and day, and every record must be
+the user's and of the day, or nothing is uploaded and the user is reported failed.
 """
 
 from __future__ import annotations
 
 import base64
+import csv
 import datetime as dt
 import hashlib
+import heapq
 import json
 import logging
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack
 from typing import IO, Any
 
 from airflow.sdk import Asset
 from airflow.sdk.exceptions import AirflowException
 
+from voipstudio_provider.endpoints import RESOURCES
 from voipstudio_provider.layout import as_utc
 from voipstudio_provider.settings import AWS_CONN_ID, VOIPSTUDIO_CONN_ID
 
@@ -27,74 +44,136 @@ log = logging.getLogger(__name__)
 #: Variable with user ids (JSON list) whose CSV is written every day, calls or not.
 EXPORT_USERS_VARIABLE = "voipstudio_export_user_ids"
 SPOOL_SIZE = 8 * 1024 * 1024
+#: Records per sorted run when the records must be put in ``calldate`` order on disk.
+SORT_RUN_RECORDS = 10_000
 BATCH_SUMMARY_KEY = "batch_summary"
 CDR_CSV_ASSET = Asset(name="voipstudio_cdr_csv", uri="voipstudio://archive/cdr-csv")
+#: The CSV's first columns: every CDR field of the History reference, in its order.
+REFERENCE_COLUMNS: tuple[str, ...] = RESOURCES["cdrs"].fields
 
 
 class ExportIncompleteError(AirflowException):
     """Some users' CSVs could not be exported; their ids are in the message."""
 
 
-class CsvRowCounter:
-    """A binary file wrapper that counts CSV records while they are written through it.
+class ExportMismatchError(ValueError):
+    """The records the API gave for a user's day are not that user's day: nothing is written."""
 
-    A line break ends a record only outside a quoted field; quotes inside a field are
-    doubled (RFC 4180), so quote parity tells which is which without parsing. Rewinding to
-    the start (as the hook does before retrying a broken download) starts the count afresh.
 
-    :param fileobj: the seekable binary file the bytes go to.
+def csv_columns(further_fields: Iterable[str]) -> list[str]:
+    """The header of a CDR CSV: the reference's CDR fields in the reference's order, then
+    every further field the API sent, sorted by name (stable whatever record brought it)."""
+    return [*REFERENCE_COLUMNS, *sorted(set(further_fields) - set(REFERENCE_COLUMNS))]
+
+
+def csv_cell(value: Any) -> str:
+    """A record's value as a CSV cell: absent or null empty, text as it is, anything else
+    (numbers, booleans, lists, objects) as compact JSON."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _order_key(record: Mapping[str, Any]) -> tuple[str, int]:
+    return (str(record.get("calldate") or ""), int(record["id"]))
+
+
+class CdrSpool:
+    """The records of one user's day, spooled as JSON lines while they arrive.
+
+    :param spool: a binary file to spool to (a :class:`~tempfile.SpooledTemporaryFile`).
+    :param user_id: the user whose day it is.
+    :param day: the UTC day.
     """
+
+    def __init__(self, spool: IO[bytes], user_id: int, day: dt.date) -> None:
+        self._spool = spool
+        self.user_id = int(user_id)
+        self.day = day.isoformat()
+        self.count = 0
+        self.further_fields: set[str] = set()
+        #: whether the records arrived in ``calldate``, ``id`` order (ids rising with dates)
+        self.in_order = True
+        self._last_key: tuple[str, int] | None = None
+
+    def add(self, record: Mapping[str, Any]) -> None:
+        user, calldate = record.get("user_id"), str(record.get("calldate") or "")
+        if str(user) != str(self.user_id) or calldate[:10] != self.day:
+            raise ExportMismatchError(
+                f"the API returned CDR {record.get('id')} (user {user}, calldate {calldate!r}) "
+                f"for user {self.user_id}'s {self.day}; its filter was not honoured"
+            )
+        key = _order_key(record)
+        if self._last_key is not None and key < self._last_key:
+            self.in_order = False
+        self._last_key = key
+        self.further_fields.update(record)
+        self._spool.write(json.dumps(record, separators=(",", ":")).encode() + b"\n")
+        self.count += 1
+
+    def records(self, stack: ExitStack) -> Iterator[dict[str, Any]]:
+        """Every record in ``calldate``, ``id`` order; sorted runs live in files of ``stack``."""
+        self._spool.seek(0)
+        lines = (json.loads(line) for line in self._spool)
+        if self.in_order:
+            return lines
+        runs = [_sorted_run(batch, stack) for batch in _batches(lines, SORT_RUN_RECORDS)]
+        return heapq.merge(*runs, key=_order_key)
+
+
+def _batches(records: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    batch: list[dict[str, Any]] = []
+    for record in records:
+        batch.append(record)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _sorted_run(batch: list[dict[str, Any]], stack: ExitStack) -> Iterator[dict[str, Any]]:
+    run = stack.enter_context(tempfile.TemporaryFile())
+    for record in sorted(batch, key=_order_key):
+        run.write(json.dumps(record, separators=(",", ":")).encode() + b"\n")
+    run.seek(0)
+    return (json.loads(line) for line in run)
+
+
+class _HashingSink:
+    """What ``csv.writer`` writes to: text encoded as UTF-8 into a file, counted and hashed."""
 
     def __init__(self, fileobj: IO[bytes]) -> None:
         self._file = fileobj
-        self._start = fileobj.tell()
-        self._reset()
-
-    def _reset(self) -> None:
-        self.line_breaks = 0
         self.size = 0
-        self._quoted = False
-        self._last = b""
         self._sha256 = hashlib.sha256()
 
-    def write(self, data: bytes) -> int:
-        for index, part in enumerate(bytes(data).split(b'"')):
-            if index:
-                self._quoted = not self._quoted
-            if not self._quoted:
-                self.line_breaks += part.count(b"\n")
-        if data:
-            self._last = bytes(data[-1:])
-        self.size += len(data)
+    def write(self, text: str) -> int:
+        data = text.encode()
+        self._file.write(data)
         self._sha256.update(data)
-        return self._file.write(data)
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._file.tell()
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        if (offset, whence) != (self._start, 0):
-            raise OSError("a CSV being counted can only be rewound to its start")
-        self._reset()
-        return self._file.seek(offset, whence)
-
-    def truncate(self, size: int | None = None) -> int:
-        return self._file.truncate(size)
-
-    def flush(self) -> None:
-        self._file.flush()
-
-    @property
-    def records(self) -> int:
-        """Records written, the header included; a last line without a line break counts."""
-        return self.line_breaks + (1 if self._last not in (b"", b"\n") else 0)
+        self.size += len(data)
+        return len(text)
 
     @property
     def sha256(self) -> str:
         return self._sha256.hexdigest()
+
+
+def write_cdr_csv(
+    records: Iterable[Mapping[str, Any]], columns: Sequence[str], out: IO[bytes]
+) -> tuple[int, int, str]:
+    """Write the header and one row per record to ``out``; return ``(rows, size, sha256)``."""
+    sink = _HashingSink(out)
+    writer = csv.writer(sink, lineterminator="\r\n")
+    writer.writerow(columns)
+    rows = 0
+    for record in records:
+        writer.writerow([csv_cell(record.get(column)) for column in columns])
+        rows += 1
+    return rows, sink.size, sink.sha256
 
 
 def export_day(data_interval_end: dt.datetime, day: str | None = None) -> dt.date:
@@ -159,16 +238,13 @@ def plan_user_batches(
     return user_batches(users, users_per_batch)
 
 
-def _header_line() -> bytes:
-    from voipstudio_provider.endpoints import RESOURCES
-
-    return (",".join(RESOURCES["cdrs"].fields) + "\r\n").encode()
-
-
 def export_user_day(
     voip_hook, s3_client, bucket: str, prefix: str, user_id: int, day: dt.date
 ) -> dict[str, Any]:
-    """Write one user's CSV of one day; raise if its rows differ from the API's count.
+    """Build one user's CSV of one day from their CDR records and upload it.
+
+    Raises :class:`ExportMismatchError` (nothing uploaded) when the rows differ from the
+    API's count of the user's CDRs of the day, or a record is not the user's or the day's.
 
     :return: ``{"user_id", "key", "rows", "bytes", "sha256"}``.
     """
@@ -177,30 +253,36 @@ def export_user_day(
 
     since, until = day_bounds(day)
     key = cdr_csv_key(prefix, user_id, day)
-    with tempfile.SpooledTemporaryFile(max_size=SPOOL_SIZE) as spool:
-        counter = CsvRowCounter(spool)
-        voip_hook.export_user_cdrs_csv(user_id, counter, since=since, until=until)
-        if counter.size == 0:  # no header from the API: write one, an empty day is a file
-            counter.write(_header_line())
-        rows = counter.records - 1
-        expected = voip_hook.count(
-            "cdrs", since=since, until=until, filters=[Filter("user_id", "eq", int(user_id))]
+    mine = [Filter("user_id", "eq", int(user_id))]
+    with ExitStack() as stack:
+        spool = CdrSpool(
+            stack.enter_context(tempfile.SpooledTemporaryFile(max_size=SPOOL_SIZE)), user_id, day
         )
-        if rows != expected:
-            raise ValueError(f"CSV has {rows} rows but the API counts {expected} CDRs")
-        digest = counter.sha256
-        spool.seek(0)
+        for record in voip_hook.iter_records("cdrs", since=since, until=until, filters=mine):
+            spool.add(record)
+        expected = voip_hook.count("cdrs", since=since, until=until, filters=mine)
+        if spool.count != expected:
+            raise ExportMismatchError(
+                f"{spool.count} CDRs listed but the API counts {expected} for user "
+                f"{user_id} on {day}"
+            )
+        out = stack.enter_context(tempfile.SpooledTemporaryFile(max_size=SPOOL_SIZE))
+        columns = csv_columns(spool.further_fields)
+        rows, size, digest = write_cdr_csv(spool.records(stack), columns, out)
+        if rows != expected:  # the spool lost or repeated a record
+            raise ExportMismatchError(f"CSV has {rows} rows but the API counts {expected} CDRs")
+        out.seek(0)
         s3_client.put_object(
             Bucket=bucket,
             Key=key,
-            Body=spool,
-            ContentLength=counter.size,
+            Body=out,
+            ContentLength=size,
             ContentType="text/csv",
-            Metadata={"sha256": digest, "size": str(counter.size), "rows": str(rows)},
+            Metadata={"sha256": digest, "size": str(size), "rows": str(rows)},
             ChecksumSHA256=base64.b64encode(bytes.fromhex(digest)).decode(),
         )
     log.info("user %s %s: %d rows to s3://%s/%s", user_id, day, rows, bucket, key)
-    return {"user_id": int(user_id), "key": key, "rows": rows, "bytes": counter.size}
+    return {"user_id": int(user_id), "key": key, "rows": rows, "bytes": size, "sha256": digest}
 
 
 def export_user_batch(

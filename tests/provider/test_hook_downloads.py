@@ -113,7 +113,8 @@ def test_server_error_before_the_body_is_retried_even_for_one_way_streams(
     assert [e["status"] for e in api_requests(".mp3")] == [503, 200]
 
 
-def test_user_cdr_export_is_a_csv_of_that_users_cdrs(hook, truth):
+def test_user_cdr_export_is_a_csv_of_that_users_cdrs(hook, sandbox, truth):
+    sandbox.control("PUT", "settings", {"csv_export": "stream"})  # 202, an export job, otherwise
     cdrs = truth("cdrs")
     user_id = cdrs[0]["user_id"]
     mine = [c for c in cdrs if c["user_id"] == user_id]
@@ -123,7 +124,7 @@ def test_user_cdr_export_is_a_csv_of_that_users_cdrs(hook, truth):
     result = hook.export_user_cdrs_csv(user_id, sink, since=since, until=until)
     assert result.content_type == "text/csv"
     rows = list(csv.reader(io.StringIO(sink.getvalue().decode())))
-    assert tuple(rows[0]) == RESOURCES["cdrs"].fields
+    assert tuple(rows[0][: len(RESOURCES["cdrs"].fields)]) == RESOURCES["cdrs"].fields
     expected = sorted(c["id"] for c in mine if since <= parse_api_datetime(c["calldate"]) < until)
     assert sorted(int(r[0]) for r in rows[1:]) == expected
 

@@ -8,7 +8,8 @@ import time
 
 import pytest
 from voipstudio_provider.endpoints import AUTH_ENDPOINTS, ENDPOINTS, RESOURCES, Shape
-from voipstudio_provider.exceptions import VoIPstudioNotFoundError
+from voipstudio_provider.exceptions import VoIPstudioFilterError, VoIPstudioNotFoundError
+from voipstudio_provider.hooks.reads import ExportJob
 
 SANDBOX_PASSWORD = "sandbox-password"
 
@@ -28,13 +29,14 @@ def _first_id(truth, resource, **match):
 
 
 @pytest.mark.parametrize("ep", _of(Shape.LIST), ids=_ids(_of(Shape.LIST)))
-def test_list_endpoints(hook, ep):
+def test_list_endpoints(hook, truth, ep):
     rows, total = hook.list_page(ep.resource, limit=5, operation=ep.operation)
     assert len(rows) <= 5
     assert total >= len(rows)
+    held = {r["id"]: r for r in truth(ep.resource)}
     for row in rows:
-        assert set(row) <= set(RESOURCES[ep.resource].fields)
         assert isinstance(row["id"], int)
+        assert row == held[row["id"]]  # every field, those beyond the reference's too
     again = hook.call(ep.operation, params={"limit": 5})
     assert again["data"] == rows  # the default order is id descending either way
 
@@ -73,8 +75,9 @@ def test_dictionary_endpoints(hook, ep):
 
 
 @pytest.mark.parametrize("ep", _of(Shape.DOWNLOAD), ids=_ids(_of(Shape.DOWNLOAD)))
-def test_download_endpoints(hook, truth, users, ep):
+def test_download_endpoints(hook, sandbox, truth, users, ep):
     if ep.operation == "export_user_cdrs_csv":
+        sandbox.control("PUT", "settings", {"csv_export": "stream"})  # 202 otherwise
         record_id = next(c["user_id"] for c in truth("cdrs"))
     else:
         record_id = _first_id(truth, ep.resource)
@@ -84,6 +87,27 @@ def test_download_endpoints(hook, truth, users, ep):
     assert result.size == len(body) > 0
     assert result.sha256 == hashlib.sha256(body).hexdigest()
     assert result.content_type == ep.content_type
+
+
+def test_user_cdr_csv_answered_as_an_export_job_writes_nothing(hook, truth, api_requests):
+    user_id = truth("cdrs")[0]["user_id"]
+    sink = io.BytesIO()
+    answer = hook.export_user_cdrs_csv(user_id, sink)
+    assert isinstance(answer, ExportJob)
+    assert answer.status_code == 202
+    assert answer.body["data"]["user_id"] == user_id and answer.body["data"]["status"] == "queued"
+    assert sink.getvalue() == b""
+    assert len(api_requests("/cdrs.csv")) == 1  # accepted, not retried
+
+
+def test_user_cdr_csv_refused_filter_is_named(hook, truth):
+    user_id = truth("cdrs")[0]["user_id"]
+    with pytest.raises(VoIPstudioFilterError, match="labels like 'vip'"):
+        hook.export_user_cdrs_csv(
+            user_id,
+            io.BytesIO(),
+            filters=[{"property": "labels", "operator": "like", "value": "vip"}],
+        )
 
 
 @pytest.mark.parametrize("ep", _of(Shape.DELETE_IDS), ids=_ids(_of(Shape.DELETE_IDS)))
@@ -130,7 +154,9 @@ def test_auth_endpoints(hook, make_hook, users, ep):
     if ep.operation == "ping":
         assert hook.ping() == {"response": "Pong"}
     elif ep.operation == "me":
-        assert hook.me()["id"] == root["id"]
+        me = hook.me()
+        assert me["id"] == root["id"]
+        assert me["customer_id"] == root["customer_id"]  # a field beyond the reference's
     else:
         answer = hook.call("login", json={"email": root["email"], "password": SANDBOX_PASSWORD})
         assert answer["user_id"] == root["id"]

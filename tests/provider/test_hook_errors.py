@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import logging
 import ssl
 
@@ -12,6 +13,7 @@ from voipstudio_provider.exceptions import (
     VoIPstudioAccessDeniedError,
     VoIPstudioAuthenticationError,
     VoIPstudioError,
+    VoIPstudioFilterError,
     VoIPstudioNotFoundError,
     VoIPstudioRateLimitedError,
     VoIPstudioServerError,
@@ -83,6 +85,40 @@ def test_unknown_filter_field_is_a_validation_error(hook):
     assert raised.value.status_code == 400
 
 
+@pytest.mark.parametrize("prop", ["labels", "metadata"])
+def test_filter_the_service_cannot_apply_is_an_error_naming_it(hook, api_requests, prop):
+    # The service answers 400 "Filtration error" without saying which filter it means.
+    user = {"property": "user_id", "operator": "eq", "value": 1001}
+    refused = {"property": prop, "operator": "like", "value": "vip"}
+    with pytest.raises(VoIPstudioFilterError) as raised:
+        list(hook.iter_records("cdrs", filters=[user, refused]))
+    error = raised.value
+    assert error.status_code == 400 and not error.retryable
+    assert error.api_message == "Filtration error"
+    assert f"{prop} like 'vip'" in str(error) and "not an empty result" in str(error)
+    assert refused in error.filters and prop in error.properties
+    assert len(api_requests("/cdrs")) == 1
+    with pytest.raises(VoIPstudioFilterError, match=f"{prop} like 'vip'"):
+        hook.count("cdrs", filters=[refused])
+
+
+def test_an_unknown_filter_property_named_by_the_api_is_the_one_reported(hook):
+    known = {"property": "type", "operator": "eq", "value": "O"}
+    unknown = {"property": "no_such_field", "operator": "eq", "value": 1}
+    with pytest.raises(VoIPstudioFilterError) as raised:
+        hook.list_page("cdrs", filters=[known, unknown])
+    assert raised.value.filters == [unknown]
+    assert "refused the filter no_such_field eq 1" in str(raised.value)
+
+
+def test_a_400_about_another_parameter_is_not_blamed_on_the_filters(hook):
+    known = {"property": "type", "operator": "eq", "value": "O"}
+    with pytest.raises(VoIPstudioValidationError) as raised:
+        hook.list_page("cdrs", filters=[known], sort="no_such_field")
+    assert not isinstance(raised.value, VoIPstudioFilterError)
+    assert raised.value.status_code == 400
+
+
 def test_filters_the_api_rejects_are_refused_before_sending(hook, api_requests):
     with pytest.raises(ValueError, match="between"):
         hook.list_page("cdrs", filters=[{"property": "id", "operator": "between", "value": 1}])
@@ -147,6 +183,46 @@ def test_malformed_json_is_a_retryable_error(make_hook, set_faults):
         make_hook(max_attempts=1).ping()
     assert raised.value.retryable is True
     assert "malformed JSON" in str(raised.value)
+
+
+def test_answer_with_malformed_headers_is_retried_like_a_dropped_connection(
+    hook, set_faults, api_requests, capfd
+):
+    set_faults({"path": CDRS, "methods": ["GET"], "kind": "malformed_headers", "times": 2})
+    rows, total = hook.list_page("cdrs", limit=3)
+    assert len(rows) == 3 and total > 3
+    log = api_requests("/cdrs")
+    assert [e["fault"] for e in log] == ["malformed_headers", "malformed_headers", None]
+    warnings = _retry_warnings(capfd)
+    assert len(warnings) == 2
+    assert all("HTTP headers could not be parsed (LineTooLong" in w for w in warnings)
+
+
+def test_answers_with_malformed_headers_give_up_with_a_clear_error(
+    make_hook, set_faults, api_requests
+):
+    set_faults({"path": PING, "kind": "malformed_headers", "rate": 1})
+    with pytest.raises(VoIPstudioServerError) as raised:
+        make_hook(max_attempts=3).ping()
+    error = raised.value
+    assert error.retryable and error.after_retry and error.status_code is None
+    assert str(error).startswith("GET /ping: the answer's HTTP headers could not be parsed")
+    assert len(api_requests("/ping")) == 3
+
+
+@pytest.mark.parametrize(
+    "cause",
+    [
+        http.client.RemoteDisconnected("Remote end closed connection without response"),
+        http.client.IncompleteRead(b"partial", 10),
+    ],
+)
+def test_a_dropped_connection_is_not_called_malformed_headers(cause):
+    exc = requests.exceptions.ConnectionError(
+        urllib3.exceptions.ProtocolError("Connection aborted.", cause)
+    )
+    error = error_from_transport(exc, "GET", "/cdrs")
+    assert error.retryable and "headers" not in str(error)
 
 
 def test_slow_answer_times_out_and_is_retried(make_hook, set_faults, capfd):

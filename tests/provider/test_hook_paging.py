@@ -159,3 +159,16 @@ def test_walk_continues_when_the_service_caps_pages_below_the_limit(hook, truth,
     pages = api_requests("/chats")
     assert {_query(p)["limit"] for p in pages} == {"3"}
     assert len(pages) == math.ceil(len(expected) / 3)
+
+
+@pytest.mark.parametrize("cap", [7, 50])
+def test_walk_loses_no_rows_when_the_sandbox_caps_pages_below_the_limit(
+    hook, sandbox, truth, api_requests, cap
+):
+    sandbox.control("PUT", "settings", {"max_page_size": cap})
+    expected = [r["id"] for r in truth("cdrs")]
+    walked = [r["id"] for r in hook.iter_records("cdrs", page_size=100)]
+    assert walked == expected
+    pages = api_requests("/cdrs")
+    assert {_query(p)["limit"] for p in pages} == {"100"}  # asked for 100, got ``cap``
+    assert len(pages) == math.ceil(len(expected) / cap)

@@ -53,7 +53,7 @@ def test_list_operator(sandbox, ep):
     assert ids == sorted(set(ids))
     if ep.operation == f"list_{ep.resource}":
         assert ids == [r["id"] for r in truth(sandbox, ep.resource)]
-    assert all(set(r) <= set(RESOURCES[ep.resource].fields) for r in records)
+    assert all(set(RESOURCES[ep.resource].fields) <= set(r) for r in records)
 
 
 def test_list_operator_window_and_filters_from_rendered_strings(sandbox):
@@ -113,6 +113,7 @@ def test_get_operator_needs_a_record_id():
 @pytest.mark.parametrize("ep", of_shape(Shape.DOWNLOAD))
 def test_download_operator(sandbox, tmp_path, ep):
     if ep.operation == "export_user_cdrs_csv":
+        sandbox.control("PUT", "settings", {"csv_export": "stream"})  # 202 otherwise
         record_id = next(c["user_id"] for c in truth(sandbox, "cdrs") if c.get("user_id"))
     else:
         record_id = truth(sandbox, ep.resource)[0]["id"]
@@ -157,6 +158,7 @@ def test_download_operator_keeps_no_partial_file(sandbox, tmp_path):
 
 
 def test_download_operator_exports_one_users_day_of_cdrs(sandbox, tmp_path):
+    sandbox.control("PUT", "settings", {"csv_export": "stream"})
     cdr = truth(sandbox, "cdrs")[0]
     day = parse_api_datetime(cdr["calldate"]).replace(hour=0, minute=0, second=0)
     same_day = [
@@ -174,10 +176,26 @@ def test_download_operator_exports_one_users_day_of_cdrs(sandbox, tmp_path):
         until=(day + dt.timedelta(days=1)).isoformat(),
     )
 
-    op.execute(context={})
+    result = op.execute(context={})
 
     lines = path.read_text().strip().splitlines()
     assert len(lines) == 1 + len(same_day)  # the header row, then one row per call
+    assert result["content_type"] == "text/csv" and result["size"] == path.stat().st_size
+
+
+def test_download_operator_returns_an_accepted_export_job_and_writes_no_file(sandbox, tmp_path):
+    user_id = truth(sandbox, "cdrs")[0]["user_id"]
+    path = tmp_path / "out" / "cdrs.csv"
+    op = VoIPstudioDownloadOperator(
+        task_id="csv", operation="export_user_cdrs_csv", record_id=user_id, path=path
+    )
+
+    result = op.execute(context={})
+
+    assert result["export_job"] is True and result["path"] is None
+    assert result["status_code"] == 202
+    assert result["body"]["data"]["user_id"] == user_id
+    assert list(path.parent.iterdir()) == []  # neither the file nor a ".part"
 
 
 @pytest.mark.parametrize("ep", of_shape(Shape.DELETE_IDS))

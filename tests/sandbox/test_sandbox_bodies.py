@@ -9,6 +9,8 @@ import json
 import dpkt
 import mutagen.mp3
 import pytest
+from voipstudio_sandbox.generate import EXTRA_FIELDS, sip_call_id
+from voipstudio_sandbox.store import table_fields
 
 from tests.sandbox.sandbox_api import Api, records
 
@@ -68,8 +70,11 @@ def test_pcap_is_the_calls_sip_dialogue(sandbox, api: Api, resource):
     invite = dpkt.sip.Request(packets[0][1])
     assert record["src"] in invite.headers["from"]
     assert record["dst"] in invite.headers["to"]
-    assert invite.headers["call-id"] == record["call_id"]
-    assert all(dpkt.sip.Response(p).headers["call-id"] == record["call_id"]
+    # A CDR's call_id is an integer; its SIP Call-ID is the string its MSDR carries.
+    sip_id = record["call_id"] if resource == "msdrs" else sip_call_id(sandbox.seed, record["id"])
+    assert isinstance(record["call_id"], int if resource == "cdrs" else str)
+    assert invite.headers["call-id"] == sip_id
+    assert all(dpkt.sip.Response(p).headers["call-id"] == sip_id
                for _, p in packets if p.startswith(b"SIP/2.0"))  # fmt: skip
 
 
@@ -78,21 +83,63 @@ def test_trace_is_the_same_messages_as_text(sandbox, api: Api):
     response = api.get(f"/cdrs/{cdr['id']}.trace")
     assert response.headers["content-type"].startswith("text/plain")
     text = response.text
-    assert text.count("Call-ID: " + cdr["call_id"]) == 7
+    assert text.count("Call-ID: " + sip_call_id(sandbox.seed, cdr["id"])) == 7
     assert "INVITE sip:" + cdr["dst"] in text and "BYE sip:" in text
 
 
-def test_user_cdrs_csv_has_a_header_and_the_users_rows(sandbox, api: Api):
+def test_user_cdrs_csv_is_an_export_job_by_default(sandbox, api: Api):
+    first = api.get("/users/1004/cdrs.csv")
+    second = api.get("/users/1004/cdrs.csv")
+    assert first.status_code == second.status_code == 202
+    assert first.headers["content-type"] == "application/json"
+    job = first.json()["data"]
+    assert job["status"] == "queued" and job["user_id"] == 1004
+    assert second.json()["data"]["id"] == job["id"] + 1
+    assert api.get("/users/99999/cdrs.csv").status_code == 404
+
+
+def _stream_csv(sandbox) -> None:
+    sandbox.control("PUT", "settings", {"csv_export": "stream"})
+
+
+def test_user_cdrs_csv_streams_a_header_and_the_users_rows_when_told_to(sandbox, api: Api):
+    _stream_csv(sandbox)
     response = api.get("/users/1004/cdrs.csv")
+    assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(response.text)))
     expected = [c for c in records(sandbox, "cdrs") if c["user_id"] == 1004]
     assert [int(r["id"]) for r in rows] == [c["id"] for c in expected]
-    assert list(rows[0]) == list(expected[0])
+    assert list(rows[0]) == list(expected[0]) == list(table_fields("cdrs"))
     assert rows[0]["src"] == expected[0]["src"]
+    labelled = next(c for c in expected if c["labels"])
+    row = next(r for r in rows if int(r["id"]) == labelled["id"])
+    assert json.loads(row["labels"]) == labelled["labels"]
+
+
+def test_a_reset_puts_the_csv_endpoint_back_to_export_jobs(sandbox, api: Api):
+    _stream_csv(sandbox)
+    assert sandbox.control("GET", "settings")["csv_export"] == "stream"
+    sandbox.control("POST", "reset")
+    assert sandbox.control("GET", "settings") == {"csv_export": "job", "max_page_size": None}
+    assert api.get("/users/1004/cdrs.csv").status_code == 202
+
+
+def test_records_carry_the_fields_the_real_service_sends(sandbox, api: Api):
+    cdr = api.get("/cdrs", params={"limit": 1}).json()["data"][0]
+    monitor = api.get("/monitors", params={"limit": 1}).json()["data"][0]
+    me = api.get("/me").json()["data"]
+    assert set(EXTRA_FIELDS["cdrs"]) <= set(cdr) and isinstance(cdr["labels"], list)
+    assert isinstance(cdr["nb_notes"], int) and isinstance(cdr["metadata"], str)
+    assert isinstance(cdr["call_id"], int)
+    assert len(monitor) == 24 and monitor["cdr_id"] >= 1
+    assert me["customer_id"] == me["customer"]
+    noted = {n["cdr_id"] for n in records(sandbox, "notes")}
+    assert all((c["nb_notes"] > 0) == (c["id"] in noted) for c in records(sandbox, "cdrs"))
 
 
 def test_user_cdrs_csv_honours_the_filter(sandbox, api: Api):
+    _stream_csv(sandbox)
     expected = [c for c in records(sandbox, "cdrs") if c["user_id"] == 1004 and c["type"] == "M"]
     response = api.get(
         "/users/1004/cdrs.csv",

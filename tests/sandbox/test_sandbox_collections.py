@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import urllib.error
 
 import pytest
 from voipstudio_provider.endpoints import DEFAULT_PAGE_SIZE, FILTER_OPERATORS, MAX_PAGE_SIZE
@@ -123,15 +124,45 @@ def test_comparison_operators_on_numbers_and_dates(sandbox, api: Api, operator):
         assert {m["id"] for m in page["data"]} == expected and page["total"] == len(expected)
 
 
-def test_like_operator_and_anded_filters(sandbox, api: Api):
+def test_like_is_a_substring_match_anded_with_other_filters(sandbox, api: Api):
     cdrs = records(sandbox, "cdrs")
     conditions = [
-        {"property": "src", "operator": "like", "value": "44%"},
+        {"property": "src", "operator": "like", "value": "4420"},
         {"property": "type", "operator": "eq", "value": "O"},
     ]
     page = api.page("/cdrs", filter=conditions, limit=MAX_PAGE_SIZE)
-    expected = {c["id"] for c in cdrs if c["src"].startswith("44") and c["type"] == "O"}
+    expected = {c["id"] for c in cdrs if "4420" in c["src"] and c["type"] == "O"}
     assert {c["id"] for c in page["data"]} == expected and expected
+    # Not only prefixes: a run of digits from the middle of the number matches too.
+    middle = next(c["dst"][3:7] for c in cdrs if not c["dst"].startswith(c["dst"][3:7]))
+    page = api.page(
+        "/cdrs", filter=[{"property": "dst", "operator": "like", "value": middle}], limit=5000
+    )
+    assert {c["id"] for c in page["data"]} == {c["id"] for c in cdrs if middle in c["dst"]}
+
+
+@pytest.mark.parametrize("value", ["44%", "%4420%", "44_0"])
+def test_like_treats_wildcard_characters_as_themselves(sandbox, api: Api, value):
+    page = api.page("/cdrs", filter=[{"property": "src", "operator": "like", "value": value}])
+    assert page["total"] == sum(value in c["src"] for c in records(sandbox, "cdrs")) == 0
+
+
+@pytest.mark.parametrize("prop", ["labels", "metadata", "nb_notes"])
+def test_some_properties_answer_filtration_error(sandbox, api: Api, prop):
+    response = api.get(
+        "/cdrs", params={"filter": json.dumps([{"property": prop, "operator": "eq", "value": 1}])}
+    )
+    assert response.status_code == 400
+    assert response.json()["message"] == "Filtration error"
+
+
+def test_a_service_page_cap_answers_fewer_rows_than_asked(sandbox, api: Api):
+    sandbox.control("PUT", "settings", {"max_page_size": 7})
+    page = api.page("/cdrs", limit=100)
+    assert len(page["data"]) == 7 and page["total"] == len(records(sandbox, "cdrs"))
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        sandbox.control("PUT", "settings", {"max_page_size": 0})
+    assert refused.value.code == 400
 
 
 def test_a_bare_date_filters_whole_days(sandbox, api: Api):

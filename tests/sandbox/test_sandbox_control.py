@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import urllib.error
 
 import pytest
@@ -120,6 +121,22 @@ def test_malformed_fault_sends_broken_json_with_200(sandbox, api: Api):
     assert response.status_code == 200
     with pytest.raises(ValueError):
         json.loads(response.text)
+
+
+def test_malformed_headers_fault_is_an_answer_no_http_client_parses(sandbox, api: Api):
+    _faults(sandbox, {"path": "/v1.1/voipstudio/ping", "kind": "malformed_headers", "times": 1})
+    with socket.create_connection(("127.0.0.1", sandbox.port), timeout=10) as conn:
+        conn.sendall(b"GET /v1.1/voipstudio/ping HTTP/1.1\r\nHost: sandbox\r\n\r\n")
+        raw = b""
+        while b"\r\n\r\n" not in raw:
+            raw += conn.recv(65536)
+    status_line, *header_lines = raw.split(b"\r\n\r\n")[0].split(b"\r\n")
+    assert status_line.startswith(b"HTTP/1.1 429")
+    assert max(len(line) for line in header_lines) > 65536  # http.client's longest line
+    _faults(sandbox, {"path": "/v1.1/voipstudio/ping", "kind": "malformed_headers", "times": 1})
+    with pytest.raises(requests.ConnectionError, match="LineTooLong"):
+        api.get("/ping")
+    assert api.get("/ping").status_code == 200  # the next answer is a normal one
 
 
 def test_fault_rate_is_deterministic_for_a_seed(sandbox, api: Api):

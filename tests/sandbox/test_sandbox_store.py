@@ -14,7 +14,8 @@ import pytest
 from voipstudio_devstack import SandboxServer
 from voipstudio_provider.endpoints import RESOURCES
 from voipstudio_sandbox import media
-from voipstudio_sandbox.store import NotFoundError, Store, ValidationError
+from voipstudio_sandbox.generate import DICTIONARIES, EXTRA_FIELDS
+from voipstudio_sandbox.store import NotFoundError, Store, ValidationError, table_fields
 
 from tests.sandbox.sandbox_api import Api
 
@@ -37,8 +38,9 @@ def test_store_relations(store: Store):
         cdr = cdrs[monitor["live_id"]]
         assert (monitor["caller"], monitor["called"]) == (cdr["src"], cdr["dst"])
         assert monitor["timestamp"] == cdr["calldate"] and monitor["user_id"] == cdr["user_id"]
+    missed = ("M", list(DICTIONARIES["cdrs"]["type"]).index("M"))  # as a string or a code
     for message in store.all("voicemessages"):
-        assert cdrs[message["live_id"]]["type"] == "M"
+        assert cdrs[message["live_id"]]["type"] in missed
     chat_ids = {c["id"] for c in store.all("chats")}
     assert {m["chat_id"] for m in store.all("chatmsgs")} <= chat_ids
     oldest = min(c["calldate"] for c in cdrs.values())
@@ -50,7 +52,26 @@ def test_store_every_resource_has_its_fields(store: Store):
     for name, resource in RESOURCES.items():
         rows = store.all(name)
         assert rows, name
-        assert tuple(rows[0]) == resource.fields
+        assert tuple(rows[0]) == resource.fields + EXTRA_FIELDS.get(name, ()) == table_fields(name)
+
+
+def test_a_seeded_share_of_cdrs_sends_enumerations_as_integers(store: Store):
+    cdrs = store.all("cdrs")
+    coded = [c for c in cdrs if isinstance(c["type"], int)]
+    assert 0 < len(coded) < len(cdrs) / 4
+    codes = DICTIONARIES["cdrs"]
+    for cdr in coded:
+        for field in ("type", "disposition", "destination"):
+            assert isinstance(cdr[field], int) and 0 <= cdr[field] < len(codes[field])
+        assert isinstance(cdr["context"], str)
+    assert all(isinstance(c["type"], str) for c in cdrs if c not in coded)
+    again = Store(None, seed=3, now=NOW)
+    try:
+        assert [c["id"] for c in again.all("cdrs") if isinstance(c["type"], int)] == [
+            c["id"] for c in coded
+        ]
+    finally:
+        again.close()
 
 
 def test_store_list_filters_and_owner(store: Store):

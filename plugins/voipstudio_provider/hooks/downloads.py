@@ -1,6 +1,6 @@
 """File endpoints: streaming an answer into a file object while counting and hashing it.
 
-:class:`DownloadsMixin` gives the hook :meth:`~DownloadsMixin.download` and the CSV export;
+:class:`DownloadsMixin` gives the hook :meth:`~DownloadsMixin.download`;
 the functions below it check and write one streamed body. They share a module because a
 download's retry rules (rewind only what can be rewound, never trust a short body) depend
 on how the body is written, and the two should be read together.
@@ -8,9 +8,7 @@ on how the body is written, and the two should be read together.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -23,8 +21,8 @@ from voipstudio_provider.exceptions import (
     VoIPstudioIncompleteDownloadError,
     VoIPstudioUnexpectedContentError,
 )
-from voipstudio_provider.hooks.paths import FilterLike, date_filters, filter_entries, path_of
-from voipstudio_provider.hooks.responses import encode_json, request_label
+from voipstudio_provider.hooks.paths import path_of
+from voipstudio_provider.hooks.responses import request_label
 from voipstudio_provider.hooks.transport import TransportMixin, encoded_query
 
 CHUNK_SIZE = 1024 * 1024
@@ -110,23 +108,6 @@ class DownloadsMixin(TransportMixin):
         label = request_label(ep.method, path)
         check_media_type(response, ep.content_type, label)
         return write_body(response, fileobj, label, expected_size)
-
-    def export_user_cdrs_csv(
-        self,
-        user_id: int,
-        fileobj: IO[bytes],
-        *,
-        since: dt.datetime | None = None,
-        until: dt.datetime | None = None,
-        filters: Iterable[FilterLike] | None = None,
-    ) -> DownloadResult:
-        """Stream a user's CDRs as CSV (header row first) into ``fileobj``.
-
-        ``hook.export_user_cdrs_csv(12, f, since=day_start, until=day_end)``
-        """
-        entries = filter_entries(filters) + date_filters("cdrs", since, until)
-        params = {"filter": encode_json(entries)} if entries else None
-        return self.download("export_user_cdrs_csv", user_id, fileobj, params=params)
 
 
 def media_type(response: requests.Response) -> str:

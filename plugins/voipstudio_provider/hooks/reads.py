@@ -1,4 +1,5 @@
-"""Reading records: one record, one page of a collection, a keyset walk, a count.
+"""Reading records: one record, one page of a collection, a keyset walk, a count, and a
+user's CDRs from the CSV export endpoint.
 
 :class:`ReadsMixin` keeps every list request of the hook in one place, so that the page size
 cap, the ``filter`` encoding and the ``total`` of an answer are read the same way by
@@ -10,11 +11,23 @@ dictionaries) sit beside them because they are the other reads of a resource.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterable, Iterator
-from typing import Any
+from dataclasses import dataclass
+from typing import IO, Any
 
 from voipstudio_provider.endpoints import MAX_PAGE_SIZE, Endpoint, Filter, Shape, endpoint
-from voipstudio_provider.exceptions import VoIPstudioError
+from voipstudio_provider.exceptions import (
+    VoIPstudioError,
+    VoIPstudioIncompleteDownloadError,
+    VoIPstudioValidationError,
+)
+from voipstudio_provider.hooks.downloads import (
+    DownloadResult,
+    check_media_type,
+    is_seekable,
+    write_body,
+)
 from voipstudio_provider.hooks.paths import (
     FilterLike,
     date_filters,
@@ -23,8 +36,27 @@ from voipstudio_provider.hooks.paths import (
     path_of,
     positive_id,
 )
-from voipstudio_provider.hooks.responses import encode_json, malformed_json_error
+from voipstudio_provider.hooks.responses import (
+    encode_json,
+    filter_error,
+    malformed_json_error,
+    request_label,
+)
 from voipstudio_provider.hooks.transport import TransportMixin
+
+
+@dataclass(frozen=True)
+class ExportJob:
+    """A CSV export the service accepted (``202``) and queued instead of streaming a file.
+
+    Nothing was written: the file, when the job has run, is not delivered by this API.
+
+    :param status_code: the answer's status, ``202``.
+    :param body: the answer's JSON body as sent (``None`` when it had none).
+    """
+
+    status_code: int
+    body: Any
 
 
 class ReadsMixin(TransportMixin):
@@ -82,7 +114,12 @@ class ReadsMixin(TransportMixin):
     ) -> tuple[list[dict[str, Any]], int | None]:
         """One list answer's rows and its ``total`` (``None`` when the answer has none)."""
         path = path_of(ep)
-        body, status = self._json(ep, path, params=params)
+        try:
+            body, status = self._json(ep, path, params=params)
+        except VoIPstudioValidationError as error:
+            if "filter" not in params:
+                raise
+            raise filter_error(error, json.loads(params["filter"])) from None
         if not isinstance(body, dict) or not isinstance(body.get("data"), list):
             raise malformed_json_error(ep.method, path, status)
         total = body.get("total")
@@ -141,6 +178,64 @@ class ReadsMixin(TransportMixin):
         """How many records match, from a one-row page's ``total``: ``hook.count("sms")``."""
         entries = filter_entries(filters) + date_filters(resource, since, until)
         return self.list_page(resource, limit=1, filters=entries)[1]
+
+    def export_user_cdrs_csv(
+        self,
+        user_id: int,
+        fileobj: IO[bytes],
+        *,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        filters: Iterable[FilterLike] | None = None,
+    ) -> DownloadResult | ExportJob:
+        """Ask ``/users/{id}/cdrs.csv`` for a user's CDRs; stream a CSV answer into ``fileobj``.
+
+        The real service queues an export job and answers ``202`` with JSON: that answer is
+        returned as an :class:`ExportJob` and nothing is written. A ``200`` with ``text/csv``
+        is streamed like :meth:`download` (counted, hashed, checked, retried). To build a
+        user's CSV that must exist, use :func:`voipstudio_provider.export.export_user_day`,
+        which builds it from ``GET /cdrs``.
+
+        ``hook.export_user_cdrs_csv(12, f, since=day_start, until=day_end)``
+        """
+        ep = endpoint("export_user_cdrs_csv")
+        path = path_of(ep, id=user_id)
+        entries = filter_entries(filters) + date_filters("cdrs", since, until)
+        params = {"filter": encode_json(entries)} if entries else {}
+        seekable = is_seekable(fileobj)
+        start = fileobj.tell() if seekable else 0
+
+        def attempt() -> DownloadResult | ExportJob:
+            if seekable:
+                fileobj.seek(start)
+                fileobj.truncate()
+            try:
+                response = self._send(
+                    ep.method,
+                    path,
+                    params=params,
+                    stream=True,
+                    headers={"Accept-Encoding": "identity"},
+                )
+            except VoIPstudioValidationError as error:
+                raise (filter_error(error, entries) if entries else error) from None
+            label = request_label(ep.method, path)
+            if response.status_code == 202:
+                with response:
+                    try:
+                        body = response.json() if response.content.strip() else None
+                    except ValueError:
+                        raise malformed_json_error(ep.method, path, 202) from None
+                self.log.info("%s: export job accepted (202), no file delivered", label)
+                return ExportJob(status_code=202, body=body)
+            check_media_type(response, ep.content_type, label)
+            return write_body(response, fileobj, label, None)
+
+        def may_retry(error: VoIPstudioError) -> bool:
+            # Bytes already written to a stream we cannot rewind cannot be taken back.
+            return seekable or not isinstance(error, VoIPstudioIncompleteDownloadError)
+
+        return self._with_retries(request_label(ep.method, path), attempt, may_retry)
 
     def get_dictionaries(self, resource: str) -> Any:
         """The labels of a resource's enumerated fields: ``hook.get_dictionaries("cdrs")``."""

@@ -4,6 +4,7 @@ to wait before trying again. Kept apart from the hook so the policy reads in one
 from __future__ import annotations
 
 import email.utils
+import http.client
 import json
 import random
 import ssl
@@ -18,6 +19,7 @@ from voipstudio_provider.exceptions import (
     VoIPstudioAccessDeniedError,
     VoIPstudioAuthenticationError,
     VoIPstudioError,
+    VoIPstudioFilterError,
     VoIPstudioNotFoundError,
     VoIPstudioRateLimitedError,
     VoIPstudioServerError,
@@ -117,6 +119,10 @@ def error_from_transport(exc: Exception, method: str, path: str) -> VoIPstudioEr
     if isinstance(exc, requests.exceptions.SSLError):
         # An EOF or reset during the TLS handshake or mid-answer is a dropped connection.
         reason = "TLS error, the connection failed or dropped"
+    elif unparseable := _unparseable_answer(exc):
+        # A rate-limit page with malformed headers: nothing of it can be read, but the
+        # service answers normally again once the limit has passed.
+        reason = f"the answer's HTTP headers could not be parsed ({unparseable})"
     elif isinstance(exc, requests.exceptions.ConnectTimeout):
         reason = "timed out while connecting"
     elif isinstance(exc, requests.exceptions.ReadTimeout | TimeoutError):
@@ -158,10 +164,50 @@ def certificate_rejected(exc: BaseException) -> bool:
     )
 
 
+def _unparseable_answer(exc: BaseException) -> str | None:
+    """What http.client could not parse in an answer (``LineTooLong``, ``BadStatusLine``,
+    too many headers), or ``None`` when the failure was something else."""
+    for cause in _causes(exc):
+        if isinstance(cause, http.client.RemoteDisconnected | http.client.IncompleteRead):
+            continue  # a dropped connection or a short body, not an unreadable answer
+        if isinstance(cause, http.client.LineTooLong | http.client.BadStatusLine) or (
+            type(cause) is http.client.HTTPException  # "got more than 100 headers"
+        ):
+            detail = str(cause)
+            if len(detail) > 80:
+                detail = detail[:77] + "..."
+            return f"{type(cause).__name__}: {detail}" if detail else type(cause).__name__
+    return None
+
+
 def _refused(exc: Exception) -> bool:
     return any(
         isinstance(e, ConnectionRefusedError) or "refused" in str(e).lower() for e in _causes(exc)
     )
+
+
+def filter_error(error: VoIPstudioValidationError, sent: list[dict[str, Any]]) -> VoIPstudioError:
+    """The error for a 400 to a request carrying the ``sent`` filters: names the filters the
+    API's ``errors`` point at, or every filter sent when they point at nothing. A 400 that
+    names only other parameters (``sort``) is not about the filters and is returned as it is."""
+    named = {str(e.get("property") or e.get("field")) for e in error.errors} - {"None"}
+    refused = [f for f in sent if f.get("property") in named] if named else list(sent)
+    if not refused:
+        return error
+    listed = ", ".join(
+        f"{f.get('property')} {f.get('operator')} {f.get('value')!r}" for f in refused
+    )
+    which = "the filter" if len(refused) == 1 else "one of the filters"
+    refused_error = VoIPstudioFilterError(
+        f"{error}; the service refused {which} {listed}: filtering is unavailable there, "
+        "this is not an empty result",
+        filters=refused,
+        status_code=error.status_code,
+        api_message=error.api_message,
+        errors=error.errors,
+    )
+    refused_error.after_retry = error.after_retry
+    return refused_error
 
 
 def malformed_json_error(method: str, path: str, status: int) -> VoIPstudioError:

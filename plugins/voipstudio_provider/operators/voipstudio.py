@@ -244,6 +244,12 @@ class VoIPstudioDownloadOperator(_VoIPstudioOperator):
     The body is written to ``path + ".part"`` and renamed when complete, so ``path`` never
     holds a partial file.
 
+    ``export_user_cdrs_csv`` may be answered with an export job instead of a file (``202``,
+    as the real service does): then no file is written and the operator returns
+    ``{"path": None, "export_job": True, "status_code": 202, "body": ...}`` with the answer's
+    JSON body. To archive a user's CDRs as CSV, use ``voipstudio_export_user_cdrs``, which
+    builds the file from the CDR records.
+
     :param operation: a download endpoint, e.g. ``download_monitor_mp3`` or
         ``export_user_cdrs_csv``.
     :param record_id: the record's id (the user's id for ``export_user_cdrs_csv``).
@@ -252,7 +258,7 @@ class VoIPstudioDownloadOperator(_VoIPstudioOperator):
     :param since: for ``export_user_cdrs_csv``: first call date, inclusive.
     :param until: for ``export_user_cdrs_csv``: call date to stop at, exclusive.
     :param filters: for ``export_user_cdrs_csv``: more CDR filters.
-    :return: ``{"path", "size", "sha256", "content_type"}``.
+    :return: ``{"path", "size", "sha256", "content_type"}`` for a file.
     """
 
     template_fields: Sequence[str] = (
@@ -285,6 +291,7 @@ class VoIPstudioDownloadOperator(_VoIPstudioOperator):
         ep = _checked(self.operation, (Shape.DOWNLOAD,), type(self).__name__)
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         partial = f"{self.path}.part"
+        job = None
         try:
             with open(partial, "w+b") as fileobj:
                 if hook_method(ep) == "export_user_cdrs_csv":
@@ -303,10 +310,25 @@ class VoIPstudioDownloadOperator(_VoIPstudioOperator):
                         fileobj,
                         expected_size=None if expected in (None, "") else int(expected),
                     )
-            os.replace(partial, self.path)
+            from voipstudio_provider.hooks.reads import ExportJob
+
+            if isinstance(result, ExportJob):
+                job = result
+            else:
+                os.replace(partial, self.path)
         finally:
             if os.path.exists(partial):
                 os.remove(partial)
+        if job is not None:
+            self.log.info(
+                "%s %s: export job accepted (status %d), no file written to %s",
+                self.operation,
+                self.record_id,
+                job.status_code,
+                self.path,
+            )
+            return {"path": None, "export_job": True, "status_code": job.status_code,
+                    "body": job.body}  # fmt: skip
         self.log.info("downloaded %s %s: %d bytes", self.operation, self.record_id, result.size)
         return {
             "path": self.path,
