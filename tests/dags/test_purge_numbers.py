@@ -8,6 +8,7 @@ import json
 import pytest
 from voipstudio_provider.layout import plan_key
 
+from tests.dags.test_purge import reviewed_purge
 from tests.dags.test_retention import run_dag as run_dag  # noqa: F401 (fixture, no retries)
 from tests.dags.test_retention import today, truth
 
@@ -54,17 +55,8 @@ def test_purge_takes_one_number_and_leaves_its_neighbours(airflow_env, run_dag):
     neighbour_cdr = add(sandbox, "cdrs", src="12079460321", clid="12079460321", dst="101")
     before = {res: by_id(sandbox, res) for res in ("monitors", "voicemessages", "chatmsgs")}
 
-    dag_run = run_dag(
-        PURGE,
-        logical_date=today(),
-        conf={
-            "phone_number": NUMBER,
-            "require_archive": False,
-            "mask_cdrs": True,
-            "dry_run": False,
-            "confirm": "PURGE",
-        },
-    )
+    conf = {"phone_number": NUMBER, "require_archive": False, "mask_cdrs": True}
+    dry, dag_run = reviewed_purge(run_dag, conf)
 
     assert dag_run.state == "success"
     after = {res: by_id(sandbox, res) for res in ("monitors", "voicemessages", "chatmsgs")}
@@ -81,7 +73,7 @@ def test_purge_takes_one_number_and_leaves_its_neighbours(airflow_env, run_dag):
     assert cdrs[cdr]["src"] == "anonymous"
     assert cdrs[neighbour_cdr]["src"] == "12079460321"
 
-    key = plan_key(env.prefix, PURGE, dag_run.run_id)
+    key = plan_key(env.prefix, PURGE, dry.run_id)
     plan = json.loads(env.s3().get_object(Bucket=env.bucket, Key=key)["Body"].read())
     assert plan["criteria"]["phone_number"] == "+442079460321"
     assert plan["criteria"]["region"] == "GB"
@@ -105,14 +97,22 @@ def test_a_hold_entry_that_does_not_parse_fails_the_run_before_any_delete(
 ):
     env = airflow_env
     sandbox = env.sandbox
-    env.set_variable("voipstudio_legal_hold", {"numbers": numbers})
     env.set_variable("voipstudio_retention_policy", {"monitors": 30, "voicemessages": 30})
-    before = {res: by_id(sandbox, res) for res in ("monitors", "voicemessages", "chatmsgs")}
     older = (today() - dt.timedelta(days=30)).date().isoformat()
-    conf = {"older_than": older, "require_archive": False, "dry_run": False, "confirm": "PURGE"}
+    conf = None
+    if dag_id == PURGE:
+        # A reviewed dry run first: the bad entry is added to the hold after it, so the
+        # confirmed run gets as far as reading the hold before its first delete.
+        dry = run_dag(PURGE, logical_date=today(), conf={"older_than": older, "dry_run": True})
+        assert dry.state == "success"
+        conf = {"older_than": older, "dry_run": False, "confirm": "PURGE"}
+        conf["plan_run_id"] = dry.run_id
+    env.set_variable("voipstudio_legal_hold", {"numbers": numbers})
+    before = {res: by_id(sandbox, res) for res in ("monitors", "voicemessages", "chatmsgs")}
     sandbox.control("DELETE", "requests")
+    capfd.readouterr()
 
-    dag_run = run_dag(dag_id, logical_date=today(), conf=conf if dag_id == PURGE else None)
+    dag_run = run_dag(dag_id, logical_date=today() + dt.timedelta(seconds=1), conf=conf)
 
     assert dag_run.state == "failed"
     assert writes(sandbox) == []
