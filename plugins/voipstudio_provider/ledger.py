@@ -107,10 +107,19 @@ def write_ledger(s3_client, target, batch: Mapping[str, Any], outcomes: Iterable
 
 
 def read_day(
-    s3_client, bucket: str, prefix: str, day: dt.date
+    s3_client,
+    bucket: str,
+    prefix: str,
+    day: dt.date,
+    *,
+    base: Mapping[str, Mapping[str, Any]] | None = None,
+    newer_than: dt.datetime | None = None,
 ) -> tuple[dict[str, dict[str, Any]], int, int]:
     """Every ledger line of ``day`` by object key; the line of the latest batch wins.
 
+    :param base: lines already known (a day's manifest), which the ledgers update.
+    :param newer_than: read only ledger objects stored after this moment (those before it
+        are in ``base``).
     :return: ``({key: line}, LIST requests, GET requests)``.
     """
     paginator = s3_client.get_paginator("list_objects_v2")
@@ -118,8 +127,10 @@ def read_day(
     lists = 0
     for page in paginator.paginate(Bucket=bucket, Prefix=ledger_prefix(prefix, day)):
         lists += 1
-        keys.extend(obj["Key"] for obj in page.get("Contents", []))
-    lines: dict[str, dict[str, Any]] = {}
+        for obj in page.get("Contents", []):
+            if newer_than is None or obj["LastModified"] >= newer_than:
+                keys.append(obj["Key"])
+    lines: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (base or {}).items()}
     for key in sorted(keys, key=lambda k: k.rsplit("-", 1)[-1]):  # names end in their time
         body = s3_client.get_object(Bucket=bucket, Key=key)["Body"]
         with body:

@@ -26,8 +26,13 @@ LINE_FIELDS = ("key", "size", "sha256", "s3_checksum", "etag", "record_id", "kin
 _MANIFEST = re.compile(r"/date=(\d{4}-\d{2}-\d{2})/manifest(?:\.(\d+))?\.json$")
 
 
-def manifest_index(s3_client, bucket: str, prefix: str) -> dict[dt.date, list[tuple[int, str]]]:
-    """Every ``manifest*.json`` by day: ``{day: [(version, key), ...]}`` ascending."""
+def manifest_index(
+    s3_client, bucket: str, prefix: str, stored_at: dict | None = None
+) -> dict[dt.date, list[tuple[int, str]]]:
+    """Every ``manifest*.json`` by day: ``{day: [(version, key), ...]}`` ascending.
+
+    :param stored_at: filled with each manifest key's ``LastModified``, when given.
+    """
     index: dict[dt.date, list[tuple[int, str]]] = {}
     paginator = s3_client.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=bucket, Prefix=manifests_prefix(prefix)):
@@ -36,7 +41,15 @@ def manifest_index(s3_client, bucket: str, prefix: str) -> dict[dt.date, list[tu
             if found:
                 day = dt.date.fromisoformat(found.group(1))
                 index.setdefault(day, []).append((int(found.group(2) or 1), obj["Key"]))
+                if stored_at is not None:
+                    stored_at[obj["Key"]] = obj["LastModified"]
     return {day: sorted(versions) for day, versions in sorted(index.items())}
+
+
+def read_lines(s3_client, bucket: str, key: str) -> dict[str, dict[str, Any]]:
+    """The lines of a manifest's ``.jsonl`` by object key (empty if it is missing)."""
+    body = read_bytes(s3_client, bucket, key) or b""
+    return {line["key"]: line for line in map(json.loads, body.splitlines()) if line}
 
 
 def read_bytes(s3_client, bucket: str, key: str) -> bytes | None:

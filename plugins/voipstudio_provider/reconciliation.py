@@ -89,6 +89,8 @@ class Reconciler:
         self.target = target
         self.kinds = [ARCHIVE_KINDS[name] for name in kinds]
         self._deleted: set[tuple[str, int]] | None = None
+        self._manifests: dict | None = None
+        self._manifest_times: dict[str, dt.datetime] = {}
 
     # --- the source and the bucket of one day -------------------------------------------
 
@@ -117,6 +119,26 @@ class Reconciler:
                     if line.get("action") == "deleted":
                         self._deleted.add((str(line.get("resource")), int(line.get("id"))))
         return self._deleted
+
+    def ledger_day(self, day: dt.date) -> dict[str, dict[str, Any]]:
+        """What the archive recorded for ``day``: the day's latest manifest, updated by the
+        ledger objects stored since (from an hour before it: a batch may have written its
+        ledger while the manifest was being computed)."""
+        from voipstudio_provider.layout import manifest_key
+        from voipstudio_provider.manifests import manifest_index, read_lines
+
+        if self._manifests is None:
+            self._manifests = manifest_index(
+                self.s3, self.target.bucket, self.target.prefix, self._manifest_times
+            )
+        base, newer_than = None, None
+        if self._manifests.get(day):
+            version, key = self._manifests[day][-1]
+            lines_key = manifest_key(self.target.prefix, day, version, "jsonl")
+            base = read_lines(self.s3, self.target.bucket, lines_key)
+            newer_than = self._manifest_times[key] - dt.timedelta(hours=1)
+        bucket, prefix = self.target.bucket, self.target.prefix
+        return read_day(self.s3, bucket, prefix, day, base=base, newer_than=newer_than)[0]
 
     # --- one kind, one day ---------------------------------------------------------------
 
@@ -212,7 +234,7 @@ class Reconciler:
     def check_day(self, day: dt.date, with_cdrs: bool = False) -> dict[str, Any]:
         """Every kind of ``day``: ``{kind name: DayResult}``, and under ``"__cdrs__"`` the
         day's CDRs when a kind or ``with_cdrs`` (the CSV check) needed them."""
-        ledger, _, _ = read_day(self.s3, self.target.bucket, self.target.prefix, day)
+        ledger = self.ledger_day(day)
         sources: dict[str, dict[int, dict]] = {}
         if with_cdrs:
             sources["cdrs"] = self.source_day("cdrs", day)
