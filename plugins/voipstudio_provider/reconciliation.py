@@ -20,7 +20,7 @@ import datetime as dt
 import logging
 import re
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 RECONCILED_KINDS = ("monitors", "voicemessages", "cdr_pcaps", "msdr_pcaps")
 #: Everything the reconciliation can compare: the binaries, per-user CSVs, archived chats.
 RECONCILED_RESOURCES = (*RECONCILED_KINDS, "cdr_csv", "chats")
+#: Kept only when a run asks for them (``include_traces``): checked where they exist.
+OPTIONAL_KINDS = {"cdr_pcaps": "cdr_traces", "msdr_pcaps": "msdr_traces"}
 FINDINGS = ("missing", "unverified", "orphaned")
 _OBJECT_ID = re.compile(r"/(\d+)\.[a-z0-9]+$")
 _CSV_KEY = re.compile(r"/cdr-csv/user_id=(\d+)/date=(\d{4}-\d{2}-\d{2})/cdrs\.csv$")
@@ -87,7 +89,8 @@ class Reconciler:
         self.hook = voip_hook
         self.s3 = s3_client
         self.target = target
-        self.kinds = [ARCHIVE_KINDS[name] for name in kinds]
+        names = [*kinds, *(OPTIONAL_KINDS[k] for k in kinds if k in OPTIONAL_KINDS)]
+        self.kinds = [ARCHIVE_KINDS[name] for name in names]
         self._deleted: set[tuple[str, int]] | None = None
         self._manifests: dict | None = None
         self._manifest_times: dict[str, dt.datetime] = {}
@@ -154,10 +157,13 @@ class Reconciler:
 
         result = DayResult()
         date_field = _date_field(kind.resource)
+        optional = kind.name in OPTIONAL_KINDS.values()
         expected_keys = set()
         for record_id, record in sorted(records.items()):
             key = archive_key(self.target.prefix, kind, record)
             expected_keys.add(key)
+            if optional and key not in listing:
+                continue
             result.counts["source"] += 1
             when = record.get(date_field)
 
@@ -261,11 +267,14 @@ def csv_findings(
     cdrs_by_day: Mapping[dt.date, Mapping[int, dict]],
     csv_keys: Mapping[tuple[int, dt.date], str],
     prefix: str,
+    listed_users: Iterable[int] = (),
 ) -> DayResult:
-    """Per-user CSVs: one per user with calls on a day; a CSV without calls is orphaned."""
+    """Per-user CSVs: one per user with calls on a day; a CSV without calls is orphaned
+    unless its user is listed for export every day (``voipstudio_export_user_ids``)."""
     from voipstudio_provider.layout import cdr_csv_key
 
     result = DayResult()
+    listed = {int(u) for u in listed_users}
     for day, cdrs in sorted(cdrs_by_day.items()):
         users = sorted({int(c["user_id"]) for c in cdrs.values() if c.get("user_id") is not None})
         for user_id in users:
@@ -284,7 +293,7 @@ def csv_findings(
                 }
             )
         for (user_id, csv_day), key in sorted(csv_keys.items()):
-            if csv_day == day and user_id not in users:
+            if csv_day == day and user_id not in users and user_id not in listed:
                 result.counts["orphaned"] += 1
                 result.gaps.append(
                     {

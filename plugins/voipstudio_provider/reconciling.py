@@ -15,6 +15,7 @@ from typing import Any
 from airflow.sdk import Param
 from airflow.sdk.exceptions import AirflowException
 
+from voipstudio_provider.layout import ARCHIVE_KINDS
 from voipstudio_provider.reconciliation import (
     FINDINGS,
     RECONCILED_KINDS,
@@ -109,7 +110,7 @@ def _gaps_to_rearchive(gaps_by_kind: Mapping[str, list[dict]]) -> dict[str, list
     return {
         kind: sorted({g["id"] for g in gaps if g["finding"] in ("missing", "unverified")})
         for kind, gaps in gaps_by_kind.items()
-        if kind in RECONCILED_KINDS
+        if kind in ARCHIVE_KINDS
     }
 
 
@@ -158,11 +159,13 @@ def run_reconciliation(
     gap_hours: float = 24,
     archive: Callable[[dict], Mapping[str, Any]] | None = None,
     resources: Sequence[str] = RECONCILED_RESOURCES,
+    listed_users: Sequence[int] = (),
 ) -> dict[str, Any]:
     """Reconcile ``first`` .. ``last``, re-archive through ``archive`` when given, write the
     report and the manifests of complete days before ``report_day``; return the report.
 
     :param resources: what to compare (:data:`RECONCILED_RESOURCES` by default).
+    :param listed_users: users exported every day, calls or not (their CSVs are expected).
     """
     unknown = set(resources) - set(RECONCILED_RESOURCES)
     if unknown:
@@ -210,7 +213,7 @@ def run_reconciliation(
     if with_csv:
         cdrs_by_day = {day: results.get("__cdrs__") or {} for day, results in per_day.items()}
         csv_keys = csv_keys_in(s3_client, target.bucket, target.prefix, first, last)
-        csv_result = csv_findings(cdrs_by_day, csv_keys, target.prefix)
+        csv_result = csv_findings(cdrs_by_day, csv_keys, target.prefix, listed_users)
         take("cdr_csv", csv_result)
         gap_days.update(dt.date.fromisoformat(g["date"]) for g in csv_result.gaps)
     if "chats" in resources:
@@ -313,8 +316,10 @@ def raise_if_overdue(summary: Mapping[str, Any], gap_hours: float) -> None:
 def reconcile_task(params: Mapping[str, Any], data_interval_end: dt.datetime) -> dict[str, Any]:
     """The ``reconcile_archive`` task's body: reconcile, report, log; return the summary."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+    from airflow.sdk import Variable
 
     from voipstudio_provider import archiving
+    from voipstudio_provider.export import listed_user_ids
     from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
     from voipstudio_provider.layout import as_utc
     from voipstudio_provider.settings import AWS_CONN_ID
@@ -337,6 +342,7 @@ def reconcile_task(params: Mapping[str, Any], data_interval_end: dt.datetime) ->
         gap_hours=float(params["gap_hours"]),
         archive=archive if params.get("rearchive") else None,
         resources=params.get("resources") or RECONCILED_RESOURCES,
+        listed_users=listed_user_ids(Variable.get("voipstudio_export_user_ids", default=None)),
     )
     log.info("%s", describe(report))
     return short_summary(report)

@@ -194,3 +194,48 @@ def test_a_late_record_writes_a_new_manifest_version_and_edits_break_the_chain(
     out = capsys.readouterr().out
     assert f"the previous manifest {earlier} changed" in out
     assert out.splitlines()[-1].startswith("FAILED")
+
+
+def test_per_user_csvs_and_archived_chats_are_reconciled_by_listing(hook, s3, target, truth):
+    from voipstudio_provider.archive import put_json
+    from voipstudio_provider.export import export_user_day, users_to_export
+    from voipstudio_provider.layout import cdr_csv_key, chat_key
+
+    by_day: dict[dt.date, set[int]] = {}
+    for cdr in truth("cdrs"):
+        by_day.setdefault(parse_api_datetime(cdr["calldate"]).date(), set()).add(cdr["user_id"])
+    day = max(d for d, users in by_day.items() if len(users) >= 2 and d < TODAY)
+    callers = users_to_export(hook, day)
+    assert set(callers) == by_day[day]
+    for user_id in callers:
+        export_user_day(hook, s3, target.bucket, target.prefix, user_id, day)
+    chat = truth("chats")[0]
+    put_json(s3, target, chat_key(target.prefix, chat["id"], day), {"chat": chat})
+    put_json(s3, target, chat_key(target.prefix, 99999999, day), {"chat": {"id": 99999999}})
+
+    def check() -> dict:
+        return run_reconciliation(
+            hook,
+            s3,
+            target,
+            day,
+            day,
+            report_day=TODAY,
+            now=dt.datetime.now(dt.UTC),
+            resources=("cdr_csv", "chats"),
+        )
+
+    first = check()
+    assert first["gaps"]["cdr_csv"] == {"missing": [], "unverified": [], "orphaned": []}
+    assert first["counts"]["cdr_csv"]["verified"] == len(callers)
+    assert first["gaps"]["chats"]["orphaned"] == [99999999]
+
+    quiet = next(u["id"] for u in truth("users") if u["id"] not in callers)
+    s3.delete_object(Bucket=target.bucket, Key=cdr_csv_key(target.prefix, callers[0], day))
+    s3.put_object(Bucket=target.bucket, Key=cdr_csv_key(target.prefix, quiet, day), Body=b"x")
+    second = check()
+    assert second["gaps"]["cdr_csv"] == {
+        "missing": [callers[0]],
+        "unverified": [],
+        "orphaned": [quiet],
+    }
