@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
+from pathlib import Path
 
 import pytest
 from voipstudio_provider import archiving
@@ -239,3 +240,40 @@ def test_per_user_csvs_and_archived_chats_are_reconciled_by_listing(hook, s3, ta
         "unverified": [],
         "orphaned": [quiet],
     }
+
+
+def test_the_auditors_shell_check_of_one_day(hook, s3, target, truth, tmp_path):
+    """The README's recipe: `sed` turns the day's .jsonl into `sha256sum -c` input."""
+    import hashlib
+    import re
+    import subprocess
+
+    archive_range(hook, target, FIRST, LAST)
+    reconcile(hook, s3, target)
+    day = parse_api_datetime(in_range(truth, "monitors")[0]["timestamp"]).date()
+    manifest = s3.get_object(Bucket=target.bucket, Key=manifest_key(target.prefix, day))
+    document = json.loads(manifest["Body"].read())
+    lines = s3.get_object(Bucket=target.bucket, Key=document["jsonl"]["key"])["Body"].read()
+    assert hashlib.sha256(lines).hexdigest() == document["jsonl"]["sha256"]
+    (tmp_path / "manifest.jsonl").write_bytes(lines)
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    (sed_line,) = [line for line in readme.splitlines() if line.startswith("sed -E ")]
+    expression = re.search(r"'([^']*)'", sed_line).group(1)
+    sums = subprocess.run(
+        ["sed", "-E", expression, "manifest.jsonl"], cwd=tmp_path, capture_output=True, check=True
+    ).stdout.decode()
+    assert len(sums.splitlines()) == document["objects"] > 0
+    for line in sums.splitlines():
+        key = line[66:]
+        (tmp_path / key).parent.mkdir(parents=True, exist_ok=True)
+        body = s3.get_object(Bucket=target.bucket, Key=key)["Body"].read()
+        (tmp_path / key).write_bytes(body)
+    (tmp_path / "day.sha256").write_text(sums)
+    check = subprocess.run(["sha256sum", "-c", "day.sha256"], cwd=tmp_path, capture_output=True)
+    assert check.returncode == 0, check.stdout
+
+    first_key = sums.splitlines()[0][66:]
+    (tmp_path / first_key).write_bytes(b"changed")
+    check = subprocess.run(["sha256sum", "-c", "day.sha256"], cwd=tmp_path, capture_output=True)
+    assert check.returncode != 0 and f"{first_key}: FAILED" in check.stdout.decode()
