@@ -75,6 +75,15 @@ class DayResult:
     gaps: list[dict[str, Any]] = field(default_factory=list)
     entries: list[dict[str, Any]] = field(default_factory=list)
 
+    def add_gap(
+        self, finding: str, record_id: int, key: str, reason: str, date: str | None
+    ) -> None:
+        """Count a finding and name it: ``date`` is the record's own (``None``: always due)."""
+        self.counts[finding] += 1
+        self.gaps.append(
+            {"finding": finding, "id": record_id, "key": key, "reason": reason, "date": date}
+        )
+
 
 class Reconciler:
     """Compares source and bucket for a range of days.
@@ -168,16 +177,7 @@ class Reconciler:
             when = record.get(date_field)
 
             def gap(finding: str, reason: str, record_id=record_id, key=key, when=when) -> None:
-                result.counts[finding] += 1
-                result.gaps.append(
-                    {
-                        "finding": finding,
-                        "id": record_id,
-                        "key": key,
-                        "reason": reason,
-                        "date": when,
-                    }
-                )
+                result.add_gap(finding, record_id, key, reason, when)
 
             if key not in listing:
                 gap("missing", "no object")
@@ -217,11 +217,8 @@ class Reconciler:
                 if key in ledger:
                     result.entries.append(ledger[key])
                 continue
-            result.counts["orphaned"] += 1
             reason = "no source record" if key in ledger else "not written by the archive"
-            result.gaps.append(
-                {"finding": "orphaned", "id": record_id, "key": key, "reason": reason, "date": None}
-            )
+            result.add_gap("orphaned", record_id, key, reason, None)
         return result
 
     def _entry_from_head(self, kind, record_id: int, key: str) -> dict[str, Any]:
@@ -282,28 +279,12 @@ def csv_findings(
             if (user_id, day) in csv_keys:
                 result.counts["verified"] += 1
                 continue
-            result.counts["missing"] += 1
-            result.gaps.append(
-                {
-                    "finding": "missing",
-                    "id": user_id,
-                    "key": cdr_csv_key(prefix, user_id, day),
-                    "reason": "no CSV for a user with calls",
-                    "date": day.isoformat(),
-                }
-            )
+            key = cdr_csv_key(prefix, user_id, day)
+            result.add_gap("missing", user_id, key, "no CSV for a user with calls", day.isoformat())
         for (user_id, csv_day), key in sorted(csv_keys.items()):
             if csv_day == day and user_id not in users and user_id not in listed:
-                result.counts["orphaned"] += 1
-                result.gaps.append(
-                    {
-                        "finding": "orphaned",
-                        "id": user_id,
-                        "key": key,
-                        "reason": "no calls of this user that day at the source",
-                        "date": day.isoformat(),
-                    }
-                )
+                reason = "no calls of this user that day at the source"
+                result.add_gap("orphaned", user_id, key, reason, day.isoformat())
     return result
 
 
@@ -338,16 +319,8 @@ def chat_findings(reconciler: Reconciler, first: dt.date, last: dt.date) -> DayR
         if chat_id in at_source or ("chats", chat_id) in reconciler.deleted():
             result.counts["verified"] += 1
             continue
-        result.counts["orphaned"] += 1
-        result.gaps.append(
-            {
-                "finding": "orphaned",
-                "id": chat_id,
-                "key": key,
-                "reason": "chat neither at the source nor audited as deleted",
-                "date": None,
-            }
-        )
+        reason = "chat neither at the source nor audited as deleted"
+        result.add_gap("orphaned", chat_id, key, reason, None)
     return result
 
 

@@ -178,56 +178,49 @@ def run_reconciliation(
     kinds = [k for k in RECONCILED_KINDS if k in resources]
     with_csv = "cdr_csv" in resources
     reconciler = Reconciler(voip_hook, s3_client, target, kinds)
-    per_day: dict[dt.date, dict[str, Any]] = {
-        day: reconciler.check_day(day, with_csv) for day in days(first, last)
-    }
-
-    rearchived = {}
-    if archive is not None:
-        found = {}
-        for results in per_day.values():
-            for name, result in results.items():
-                if name != "__cdrs__":
-                    found.setdefault(name, []).extend(result.gaps)
-        wanted = {k: v for k, v in _gaps_to_rearchive(found).items() if v}
-        if wanted:
-            rearchived = rearchive(wanted, first, last, archive)
-            for day, results in per_day.items():  # check the days with gaps again
-                if any(r.gaps for n, r in results.items() if n != "__cdrs__"):
-                    per_day[day] = reconciler.check_day(day, with_csv)
-
+    csv_keys = csv_keys_in(s3_client, target.bucket, target.prefix, first, last) if with_csv else {}
+    index = manifest_index(s3_client, target.bucket, target.prefix)
     counts: dict[str, Counter] = {}
     gaps: dict[str, list[dict]] = {}
     gap_days: set[dt.date] = set()
+    rearchived: dict[str, Counter] = {}
+    written = []
 
     def take(name: str, result) -> None:
         counts.setdefault(name, Counter()).update(result.counts)
         gaps.setdefault(name, []).extend(result.gaps)
 
-    for day, results in per_day.items():
+    # Day by day, so memory holds one day's records and manifest lines, whatever the range.
+    for day in days(first, last):
+        results = reconciler.check_day(day, with_csv)
+        wanted = {}
+        if archive is not None:
+            found = {n: r.gaps for n, r in results.items() if n != "__cdrs__"}
+            wanted = {k: v for k, v in _gaps_to_rearchive(found).items() if v}
+        if wanted:
+            for kind, done in rearchive(wanted, day, day, archive).items():
+                rearchived.setdefault(kind, Counter()).update(done)
+            results = reconciler.check_day(day, with_csv)
+        cdrs = results.pop("__cdrs__", None) or {}
         for name, result in results.items():
-            if name != "__cdrs__":
-                take(name, result)
-                if result.gaps:
-                    gap_days.add(day)
-    if with_csv:
-        cdrs_by_day = {day: results.get("__cdrs__") or {} for day, results in per_day.items()}
-        csv_keys = csv_keys_in(s3_client, target.bucket, target.prefix, first, last)
-        csv_result = csv_findings(cdrs_by_day, csv_keys, target.prefix, listed_users)
-        take("cdr_csv", csv_result)
-        gap_days.update(dt.date.fromisoformat(g["date"]) for g in csv_result.gaps)
+            take(name, result)
+        complete = not any(r.gaps for r in results.values())
+        if with_csv:
+            own = {k: v for k, v in csv_keys.items() if k[1] == day}
+            csv_result = csv_findings({day: cdrs}, own, target.prefix, listed_users)
+            take("cdr_csv", csv_result)
+            complete = complete and not csv_result.gaps
+        if not complete:
+            gap_days.add(day)
+        elif day < report_day:
+            entries = [e for r in results.values() for e in r.entries]
+            document = write_day(s3_client, target, day, entries, index)
+            if document is not None:
+                written.append(
+                    f"{document['jsonl']['key'].rsplit('/', 1)[0]} v{document['version']}"
+                )
     if "chats" in resources:
         take("chats", chat_findings(reconciler, first, last))
-
-    index = manifest_index(s3_client, target.bucket, target.prefix)
-    written = []
-    for day in days(first, min(last, report_day - dt.timedelta(days=1))):
-        if day in gap_days:
-            continue
-        entries = [e for n, r in per_day[day].items() if n != "__cdrs__" for e in r.entries]
-        document = write_day(s3_client, target, day, entries, index)
-        if document is not None:
-            written.append(document["jsonl"]["key"].rsplit("/", 1)[0] + f" v{document['version']}")
 
     overdue = {
         name: [g["id"] for g in found if (age := gap_age_hours(g, now)) is None or age > gap_hours]
@@ -249,7 +242,7 @@ def run_reconciliation(
         },
         "details": {name: found for name, found in gaps.items() if found},
         "overdue": {name: sorted(set(ids)) for name, ids in overdue.items() if ids},
-        "rearchived": rearchived,
+        "rearchived": {kind: dict(done) for kind, done in rearchived.items()},
         "manifests_written": written,
         "days_with_gaps": sorted(d.isoformat() for d in gap_days),
         "s3_requests": dict(sorted(requests.items())),
