@@ -124,12 +124,13 @@ def formula(records_per_year: int, batch: int, page_size: int) -> str:
     """The requests of one daily run over 365 days, for ``records_per_year`` recordings."""
     per_day = records_per_year / 365
     lists = 365 * (math.ceil(2 * per_day / 1000) + 1)  # recordings folder, ledger folder
-    ledgers = 365 * math.ceil(per_day / batch)
+    ledgers = 365 * (math.ceil(per_day / batch) + 1)  # and the previous day's manifest
     pages = 365 * math.ceil(per_day / page_size)
     return (
         f"{records_per_year:,} recordings a year, one run over 365 days:\n"
         f"  ListObjectsV2  365 x (ceil(2 x {per_day:.0f} keys / 1000) + 1) = {lists:,}\n"
-        f"  GetObject      first run: the ledgers, 365 x ceil({per_day:.0f} / {batch}) = "
+        f"  GetObject      first run: ledgers and previous manifest, "
+        f"365 x (ceil({per_day:.0f} / {batch}) + 1) = "
         f"{ledgers:,}; then 2 a day (the manifest's .jsonl and .json) = 730, plus the "
         f"ledgers stored since a day's manifest\n"
         f"  HeadObject     0 (only for objects archived before ledgers existed)\n"
