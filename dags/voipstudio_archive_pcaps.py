@@ -76,14 +76,11 @@ from voipstudio_provider.settings import API_POOL, dag_default_args, location_pa
 )
 def voipstudio_archive_pcaps():
     @task(pool=API_POOL)
-    def list_pcaps_to_archive(params=None, data_interval_start=None, data_interval_end=None):
-        from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
-
-        since, until = archiving.archive_window(
-            data_interval_start, data_interval_end, params["lookback_hours"]
-        )
+    def list_pcaps_to_archive(
+        params=None, ti=None, data_interval_start=None, data_interval_end=None
+    ):
         kinds = archiving.PCAP_KINDS + (archiving.TRACE_KINDS if params["include_traces"] else ())
-        return archiving.plan_batches(VoIPstudioHook(), kinds, since, until, params["batch_size"])
+        return archiving.plan_archive_run(ti, params, kinds, data_interval_start, data_interval_end)
 
     @task(pool=API_POOL, map_index_template="{{ batch_label }}")
     def archive_pcap_batch(batch: dict, params=None, ti=None):

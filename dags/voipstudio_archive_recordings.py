@@ -72,14 +72,11 @@ from voipstudio_provider.settings import API_POOL, dag_default_args, location_pa
 )
 def voipstudio_archive_recordings():
     @task(pool=API_POOL)
-    def list_recordings_to_archive(params=None, data_interval_start=None, data_interval_end=None):
-        from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
-
-        since, until = archiving.archive_window(
-            data_interval_start, data_interval_end, params["lookback_hours"]
-        )
-        return archiving.plan_batches(
-            VoIPstudioHook(), archiving.RECORDING_KINDS, since, until, params["batch_size"]
+    def list_recordings_to_archive(
+        params=None, ti=None, data_interval_start=None, data_interval_end=None
+    ):
+        return archiving.plan_archive_run(
+            ti, params, archiving.RECORDING_KINDS, data_interval_start, data_interval_end
         )
 
     @task(pool=API_POOL, map_index_template="{{ batch_label }}")

@@ -122,6 +122,8 @@ class ArchiveOutcome:
     size: int | None = None
     sha256: str | None = None
     error: str | None = None
+    s3_checksum: str | None = None
+    etag: str | None = None
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ MAX_BATCHES = 500
 #: Failed ids a batch or run summary names in XCom; the log names them all.
 MAX_FAILED_IDS_IN_XCOM = 100
 BATCH_SUMMARY_KEY = "batch_summary"
+PLAN_KEY = "plan"
 
 #: What a run of each archive DAG emits when its whole window is archived and verified.
 RECORDINGS_ASSET = Asset(name="voipstudio_recordings", uri="voipstudio://archive/recordings")
@@ -161,8 +162,10 @@ def plan_batches(
     until: dt.datetime,
     batch_size: int,
     max_batches: int = MAX_BATCHES,
+    marks: Mapping[str, int | None] | None = None,
 ) -> list[dict[str, Any]]:
-    """List the window once per resource and cut its ids into batches.
+    """List the window, and every id above each kind's high-water mark, and cut the ids
+    into batches.
 
     Kinds of the same resource (a CDR's PCAP and its trace) share one listing. Only ids are
     kept in memory; the batches carry id ranges, so XCom stays small.
@@ -174,7 +177,10 @@ def plan_batches(
     :param batch_size: records per batch; raised when the window would need more than
         ``max_batches`` batches.
     :param max_batches: the most batches a run maps over.
-    :return: ``[{"kind", "first_id", "last_id", "count", "since", "until"}, ...]``.
+    :param marks: each kind's high-water mark (see :mod:`~voipstudio_provider.highwater`);
+        a kind without one (``None``, or absent) is planned from its window only.
+    :return: ``[{"kind", "first_id", "last_id", "count", "since", "until", "above_id"}, ...]``,
+        ``above_id`` being the kind's mark.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
@@ -182,38 +188,71 @@ def plan_batches(
     for name in kinds:
         by_resource.setdefault(_kind(name).resource, []).append(name)
 
-    ids_by_resource: dict[str, list[int]] = {}
-    for resource in by_resource:
-        ids = [int(r["id"]) for r in voip_hook.iter_records(resource, since=since, until=until)]
-        ids_by_resource[resource] = sorted(ids)
-        log.info("%d %s in %s .. %s", len(ids), resource, since.isoformat(), until.isoformat())
+    from voipstudio_provider.endpoints import Filter
 
-    total_batches = sum(
-        math.ceil(len(ids_by_resource[res]) / batch_size) * len(names)
-        for res, names in by_resource.items()
-    )
+    marks = marks or {}
+    ids_by_kind: dict[str, list[int]] = {}
+    for resource, names in by_resource.items():
+        ids = {int(r["id"]) for r in voip_hook.iter_records(resource, since=since, until=until)}
+        log.info("%d %s in %s .. %s", len(ids), resource, since.isoformat(), until.isoformat())
+        kind_marks = [marks.get(name) for name in names]
+        above: set[int] = set()
+        if any(m is not None for m in kind_marks):
+            lowest = min(m for m in kind_marks if m is not None)
+            listed = voip_hook.iter_records(resource, filters=[Filter("id", "gt", lowest)])
+            above = {int(r["id"]) for r in listed}
+            log.info("%d %s above id %d", len(above), resource, lowest)
+        for name, mark in zip(names, kind_marks, strict=True):
+            extra = {i for i in above if mark is not None and i > mark}
+            ids_by_kind[name] = sorted(ids | extra)
+
+    total_batches = sum(math.ceil(len(ids) / batch_size) for ids in ids_by_kind.values())
     if total_batches > max_batches:
-        rows = sum(len(ids_by_resource[res]) * len(names) for res, names in by_resource.items())
+        rows = sum(len(ids) for ids in ids_by_kind.values())
         batch_size = math.ceil(rows / max(1, max_batches - len(kinds)))
         log.info(
             "window too large for %d batches: batch size raised to %d", max_batches, batch_size
         )
 
     batches = []
-    for resource, names in by_resource.items():
-        for name in names:
-            for chunk in _chunks(ids_by_resource[resource], batch_size):
-                batches.append(
-                    {
-                        "kind": name,
-                        "first_id": chunk[0],
-                        "last_id": chunk[-1],
-                        "count": len(chunk),
-                        "since": since.isoformat(),
-                        "until": until.isoformat(),
-                    }
-                )
+    for name, ids in ids_by_kind.items():
+        for chunk in _chunks(ids, batch_size):
+            batches.append(
+                {
+                    "kind": name,
+                    "first_id": chunk[0],
+                    "last_id": chunk[-1],
+                    "count": len(chunk),
+                    "since": since.isoformat(),
+                    "until": until.isoformat(),
+                    "above_id": marks.get(name),
+                }
+            )
     return batches
+
+
+def plan_run(
+    voip_hook,
+    s3_client,
+    kinds: Sequence[str],
+    since: dt.datetime,
+    until: dt.datetime,
+    batch_size: int,
+    *,
+    bucket: str,
+    prefix: str,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Read each kind's high-water mark and plan the run's batches (:func:`plan_batches`).
+
+    :return: the batches, and the plan the summary reports (window and marks), which an
+        empty run reports too.
+    """
+    from voipstudio_provider.highwater import read_mark
+
+    marks = {name: read_mark(s3_client, bucket, prefix, name) for name in kinds}
+    batches = plan_batches(voip_hook, kinds, since, until, batch_size, marks=marks)
+    plan = {"since": since.isoformat(), "until": until.isoformat(), "marks": marks}
+    return batches, plan
 
 
 def batch_label(batch: Mapping[str, Any]) -> str:
@@ -222,25 +261,31 @@ def batch_label(batch: Mapping[str, Any]) -> str:
 
 
 def batch_records(voip_hook, batch: Mapping[str, Any]) -> list[dict]:
-    """The records of a batch, listed again: its id range within its window.
+    """The records of a batch, listed again: its id range within its window, and the ids of
+    the range above the batch's high-water mark whatever their date.
 
     Records deleted since planning are simply absent; nothing outside the range is added.
     """
-    from voipstudio_provider.endpoints import Filter
+    from voipstudio_provider.endpoints import RESOURCES, Filter
+    from voipstudio_provider.layout import parse_api_datetime
 
     kind = _kind(batch["kind"])
-    filters = [
-        Filter("id", "gte", int(batch["first_id"])),
-        Filter("id", "lte", int(batch["last_id"])),
-    ]
-    return list(
-        voip_hook.iter_records(
-            kind.resource,
-            since=dt.datetime.fromisoformat(batch["since"]),
-            until=dt.datetime.fromisoformat(batch["until"]),
-            filters=filters,
+    first, last = int(batch["first_id"]), int(batch["last_id"])
+    filters = [Filter("id", "gte", first), Filter("id", "lte", last)]
+    since = dt.datetime.fromisoformat(batch["since"])
+    until = dt.datetime.fromisoformat(batch["until"])
+    above = batch.get("above_id")
+    wanted = set(batch["ids"]) if batch.get("ids") is not None else None
+    if above is None or last <= int(above):
+        records = voip_hook.iter_records(kind.resource, since=since, until=until, filters=filters)
+    else:
+        date_field = RESOURCES[kind.resource].date_field
+        records = (
+            r
+            for r in voip_hook.iter_records(kind.resource, filters=filters)
+            if int(r["id"]) > int(above) or since <= parse_api_datetime(r[date_field]) < until
         )
-    )
+    return [r for r in records if wanted is None or int(r["id"]) in wanted]
 
 
 def archive_target(params: Mapping[str, Any] | None, chunk_size: int | None = None):
@@ -270,13 +315,14 @@ def archive_one_batch(
     :param voipstudio_conn_id: the VoIPstudio connection.
     :param aws_conn_id: the Amazon provider's connection for S3.
     :return: the batch summary: ``kind``, ``first_id``, ``last_id``, ``records``,
-        ``archived``, ``skipped``, ``failed``, ``bytes``, ``failed_ids`` (bounded) and
-        ``errors`` (the first few, for people).
+        ``archived``, ``skipped``, ``failed``, ``bytes``, ``failed_ids`` (bounded),
+        ``errors`` (the first few, for people) and ``ledgers`` (ledger objects written).
     """
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
     from voipstudio_provider.archive import FAILED, archive_batch, summarize
     from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
+    from voipstudio_provider.ledger import write_ledger
 
     kind = _kind(batch["kind"])
     voip_hook = VoIPstudioHook(voipstudio_conn_id=voipstudio_conn_id)
@@ -288,6 +334,8 @@ def archive_one_batch(
     failures = [o for o in outcomes if o.status == FAILED]
     for outcome in failures:
         log.error("%s %s not archived: %s", kind.name, outcome.record_id, outcome.error)
+    # Written after the uploads: a ledger line never names an object that is not stored.
+    ledgers = write_ledger(s3_client, target, batch, outcomes)
     return {
         "kind": kind.name,
         "first_id": int(batch["first_id"]),
@@ -299,6 +347,7 @@ def archive_one_batch(
         "bytes": counts["bytes"],
         "failed_ids": counts["failed_ids"][:MAX_FAILED_IDS_IN_XCOM],
         "errors": {str(o.record_id): o.error for o in failures[:5]},
+        "ledgers": len(ledgers),
     }
 
 
@@ -405,11 +454,102 @@ def raise_if_run_incomplete(summary: Mapping[str, Any]) -> None:
         raise ArchiveIncompleteError("archive incomplete: " + "; ".join(problems))
 
 
-def summarize_run(ti, batch_task_id: str, plan_task_id: str, params: Mapping[str, Any]) -> dict:
-    """Pull the plan and every batch summary of this run and add them up."""
+def id_ranges(
+    plan: Mapping[str, Any] | None,
+    batches: Sequence[Mapping[str, Any]] | None,
+    summaries: Iterable[Mapping[str, Any]],
+) -> dict[str, dict[str, Any]]:
+    """Per kind: the id range the run covered, the mark it was planned with, the new mark."""
+    from voipstudio_provider.highwater import advance
+
+    marks = dict((plan or {}).get("marks") or {})
+    done: dict[str, dict[tuple[int, int], Mapping[str, Any]]] = {}
+    for s in summaries:
+        done.setdefault(s["kind"], {})[(int(s["first_id"]), int(s["last_id"]))] = s
+    ranges: dict[str, dict[str, Any]] = {}
+    for name in sorted(set(marks) | {b["kind"] for b in batches or []}):
+        own = [b for b in batches or [] if b["kind"] == name]
+        mark = marks.get(name)
+        ranges[name] = {
+            "first_id": min((int(b["first_id"]) for b in own), default=None),
+            "last_id": max((int(b["last_id"]) for b in own), default=None),
+            "above_id": mark,
+            "mark": advance(mark, own, done.get(name, {})) if batches is not None else mark,
+        }
+    return ranges
+
+
+def summarize_run(
+    ti, batch_task_id: str, plan_task_id: str, params: Mapping[str, Any], *, s3_client=None
+) -> dict:
+    """Pull the plan and every batch summary of this run, add them up, and move each kind's
+    high-water mark as far as the run archived without a gap.
+
+    :param s3_client: where the marks are written (default: the ``aws_default`` client).
+    """
     batches = ti.xcom_pull(task_ids=plan_task_id)
+    plan = ti.xcom_pull(task_ids=plan_task_id, key=PLAN_KEY)
     summaries = _as_list(ti.xcom_pull(task_ids=batch_task_id, key=BATCH_SUMMARY_KEY))
     bucket, prefix = resolve_bucket_and_prefix(params)
     summary = combine_summaries(batches, summaries, bucket=bucket, prefix=prefix)
+    if plan:
+        summary["since"], summary["until"] = plan["since"], plan["until"]
+    summary["window"] = {"since": summary["since"], "until": summary["until"]}
+    summary["id_ranges"] = id_ranges(plan, batches, [s for s in summaries if s])
+    if plan:
+        from voipstudio_provider.highwater import write_mark
+
+        if s3_client is None:
+            from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+            s3_client = S3Hook(aws_conn_id=AWS_CONN_ID).get_conn()
+        for name, covered in summary["id_ranges"].items():
+            if covered["mark"] is not None and covered["mark"] != covered["above_id"]:
+                write_mark(
+                    s3_client,
+                    bucket,
+                    prefix,
+                    name,
+                    covered["mark"],
+                    dag_id=ti.dag_id,
+                    run_id=ti.run_id,
+                    window=summary["window"],
+                )
     log.info("%s", describe_summary(summary))
     return summary
+
+
+def plan_archive_run(
+    ti,
+    params: Mapping[str, Any],
+    kinds: Sequence[str],
+    data_interval_start: dt.datetime,
+    data_interval_end: dt.datetime,
+    *,
+    voip_hook=None,
+    s3_client=None,
+) -> list[dict[str, Any]]:
+    """The planning task's body: window plus high-water marks, batches returned for
+    mapping, the plan pushed as XCom ``plan`` for the summary (also of an empty run)."""
+    if voip_hook is None:
+        from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
+
+        voip_hook = VoIPstudioHook(voipstudio_conn_id=VOIPSTUDIO_CONN_ID)
+    if s3_client is None:
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        s3_client = S3Hook(aws_conn_id=AWS_CONN_ID).get_conn()
+    since, until = archive_window(data_interval_start, data_interval_end, params["lookback_hours"])
+    bucket, prefix = resolve_bucket_and_prefix(params)
+    batches, plan = plan_run(
+        voip_hook,
+        s3_client,
+        kinds,
+        since,
+        until,
+        params["batch_size"],
+        bucket=bucket,
+        prefix=prefix,
+    )
+    ti.xcom_push(key=PLAN_KEY, value=plan)
+    return batches

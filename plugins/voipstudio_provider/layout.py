@@ -118,3 +118,35 @@ def audit_key(prefix: str, dag_id: str, run_id: str) -> str:
 def plan_key(prefix: str, dag_id: str, run_id: str) -> str:
     """The purge plan, next to the audit log of the same run."""
     return f"{prefix}/audit/{dag_id}/{run_id}.plan.json"
+
+
+def highwater_key(prefix: str, kind_name: str) -> str:
+    """``{p}/highwater/{kind}.json``: the highest id archived and verified without gaps."""
+    return f"{prefix}/highwater/{kind_name}.json"
+
+
+def ledger_prefix(prefix: str, day: dt.date) -> str:
+    """``{p}/ledger/date=YYYY-MM-DD/``: what each archive batch stored for that day."""
+    return f"{prefix}/ledger/{_day(day)}/"
+
+
+def ledger_key(prefix: str, day: dt.date, name: str) -> str:
+    """One batch's ledger of one day, ``{p}/ledger/date=YYYY-MM-DD/{name}.jsonl``."""
+    return f"{ledger_prefix(prefix, day)}{name}.jsonl"
+
+
+def report_key(prefix: str, day: dt.date) -> str:
+    """``{p}/reconciliation/date=YYYY-MM-DD/report.json``."""
+    return f"{prefix}/reconciliation/{_day(day)}/report.json"
+
+
+def manifests_prefix(prefix: str) -> str:
+    """``{p}/manifests/``: one folder per day."""
+    return f"{prefix}/manifests/"
+
+
+def manifest_key(prefix: str, day: dt.date, version: int = 1, suffix: str = "json") -> str:
+    """``{p}/manifests/date=YYYY-MM-DD/manifest.json`` (version 1) or ``manifest.N.json``;
+    ``suffix="jsonl"`` gives the object list of the same version."""
+    name = "manifest" if version == 1 else f"manifest.{int(version)}"
+    return f"{manifests_prefix(prefix)}{_day(day)}/{name}.{suffix}"

@@ -16,10 +16,11 @@ from tests.dags.conftest import load_dag
 pytestmark = pytest.mark.slow
 
 DAG_ID = "voipstudio_archive_pcaps"
-# Today 00:00 UTC: the daily run before it covers 03:00 two days ago to 03:00 yesterday; the
-# look-back widens it to a week of the sandbox's history.
-LOGICAL_DATE = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-UNTIL = LOGICAL_DATE - dt.timedelta(hours=21)
+# The daily run whose interval ends at the next 03:00 UTC: its window holds the newest calls,
+# so nothing lies above the high-water mark it starts; the look-back widens it to a week.
+_NOW = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0)
+UNTIL = _NOW.replace(hour=3) + dt.timedelta(days=1 if _NOW.hour >= 3 else 0)
+LOGICAL_DATE = UNTIL + dt.timedelta(hours=1)
 LOOKBACK_HOURS = 6 * 24
 SINCE = UNTIL - dt.timedelta(hours=24 + LOOKBACK_HOURS)
 CONF = {"lookback_hours": LOOKBACK_HOURS, "batch_size": 5, "max_streams": 2}

@@ -14,9 +14,12 @@ from tests.dags.conftest import load_dag
 pytestmark = pytest.mark.slow
 
 DAG_ID = "voipstudio_archive_recordings"
-# Today 00:00 UTC: the hourly run before it covers 23:00-24:00 of yesterday; the look-back
+# The next full hour: the hourly run before it covers the current hour, so its window holds
+# the newest records and nothing lies above the high-water mark it starts; the look-back
 # widens the window to three weeks of the sandbox's history (a few dozen small MP3s).
-LOGICAL_DATE = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+LOGICAL_DATE = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0) + dt.timedelta(
+    hours=1
+)
 LOOKBACK_HOURS = 21 * 24
 SINCE = LOGICAL_DATE - dt.timedelta(hours=1 + LOOKBACK_HOURS)
 CONF = {"lookback_hours": LOOKBACK_HOURS, "batch_size": 4, "max_streams": 3}

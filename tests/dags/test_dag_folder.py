@@ -16,6 +16,7 @@ DAG_IDS = {
     "voipstudio_export_user_cdrs",
     "voipstudio_retention",
     "voipstudio_compliance_purge",
+    "voipstudio_reconcile",
 }
 # Run by a person from the UI form only, never on a schedule.
 MANUAL_DAG_ID = "voipstudio_compliance_purge"

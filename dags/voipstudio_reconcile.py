@@ -1,0 +1,75 @@
+"""
+### Reconcile the VoIPstudio source with the S3 archive, and write the daily manifests
+
+Every day at 05:00 UTC, after the archive, export and retention DAGs, this DAG compares
+what the API holds with what the bucket holds, day by day over the retention period
+(`days`, default 365, or `from_date` .. `to_date`): recordings, voicemail, CDR and MSDR
+PCAPs, per-user CSVs and archived chats.
+
+#### Findings
+
+- `missing`: a source record whose archive object is absent;
+- `unverified`: the object differs from what the archive wrote (size, ETag, sidecar);
+- `orphaned`: an archived object whose source record is gone with no audit line saying it
+  was deleted, or an object the archive never wrote.
+
+The report is `{prefix}/reconciliation/date=YYYY-MM-DD/report.json` (counts per resource
+and finding, and every gap's id); the log and XCom hold a short summary.
+
+#### Tasks
+
+`reconcile_archive` lists source and bucket by day (one LIST per 1,000 keys), re-archives
+missing and unverified binaries through the archive DAGs' own batch step when `rearchive`
+is on, writes the report and the manifest of every complete day before the run's day.
+`verify_manifests` checks the chain of the range (and every object with `verify_objects`).
+`check_gaps` fails the run when a gap older than `gap_hours` (default 24) remains, so
+Airflow's failure callbacks and e-mail alert an operator.
+
+#### Params
+
+`bucket`, `prefix`, `from_date`, `to_date`, `days`, `rearchive`, `gap_hours`,
+`verify_objects`. Connections: `voipstudio_default`, `aws_default`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow.sdk import CronDataIntervalTimetable, dag, task
+from voipstudio_provider import reconciling
+from voipstudio_provider.settings import API_POOL, dag_default_args, location_params
+
+
+@dag(
+    dag_id="voipstudio_reconcile",
+    schedule=CronDataIntervalTimetable("0 5 * * *", timezone="UTC"),
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    catchup=False,
+    max_active_runs=1,
+    description="Compare source and archive daily, report gaps, write chained manifests",
+    doc_md=__doc__,
+    tags=["voipstudio", "archive", "reconciliation"],
+    default_args=dag_default_args(retry_minutes=10),
+    params={**location_params(), **reconciling.reconcile_params()},
+)
+def voipstudio_reconcile():
+    @task(pool=API_POOL)
+    def reconcile_archive(params=None, ti=None, data_interval_end=None):
+        summary = reconciling.reconcile_task(params, data_interval_end)
+        ti.xcom_push(key="summary", value=summary)
+        return summary
+
+    @task(retries=0)
+    def verify_manifests(summary: dict, params=None):
+        reconciling.verify_task(params, summary)
+
+    @task(retries=0)
+    def check_gaps(summary: dict, params=None):
+        reconciling.raise_if_overdue(summary, params["gap_hours"])
+
+    summary = reconcile_archive()
+    verify_manifests(summary)
+    check_gaps(summary)
+
+
+voipstudio_reconcile()
