@@ -19,6 +19,12 @@ re-runs upload nothing new. To archive history, create a backfill:
 `airflow backfill create --dag-id voipstudio_archive_pcaps --from-date 2026-06-01
 --to-date 2026-06-30`.
 
+Besides its window, every run archives each record whose id is above the kind's
+high-water mark (`{prefix}/highwater/{kind}.json`, the highest id archived and verified
+without gaps), whatever the record's date: a record that reaches the API days late, or
+after an outage of any length, is archived by the next run. The mark moves after each
+run as far as it archived without a gap.
+
 #### Tasks
 
 `list_pcaps_to_archive` lists the CDRs and MSDRs of the window once and cuts
@@ -32,7 +38,8 @@ A call whose capture cannot be archived does not stop the others; its batch
 fails at the end naming its ids, and the batch's retries fetch only what is still missing.
 `summarize_archive` fails the run naming every record not archived. The asset
 `voipstudio_pcaps` gets an event only when the whole window is archived and verified (its
-extra holds the summary).
+extra holds the summary, the window and the id range per kind; an empty run emits it
+too).
 
 #### Params
 

@@ -21,6 +21,12 @@ re-runs upload nothing new. To archive history, create a backfill:
 `airflow backfill create --dag-id voipstudio_archive_recordings --from-date 2026-06-01
 --to-date 2026-06-30`.
 
+Besides its window, every run archives each record whose id is above the kind's
+high-water mark (`{prefix}/highwater/{kind}.json`, the highest id archived and verified
+without gaps), whatever the record's date: a record that reaches the API days late, or
+after an outage of any length, is archived by the next run. The mark moves after each
+run as far as it archived without a gap.
+
 #### Tasks
 
 `list_recordings_to_archive` lists the window and cuts it into batches of
@@ -34,7 +40,8 @@ A record that cannot be archived does not stop the others; its batch fails
 at the end naming its ids, and the batch's retries fetch only what is still missing.
 `summarize_archive` fails the run naming every record not archived. The asset
 `voipstudio_recordings` gets an event only when the whole window is archived and
-verified (its extra holds the summary); clearing the failed batches re-runs them and
+verified (its extra holds the summary, the window and the id range per kind; an
+empty run emits it too); clearing the failed batches re-runs them and
 the summary, which then emits it.
 
 #### Params

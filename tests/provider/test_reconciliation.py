@@ -277,3 +277,32 @@ def test_the_auditors_shell_check_of_one_day(hook, s3, target, truth, tmp_path):
     (tmp_path / first_key).write_bytes(b"changed")
     check = subprocess.run(["sha256sum", "-c", "day.sha256"], cwd=tmp_path, capture_output=True)
     assert check.returncode != 0 and f"{first_key}: FAILED" in check.stdout.decode()
+
+
+def test_manifests_are_locked_like_the_binaries(s3):
+    from voipstudio_provider.manifests import manifest_index, write_day
+
+    bucket = f"locked-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    target = ArchiveTarget(
+        bucket=bucket, prefix="vs", object_lock_mode="GOVERNANCE", object_lock_days=7
+    )
+    entry = {
+        "key": "vs/recordings/date=2026-11-02/7.mp3",
+        "size": 3,
+        "sha256": "ab",
+        "kind": "monitors",
+    }
+    index = manifest_index(s3, bucket, "vs")
+    first = write_day(s3, target, dt.date(2026, 11, 1), [], index)
+    second = write_day(s3, target, dt.date(2026, 11, 2), [entry], index)
+
+    assert second["previous"]["key"] == manifest_key("vs", dt.date(2026, 11, 1))
+    assert (first["objects"], second["objects"]) == (0, 1)
+    for key in (manifest_key("vs", dt.date(2026, 11, 2)), second["jsonl"]["key"]):
+        retention = s3.get_object_retention(Bucket=bucket, Key=key)["Retention"]
+        assert retention["Mode"] == "GOVERNANCE"
+        version = s3.head_object(Bucket=bucket, Key=key)["VersionId"]
+        with pytest.raises(s3.exceptions.ClientError):
+            s3.delete_object(Bucket=bucket, Key=key, VersionId=version)
+    assert write_day(s3, target, dt.date(2026, 11, 2), [entry], index) is None  # unchanged
