@@ -38,6 +38,7 @@ VARIABLES = (
     "VOIPSTUDIO_S3_PREFIX",
     "VOIPSTUDIO_RETENTION_POLICY",
     "VOIPSTUDIO_LEGAL_HOLD",
+    "VOIPSTUDIO_DEFAULT_REGION",
 )
 PLACEHOLDER_SECRETS = (
     "AIRFLOW__API_AUTH__JWT_SECRET",
@@ -373,6 +374,9 @@ def test_env_example_sets_the_variables_and_holds_no_secret(env_example):
     assert policy and all(isinstance(days, int) and days > 0 for days in policy.values())
     hold = json.loads(env_example["AIRFLOW_VAR_VOIPSTUDIO_LEGAL_HOLD"])
     assert set(hold) == {"ids", "numbers"}
+    from voipstudio_provider.phone_numbers import parse_region
+
+    assert parse_region(env_example["AIRFLOW_VAR_VOIPSTUDIO_DEFAULT_REGION"]) == "GB"
     for key in PLACEHOLDER_SECRETS:
         assert env_example[key].startswith("change-me"), f"{key} must be a placeholder"
 
