@@ -51,6 +51,9 @@ class VoIPstudioToS3Operator(BaseOperator):
     :param tags: object tags.
     :param max_streams: transfers running at a time.
     :param chunk_size: bytes kept in memory per transfer and the multipart part size.
+    :param max_size: the most bytes one download may bring; a longer body fails its record
+        as soon as it passes this (no limit by default besides the record's ``size`` and
+        ``Content-Length``).
     :param voipstudio_conn_id: the ``voipstudio`` connection.
     :param aws_conn_id: the Amazon connection (``endpoint_url`` in its extra for an
         S3-compatible server).
@@ -60,7 +63,7 @@ class VoIPstudioToS3Operator(BaseOperator):
     template_fields: Sequence[str] = (
         "kind", "records", "record_ids", "bucket", "prefix", "sse", "kms_key_id",
         "storage_class", "object_lock_mode", "object_lock_days", "tags", "max_streams",
-        "chunk_size", "voipstudio_conn_id", "aws_conn_id",
+        "chunk_size", "max_size", "voipstudio_conn_id", "aws_conn_id",
     )  # fmt: skip
     ui_color = "#e8f0fe"
 
@@ -80,6 +83,7 @@ class VoIPstudioToS3Operator(BaseOperator):
         tags: dict[str, str] | None = None,
         max_streams: int = 4,
         chunk_size: int = 8 * 1024 * 1024,
+        max_size: int | None = None,
         voipstudio_conn_id: str = "voipstudio_default",
         aws_conn_id: str | None = "aws_default",
         **kwargs: Any,
@@ -100,6 +104,7 @@ class VoIPstudioToS3Operator(BaseOperator):
         self.tags = tags
         self.max_streams = max_streams
         self.chunk_size = chunk_size
+        self.max_size = max_size
         self.voipstudio_conn_id = voipstudio_conn_id
         self.aws_conn_id = aws_conn_id
 
@@ -129,6 +134,7 @@ class VoIPstudioToS3Operator(BaseOperator):
             object_lock_days=None if days in (None, "") else int(days),
             tags=self.tags or None,
             chunk_size=int(self.chunk_size),
+            max_size=None if self.max_size in (None, "") else int(self.max_size),
         )
 
     def _fetch(self, kind: ArchiveKind) -> tuple[list[dict], list[ArchiveOutcome]]:
