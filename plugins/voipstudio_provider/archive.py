@@ -29,21 +29,25 @@ from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 from s3transfer.utils import ChunksizeAdjuster
 
+from voipstudio_provider.exceptions import VoIPstudioError, VoIPstudioIncompleteDownloadError
 from voipstudio_provider.layout import ArchiveKind, archive_key, quarantine_key, sidecar_key
 from voipstudio_provider.proof import (
     ARCHIVE_STORAGE_CLASSES,
     CHECKSUM_METADATA,
     PART_SIZE_METADATA,
+    ArchiveListing,
     Verification,
     checksum_of,
     composite_checksum,
     not_found,
     verify_archive,
 )
+from voipstudio_provider.uploads import StreamingUpload, UploadPool
 
 __all__ = [
     "ARCHIVED", "FAILED", "SKIPPED", "ArchiveOutcome", "ArchiveTarget", "Verification",
-    "archive_batch", "archive_record", "put_json", "quarantine", "summarize", "verify_archive",
+    "archive_batch", "archive_record", "put_json", "quarantine", "s3_client_for", "summarize",
+    "verify_archive",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -319,24 +323,123 @@ def _check_stored(
     return stored
 
 
-def archive_record(
-    voip_hook, s3_client, kind: ArchiveKind, record: dict, target: ArchiveTarget
-) -> ArchiveOutcome:
-    """Archive one record's binary unless it is already verified in the bucket.
+def _skip_or_prepare(
+    s3_client, kind: ArchiveKind, record: dict, target: ArchiveTarget, key: str, listing
+) -> ArchiveOutcome | str | None:
+    """A ``skipped`` outcome, an error message (the stored copy is left as it is), or
+    ``None`` when the record is to be downloaded (after keeping a failed copy aside)."""
+    record_id = int(record["id"])
+    decision = listing.decide(kind, target.prefix, record) if listing is not None else None
+    if decision == "archived":
+        listed = listing.listed(key) or {}
+        return ArchiveOutcome(
+            kind.name, record_id, SKIPPED, key, listed.get("Size"), etag=listed.get("ETag")
+        )
+    if decision == "missing":
+        return None
+    verification = verify_archive(s3_client, kind, record, target)
+    if verification.unverifiable and verification.exists:
+        verification = verify_archive(s3_client, kind, record, target, verify="download")
+    if verification.ok:
+        return ArchiveOutcome(
+            kind.name, record_id, SKIPPED, key, verification.size, verification.sha256,
+            s3_checksum=verification.s3_checksum, etag=verification.etag,
+        )  # fmt: skip
+    if verification.unverifiable:
+        return f"verify: {verification.reason}; the stored copy is kept as it is"
+    if verification.reason != "missing" or kind.sidecar:
+        quarantine(s3_client, kind, record, target, verification.reason)
+    return None
 
-    The body is spooled (in memory up to ``chunk_size``, then on disk) before the upload
-    starts: the ``sha256`` metadata must be set when the upload begins, and a short body
-    then never starts one. A verified copy is never overwritten; a stored copy that fails
-    verification is first kept aside (:func:`quarantine`). An archive that cannot be
-    checked because a bucket keeps no checksums is read back and hashed instead; one that
-    cannot be read now (GLACIER) is left as it is and the record fails, naming why. Errors
-    are caught and returned as a ``failed`` outcome.
+
+def _stream_to_s3(voip_hook, s3_client, kind, record, target, key, pool) -> dict[str, Any]:
+    """Download ``record``'s body straight into S3 (one PUT, or parts as they arrive).
+
+    A body that breaks cannot be rewound: the upload is aborted (no part stays) and the
+    record is downloaded again from the start, as often as the hook tries a request.
+    """
+    attempts = max(1, int(getattr(voip_hook, "max_attempts", 3)))
+    for attempt in range(1, attempts + 1):
+        upload = StreamingUpload(
+            s3_client,
+            target.bucket,
+            key,
+            {"ContentType": kind.content_type, **target.object_args()},
+            _part_size(target, record.get("size") or target.chunk_size) or target.chunk_size,
+            pool,
+        )
+        try:
+            result = voip_hook.download(
+                kind.operation,
+                int(record["id"]),
+                upload,
+                expected_size=record.get("size"),
+                max_size=target.max_size,
+            )
+            stored = upload.finish(result.sha256)
+        except VoIPstudioIncompleteDownloadError as error:
+            upload.abort()
+            if not error.retryable or attempt == attempts:
+                raise
+            log.info("%s %s: %s; downloading again", kind.name, record["id"], error)
+            continue
+        except BaseException:
+            upload.abort()
+            raise
+        return {"result": result, **stored}
+    raise AssertionError("unreachable")
+
+
+def _accepted(s3_client, target: ArchiveTarget, key: str, stored: dict) -> None:
+    """Check S3's answer to the last request of an upload.
+
+    One PUT carried ``ChecksumSHA256``: S3 refuses a body that does not match it, so its
+    acceptance proves the bytes and no HEAD is needed. For parts, S3 checked each part's
+    checksum; the composite it answers must equal the one computed from the downloaded
+    parts, which catches a part list that is not the body (a missing or reordered part).
+    An answer without a checksum comes from storage that keeps none: the copy is kept,
+    and retention will not delete its source without ``verify="download"``.
+    """
+    reported = stored["answer"].get("ChecksumSHA256")
+    if reported and reported != stored["checksum"]:
+        s3_client.delete_object(Bucket=target.bucket, Key=key)  # never keep a wrong body
+        raise RuntimeError(f"S3 checksum {reported} != {stored['checksum']} of the downloaded body")
+    if not reported:
+        log.warning(
+            "s3://%s/%s: the bucket reports no SHA-256 checksum; this copy cannot be proven "
+            "without reading it back (verify='download')", target.bucket, key,
+        )  # fmt: skip
+
+
+def archive_record(
+    voip_hook,
+    s3_client,
+    kind: ArchiveKind,
+    record: dict,
+    target: ArchiveTarget,
+    *,
+    listing: ArchiveListing | None = None,
+    pool: UploadPool | None = None,
+) -> ArchiveOutcome:
+    """Archive one record's binary unless it is already archived in the bucket.
+
+    Recordings and voicemail stream straight into S3 (:mod:`~voipstudio_provider.uploads`):
+    one PUT for a body under ``chunk_size``, parts uploaded as they arrive for a larger
+    one. PCAPs and traces, which have no sidecar, are spooled first so that their digests
+    can go into the object's metadata. A verified copy is never overwritten; a stored copy
+    that fails verification is first kept aside (:func:`quarantine`). An archive that
+    cannot be checked because a bucket keeps no checksums is read back and hashed
+    instead; one that cannot be read now (GLACIER) is left as it is and the record fails,
+    naming why. Errors are caught and returned as a ``failed`` outcome.
 
     :param voip_hook: a :class:`~voipstudio_provider.hooks.voipstudio.VoIPstudioHook`.
     :param s3_client: a boto3 S3 client (thread-safe, may be shared).
     :param kind: what kind of binary to archive.
     :param record: the API record; a monitor's ``size`` is the expected byte count.
     :param target: where and how to write.
+    :param listing: the bucket's date folders as listed by :class:`ArchiveListing`, to
+        skip archived records without a request each (a HEAD where it cannot decide).
+    :param pool: the batch's part uploads (a pool of two when omitted).
     """
     record_id = int(record["id"])
     try:
@@ -350,24 +453,51 @@ def archive_record(
         return ArchiveOutcome(kind.name, record_id, FAILED, key, error=message)
 
     try:
-        verification = verify_archive(s3_client, kind, record, target)
-        if verification.unverifiable and verification.exists:
-            verification = verify_archive(s3_client, kind, record, target, verify="download")
+        prepared = _skip_or_prepare(s3_client, kind, record, target, key, listing)
     except Exception as error:
         return failed("verify", error)
-    if verification.ok:
-        return ArchiveOutcome(
-            kind.name, record_id, SKIPPED, key, verification.size, verification.sha256,
-            s3_checksum=verification.s3_checksum, etag=verification.etag,
-        )  # fmt: skip
-    if verification.unverifiable:
-        return failed("verify", f"verify: {verification.reason}; the stored copy is kept as it is")
-    if verification.reason != "missing" or kind.sidecar:
-        try:
-            quarantine(s3_client, kind, record, target, verification.reason)
-        except Exception as error:
-            return failed("quarantine", error)
+    if isinstance(prepared, ArchiveOutcome):
+        return prepared
+    if isinstance(prepared, str):
+        return failed("verify", prepared)
+    if not kind.sidecar:
+        return _archive_spooled(voip_hook, s3_client, kind, record, target, key, failed)
 
+    own_pool = UploadPool(2) if pool is None else None
+    try:
+        stored = _stream_to_s3(voip_hook, s3_client, kind, record, target, key, pool or own_pool)
+    except VoIPstudioError as error:
+        return failed("download", error)
+    except Exception as error:
+        _abort_multipart_uploads(s3_client, target.bucket, key)
+        return failed("upload", error)
+    finally:
+        if own_pool is not None:
+            own_pool.close()
+
+    result = stored["result"]
+    try:
+        _accepted(s3_client, target, key, stored)
+        described = {
+            "sha256": result.sha256,
+            "size": result.size,
+            "checksum_sha256": stored["checksum"],
+            "part_size": stored["part_size"],
+        }
+        _write_sidecar(s3_client, kind, record, target, described)
+    except Exception as error:
+        return failed("check", error)
+    log.info("archived %s %s to %s (%d bytes)", kind.name, record_id, key, result.size)
+    answer = stored["answer"]
+    return ArchiveOutcome(
+        kind.name, record_id, ARCHIVED, key, result.size, result.sha256,
+        s3_checksum=answer.get("ChecksumSHA256"), etag=answer.get("ETag"),
+    )  # fmt: skip
+
+
+def _archive_spooled(voip_hook, s3_client, kind, record, target, key, failed) -> ArchiveOutcome:
+    """A body spooled whole before its upload, so its digests go into its metadata."""
+    record_id = int(record["id"])
     with tempfile.SpooledTemporaryFile(max_size=target.chunk_size) as spool:
         try:
             result = voip_hook.download(
@@ -383,10 +513,9 @@ def archive_record(
         part_size = _part_size(target, result.size)
         checksum = _spool_checksum(spool, result.sha256, part_size)
         metadata = {"sha256": result.sha256, "size": str(result.size)}
-        if not kind.sidecar:  # the digests verification compares S3's checksum with
-            metadata[CHECKSUM_METADATA] = checksum
-            if part_size:
-                metadata[PART_SIZE_METADATA] = str(part_size)
+        metadata[CHECKSUM_METADATA] = checksum  # what verification compares S3's with
+        if part_size:
+            metadata[PART_SIZE_METADATA] = str(part_size)
         args = {
             "ContentType": result.content_type or kind.content_type,
             "Metadata": metadata,
@@ -400,18 +529,10 @@ def archive_record(
             return failed("upload", error)
 
     try:
+        # upload_fileobj returns no answer: one HEAD says what was stored.
         stored = _check_stored(s3_client, target, key, result.size, checksum)
-        if kind.sidecar:
-            described = {
-                "sha256": result.sha256,
-                "size": result.size,
-                "checksum_sha256": checksum,
-                "part_size": part_size,
-            }
-            _write_sidecar(s3_client, kind, record, target, described)
     except Exception as error:
         return failed("check", error)
-
     log.info("archived %s %s to %s (%d bytes)", kind.name, record_id, key, result.size)
     return ArchiveOutcome(
         kind.name, record_id, ARCHIVED, key, result.size, result.sha256,
@@ -441,13 +562,14 @@ def archive_batch(
 ) -> list[ArchiveOutcome]:
     """Archive many records with at most ``max_streams`` downloads and uploads at a time.
 
-    Memory stays within about ``max_streams`` times twice ``target.chunk_size``. A failed
-    record does not stop the others.
+    What is already archived is found from one ``ListObjectsV2`` walk per date folder
+    (:class:`ArchiveListing`). Memory stays within about ``max_streams`` times twice
+    ``target.chunk_size``. A failed record does not stop the others.
 
     :param voip_hook: a VoIPstudio hook; with more than one stream, each stream uses a hook
         of its own built like this one (same connection and retry settings).
     :param s3_client: a boto3 S3 client, shared by the streams (boto3 clients are
-        thread-safe).
+        thread-safe); see :func:`s3_client_for` for one with enough connections.
     :param kind: what kind of binary to archive.
     :param records: the API records.
     :param target: where and how to write.
@@ -458,30 +580,51 @@ def archive_batch(
     if max_streams < 1:
         raise ValueError("max_streams must be at least 1")
     records = list(records)
-    if max_streams == 1 or len(records) <= 1:
-        return [archive_record(voip_hook, s3_client, kind, r, target) for r in records]
+    listing = ArchiveListing(s3_client, target.bucket)
+    with UploadPool(max_streams) as parts:
 
-    make_hook = hook_factory or _hook_per_thread(voip_hook)
-    local = threading.local()
-    made: list[Any] = []
-    made_lock = threading.Lock()
+        def archive(hook, record: dict) -> ArchiveOutcome:
+            return archive_record(
+                hook, s3_client, kind, record, target, listing=listing, pool=parts
+            )
 
-    def archive_one(record: dict) -> ArchiveOutcome:
-        hook = getattr(local, "hook", None)
-        if hook is None:
-            hook = local.hook = make_hook()
-            with made_lock:
-                made.append(hook)
-        return archive_record(hook, s3_client, kind, record, target)
+        if max_streams == 1 or len(records) <= 1:
+            return [archive(voip_hook, r) for r in records]
 
-    try:
-        with ThreadPoolExecutor(max_workers=max_streams, thread_name_prefix="archive") as pool:
-            return list(pool.map(archive_one, records))
-    finally:
-        for hook in made:
-            close = getattr(hook, "close", None)
-            if close is not None:
-                close()
+        make_hook = hook_factory or _hook_per_thread(voip_hook)
+        local = threading.local()
+        made: list[Any] = []
+        made_lock = threading.Lock()
+
+        def archive_one(record: dict) -> ArchiveOutcome:
+            hook = getattr(local, "hook", None)
+            if hook is None:
+                hook = local.hook = make_hook()
+                with made_lock:
+                    made.append(hook)
+            return archive(hook, record)
+
+        try:
+            with ThreadPoolExecutor(max_workers=max_streams, thread_name_prefix="archive") as pool:
+                return list(pool.map(archive_one, records))
+        finally:
+            for hook in made:
+                close = getattr(hook, "close", None)
+                if close is not None:
+                    close()
+
+
+def s3_client_for(aws_conn_id: str | None, max_streams: int):
+    """A boto3 S3 client of the Amazon connection with a connection pool for every stream
+    and its parts in flight (the connection's own botocore ``config`` kept)."""
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+    from botocore.config import Config
+
+    base = S3Hook(aws_conn_id=aws_conn_id).conn_config.botocore_config or Config()
+    pool = max(10, 2 * int(max_streams) + 2)
+    return S3Hook(
+        aws_conn_id=aws_conn_id, config=base.merge(Config(max_pool_connections=pool))
+    ).get_conn()
 
 
 def summarize(outcomes: Iterable[ArchiveOutcome]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -289,3 +290,60 @@ def _verify_by_reading(s3_client, bucket: str, key: str, recorded: dict, answer)
     if not same_value(recorded.get("size", read_size), read_size):
         return answer(False, f"read {read_size} bytes, recorded size {recorded.get('size')}")
     return answer(True, "verified")
+
+
+class ArchiveListing:
+    """What a date folder of the bucket holds, from one ``ListObjectsV2`` walk per folder.
+
+    It decides whether archiving may skip a record without a request of its own. It is no
+    proof: deleting at the source always goes through :func:`verify_archive`.
+
+    :param s3_client: a boto3 S3 client.
+    :param bucket: the archive bucket.
+    """
+
+    def __init__(self, s3_client, bucket: str) -> None:
+        self.s3_client = s3_client
+        self.bucket = bucket
+        self._folders: dict[str, dict[str, dict]] = {}
+        self._lock = threading.Lock()
+        self.requests = 0
+
+    def _folder(self, folder: str) -> dict[str, dict]:
+        with self._lock:
+            if folder not in self._folders:
+                objects: dict[str, dict] = {}
+                pages = self.s3_client.get_paginator("list_objects_v2").paginate(
+                    Bucket=self.bucket, Prefix=folder
+                )
+                for page in pages:
+                    self.requests += 1
+                    objects.update({o["Key"]: o for o in page.get("Contents", [])})
+                self._folders[folder] = objects
+            return self._folders[folder]
+
+    def decide(self, kind: ArchiveKind, prefix: str, record: dict) -> str | None:
+        """``archived``, ``missing``, or ``None`` when only a HEAD can tell.
+
+        ``archived`` needs the binary and its sidecar listed, the binary of the record's
+        ``size`` (when it has one), and the sidecar written after the binary: the archiver
+        writes the sidecar last, once the upload was checked, so a binary written after its
+        sidecar was replaced by someone else and is verified in full.
+        """
+        key = archive_key(prefix, kind, record)
+        objects = self._folder(key.rsplit("/", 1)[0] + "/")
+        binary = objects.get(key)
+        sidecar = objects.get(sidecar_key(prefix, kind, record)) if kind.sidecar else None
+        if binary is None and sidecar is None:
+            return "missing"
+        if binary is None or sidecar is None or not binary["Size"]:
+            return None
+        if not _absent(record.get("size")) and binary["Size"] != int(record["size"]):
+            return None
+        if sidecar["LastModified"] < binary["LastModified"]:
+            return None
+        return "archived"
+
+    def listed(self, key: str) -> dict | None:
+        """The listing's entry of ``key`` (its folder must have been listed)."""
+        return self._folders.get(key.rsplit("/", 1)[0] + "/", {}).get(key)

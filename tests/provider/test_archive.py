@@ -120,11 +120,19 @@ def test_rerun_skips_verified_records_without_downloading(sandbox, hook, s3, tar
     assert [o.status for o in first] == ["archived"] * 3
     sandbox.control("DELETE", "requests")
 
+    s3_requests: list[str] = []
+    s3.meta.events.register(
+        "before-send.s3", lambda request, **_: s3_requests.append(request.method)
+    )
+
     again = archive_batch(hook, s3, MONITORS, monitors, target, max_streams=2)
 
     assert [o.status for o in again] == ["skipped"] * 3
-    assert [o.sha256 for o in again] == [o.sha256 for o in first]
+    assert [(o.size, o.etag) for o in again] == [(o.size, o.etag) for o in first]
     assert requests_to(sandbox, ".mp3") == []
+    # One listing per date folder, and nothing else: no HEAD, no PUT.
+    days = {archive_key(target.prefix, MONITORS, m).rsplit("/", 1)[0] for m in monitors}
+    assert s3_requests == ["GET"] * len(days)
 
 
 @pytest.mark.parametrize("fault", ["truncate", "drop"])
@@ -172,8 +180,55 @@ def test_large_bodies_go_up_in_checked_parts(sandbox, hook, s3, target):
     assert head["ContentLength"] == size
     assert head["ChecksumSHA256"].endswith("-2")  # S3 checked each of the two parts
     body = s3.get_object(Bucket=target.bucket, Key=outcome.key)["Body"].read()
-    assert hashlib.sha256(body).hexdigest() == head["Metadata"]["sha256"] == outcome.sha256
+    side = sidecar_key(target.prefix, MONITORS, monitor)
+    sidecar = json.loads(s3.get_object(Bucket=target.bucket, Key=side)["Body"].read())
+    assert hashlib.sha256(body).hexdigest() == sidecar["sha256"] == outcome.sha256
+    assert head["ChecksumSHA256"] == sidecar["checksum_sha256"] == outcome.s3_checksum
     assert no_multipart_uploads(s3, target)
+
+
+def test_a_large_download_broken_mid_stream_leaves_no_object_and_no_parts(
+    sandbox, hook, s3, target
+):
+    size = 23 * MIB
+    (new_id,) = sandbox.control("POST", "records/monitors", {"count": 1, "fields": {"size": size}})[
+        "ids"
+    ]
+    monitor = next(m for m in truth(sandbox, "monitors") if m["id"] == new_id)
+    target = ArchiveTarget(bucket=target.bucket, prefix=target.prefix, chunk_size=5 * MIB)
+    # Every try breaks after nine tenths of the body: four parts were already uploaded.
+    set_faults(sandbox, {"path": MP3_PATHS, "methods": ["GET"], "kind": "truncate", "rate": 1})
+
+    outcome = archive_record(hook, s3, MONITORS, monitor, target)
+
+    assert outcome.status == "failed"
+    assert outcome.error.startswith("download: VoIPstudioIncompleteDownloadError")
+    tries = requests_to(sandbox, f"/{new_id}.mp3")
+    assert len(tries) == hook.max_attempts and all(t["fault"] == "truncate" for t in tries)
+    assert all(t["bytes"] > 4 * 5 * MIB for t in tries)  # parts had gone up each time
+    assert stored_keys(s3, target) == []
+    assert no_multipart_uploads(s3, target)
+
+
+def test_a_large_download_broken_once_is_archived_whole_on_the_next_try(sandbox, hook, s3, target):
+    size = 12 * MIB + 1
+    (new_id,) = sandbox.control("POST", "records/monitors", {"count": 1, "fields": {"size": size}})[
+        "ids"
+    ]
+    monitor = next(m for m in truth(sandbox, "monitors") if m["id"] == new_id)
+    target = ArchiveTarget(bucket=target.bucket, prefix=target.prefix, chunk_size=5 * MIB)
+    set_faults(
+        sandbox, {"path": MP3_PATHS, "methods": ["GET"], "kind": "truncate", "rate": 1, "times": 1}
+    )
+
+    outcome = archive_record(hook, s3, MONITORS, monitor, target)
+
+    assert outcome.status == "archived", outcome.error
+    body = s3.get_object(Bucket=target.bucket, Key=outcome.key)["Body"].read()
+    assert body == sandbox_bytes(sandbox, MONITORS, new_id)
+    assert [t["fault"] for t in requests_to(sandbox, f"/{new_id}.mp3")][:2] == ["truncate", None]
+    assert no_multipart_uploads(s3, target)
+    assert verify_archive(s3, MONITORS, monitor, target).ok
 
 
 def test_a_refused_multipart_upload_leaves_no_object_and_no_parts(sandbox, hook, s3, target):

@@ -32,8 +32,9 @@ class VoIPstudioToS3Operator(BaseOperator):
 
     Records already complete in the bucket (see
     :func:`~voipstudio_provider.archive.verify_archive`) are skipped without a download.
-    Every other body is spooled, hashed, uploaded with its ``sha256`` metadata and checked;
-    at most ``max_streams`` transfers run at a time. A failed record does not stop the
+    Every other body is streamed into S3 while it is hashed (one checked PUT, or parts
+    uploaded as they arrive), then described in its sidecar; at most ``max_streams``
+    transfers run at a time. A failed record does not stop the
     others: the task fails at the end, naming the failed ids.
 
     :param kind: what to archive: ``monitors``, ``voicemessages``, ``cdr_pcaps``,
@@ -116,10 +117,11 @@ class VoIPstudioToS3Operator(BaseOperator):
 
     @cached_property
     def s3_client(self):
-        """One boto3 S3 client, shared by the streams (boto3 clients are thread-safe)."""
-        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+        """One boto3 S3 client, shared by the streams (boto3 clients are thread-safe), with
+        a connection for each stream and each part in flight."""
+        from voipstudio_provider.archive import s3_client_for
 
-        return S3Hook(aws_conn_id=self.aws_conn_id).get_conn()
+        return s3_client_for(self.aws_conn_id, int(self.max_streams))
 
     def target(self) -> ArchiveTarget:
         """Where and how this task writes, from its (rendered) arguments."""
