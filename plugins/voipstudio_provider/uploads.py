@@ -78,7 +78,8 @@ class StreamingUpload(io.RawIOBase):
         self.args = args
         self.part_size = part_size
         self.pool = pool
-        self.buffer = bytearray()
+        self.chunks: list[bytes] = []  # the part being filled, joined once when it is full
+        self.buffered = 0
         self.upload_id: str | None = None
         self.parts: list[Future] = []
 
@@ -89,11 +90,22 @@ class StreamingUpload(io.RawIOBase):
         return False
 
     def write(self, chunk) -> int:
-        self.buffer += chunk
-        while len(self.buffer) >= self.part_size:
-            self._send_part(bytes(self.buffer[: self.part_size]))
-            del self.buffer[: self.part_size]
-        return len(chunk)
+        written = len(chunk)
+        view = memoryview(chunk)
+        while self.buffered + len(view) >= self.part_size:
+            room = self.part_size - self.buffered
+            self.chunks.append(bytes(view[:room]))
+            view = view[room:]
+            self._send_part(self._take())
+        if len(view):
+            self.chunks.append(bytes(view))
+            self.buffered += len(view)
+        return written
+
+    def _take(self) -> bytes:
+        data = b"".join(self.chunks)
+        self.chunks, self.buffered = [], 0
+        return data
 
     def _send_part(self, data: bytes) -> None:
         if self.upload_id is None:
@@ -135,19 +147,18 @@ class StreamingUpload(io.RawIOBase):
             checksum = checksum_of(sha256)
             # S3 refuses (BadDigest) a body that does not match ChecksumSHA256: the answer
             # is the proof that the stored bytes are these.
-            metadata = {**self.args.get("Metadata", {}), "sha256": sha256}
-            metadata["size"] = str(len(self.buffer))
+            body = self._take()
+            metadata = {**self.args.get("Metadata", {}), "sha256": sha256, "size": str(len(body))}
             answer = self.s3_client.put_object(
                 Bucket=self.bucket,
                 Key=self.key,
-                Body=bytes(self.buffer),
+                Body=body,
                 ChecksumSHA256=checksum,
                 **{**self.args, "Metadata": metadata},
             )
             return {"checksum": checksum, "part_size": None, "answer": answer}
-        if self.buffer:
-            self._send_part(bytes(self.buffer))
-            self.buffer.clear()
+        if self.buffered:
+            self._send_part(self._take())
         parts = [future.result() for future in self.parts]
         checksum = composite_checksum(p["digest"] for p in parts)
         answer = self.s3_client.complete_multipart_upload(
@@ -169,7 +180,7 @@ class StreamingUpload(io.RawIOBase):
 
     def abort(self) -> None:
         """Drop what was sent: wait for the parts in flight, then abort the upload."""
-        self.buffer.clear()
+        self._take()
         for future in self.parts:
             future.cancel()
         for future in self.parts:
