@@ -1,4 +1,4 @@
-"""The throughput benchmark keeps working: a tiny run prints its three rows per workload."""
+"""The throughput benchmark keeps working: a tiny run prints a row per method and workload."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "archive_throughpu
 
 
 @pytest.mark.benchmark
-def test_tiny_benchmark_prints_three_methods_per_workload():
+def test_tiny_benchmark_prints_every_method_per_workload_and_a_rerun():
     run = subprocess.run(
         [sys.executable, str(SCRIPT), "--tiny", "--streams", "2"],
         capture_output=True,
@@ -22,12 +22,17 @@ def test_tiny_benchmark_prints_three_methods_per_workload():
 
     assert run.returncode == 0, run.stderr[-3000:]
     tables = [t for t in run.stdout.strip().split("\n\n") if t.strip()]
-    assert len(tables) == 2  # many small recordings, then one large
-    for table in tables:
+    assert len(tables) == 4  # many small recordings, one large, small voicemails, a re-run
+    for table in tables[:3]:
         rows = {}
-        for line in table.splitlines()[3:]:
-            method, items, megabytes, seconds, rate, *_ = line.split()
-            rows[method] = (int(items), float(megabytes), float(rate))
-        assert sorted(rows) == ["bare_loop", "http_to_s3", "provider"]
-        assert len({(items, mb) for items, mb, _ in rows.values()}) == 1  # the same set
-        assert all(items > 0 and rate > 0 for items, _, rate in rows.values())
+        lines = table.splitlines()
+        assert lines[-1].startswith("fastest reference: ")
+        for line in lines[3:-1]:
+            method, items, megabytes, seconds, rate, ratio, _, _, s3_per, api_per = line.split()
+            rows[method] = (int(items), float(megabytes), float(seconds), float(s3_per))
+            assert float(ratio) > 0 and float(api_per) >= 1
+        assert sorted(rows) == ["bare_loop", "boto3_best", "http_to_s3", "provider"]
+        assert len({(items, mb) for items, mb, _, _ in rows.values()}) == 1  # the same set
+        assert all(items > 0 and secs > 0 and s3 >= 1 for items, _, secs, s3 in rows.values())
+    rerun = tables[3]
+    assert " 0 downloads" in rerun, rerun

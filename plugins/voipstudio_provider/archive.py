@@ -1,11 +1,13 @@
 """Archive VoIPstudio binaries (recordings, voicemail, PCAPs, traces) to S3 and verify them.
 
-An archived binary is complete when its object exists at :func:`~.layout.archive_key`,
-carries its SHA-256 in the ``sha256`` metadata, has the record's ``size`` (monitors), and,
-for kinds with a sidecar, the JSON sidecar beside it agrees on ``sha256`` and ``size``.
-:func:`verify_archive` checks exactly that; :func:`archive_record` downloads only what does
-not pass it. This module holds no Airflow operator code so that DAGs and tasks can call it
-with any hook and boto3 client.
+An archived binary is complete when S3's own SHA-256 checksum of the object at
+:func:`~.layout.archive_key` equals the checksum computed from the bytes the API served,
+as recorded in its JSON sidecar (or, for kinds without one, in its metadata at upload),
+and the sidecar describes the very record. :func:`verify_archive`
+(:mod:`~voipstudio_provider.proof`) checks exactly that; :func:`archive_record` downloads
+only what does not pass it, and keeps a failed copy aside before replacing it. This module
+holds no Airflow operator code so that DAGs and tasks can call it with any hook and boto3
+client.
 """
 
 from __future__ import annotations
@@ -25,9 +27,28 @@ from typing import IO, Any
 
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
+from s3transfer.utils import ChunksizeAdjuster
 
-from voipstudio_provider.endpoints import bare_media_type
-from voipstudio_provider.layout import ArchiveKind, archive_key, sidecar_key
+from voipstudio_provider.exceptions import VoIPstudioError, VoIPstudioIncompleteDownloadError
+from voipstudio_provider.layout import ArchiveKind, archive_key, quarantine_key, sidecar_key
+from voipstudio_provider.proof import (
+    ARCHIVE_STORAGE_CLASSES,
+    CHECKSUM_METADATA,
+    PART_SIZE_METADATA,
+    ArchiveListing,
+    Verification,
+    checksum_of,
+    composite_checksum,
+    not_found,
+    verify_archive,
+)
+from voipstudio_provider.uploads import StreamingUpload, UploadPool
+
+__all__ = [
+    "ARCHIVED", "FAILED", "SKIPPED", "ArchiveOutcome", "ArchiveTarget", "Verification",
+    "archive_batch", "archive_record", "put_json", "quarantine", "s3_client_for", "summarize",
+    "verify_archive",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +74,8 @@ class ArchiveTarget:
     :param tags: object tags, applied to binaries and sidecars.
     :param chunk_size: bytes a download keeps in memory before spilling to disk, and the
         multipart part size; memory per stream stays within about twice this.
+    :param max_size: the most bytes one download may bring; a longer body fails the
+        record as soon as it passes this (no limit when ``None``).
     """
 
     bucket: str
@@ -64,6 +87,7 @@ class ArchiveTarget:
     object_lock_days: int | None = None
     tags: dict[str, str] | None = None
     chunk_size: int = 8 * 1024 * 1024
+    max_size: int | None = None
 
     def __post_init__(self) -> None:
         if not self.bucket:
@@ -80,6 +104,8 @@ class ArchiveTarget:
             raise ValueError("object_lock_days must be at least 1")
         if self.chunk_size < MIN_CHUNK_SIZE:
             raise ValueError(f"chunk_size must be at least {MIN_CHUNK_SIZE} bytes")
+        if self.max_size is not None and self.max_size < 1:
+            raise ValueError("max_size must be at least 1 byte")
 
     def object_args(self, now: dt.datetime | None = None) -> dict[str, Any]:
         """The S3 write arguments every archived object gets (encryption, class, lock, tags).
@@ -101,6 +127,15 @@ class ArchiveTarget:
             args["Tagging"] = urllib.parse.urlencode(self.tags)
         return args
 
+    def document_args(self, now: dt.datetime | None = None) -> dict[str, Any]:
+        """:meth:`object_args` for JSON documents (sidecars, chats) and quarantine copies:
+        the same encryption, lock and tags, in a storage class that can be read at once
+        (the bucket's default instead of GLACIER or DEEP_ARCHIVE)."""
+        args = self.object_args(now)
+        if args.get("StorageClass") in ARCHIVE_STORAGE_CLASSES:
+            del args["StorageClass"]
+        return args
+
 
 @dataclass(frozen=True)
 class ArchiveOutcome:
@@ -113,6 +148,8 @@ class ArchiveOutcome:
     :param size: the binary's byte count, when known.
     :param sha256: the binary's SHA-256 (hex), when known.
     :param error: why it failed, for a person to read.
+    :param s3_checksum: the ``ChecksumSHA256`` S3 reports for the stored object.
+    :param etag: the stored object's ETag.
     """
 
     kind: str
@@ -126,107 +163,33 @@ class ArchiveOutcome:
     etag: str | None = None
 
 
-@dataclass(frozen=True)
-class Verification:
-    """The answer of :func:`verify_archive`.
-
-    :param ok: the archive of this record is complete.
-    :param reason: ``verified``, or what is wrong, in words for an audit line.
-    :param key: the binary's key that was checked.
-    :param size: the stored object's byte count, if it exists.
-    :param sha256: the stored object's ``sha256`` metadata, if present.
-    """
-
-    ok: bool
-    reason: str
-    key: str
-    size: int | None = None
-    sha256: str | None = None
+def _part_size(target: ArchiveTarget, size: int) -> int | None:
+    """The part size of a multipart upload of ``size`` bytes, ``None`` for one PUT. It is
+    what boto3 will use (raised for bodies that would need over 10,000 parts)."""
+    if size < target.chunk_size:
+        return None
+    return ChunksizeAdjuster().adjust_chunksize(target.chunk_size, size)
 
 
-def _not_found(error: ClientError) -> bool:
-    code = str(error.response.get("Error", {}).get("Code", ""))
-    return code in ("404", "NoSuchKey", "NotFound")
+def _spool_checksum(spool: IO[bytes], sha256: str, part_size: int | None) -> str:
+    """The ``ChecksumSHA256`` S3 will report for the spooled body once uploaded."""
+    if part_size is None:
+        return checksum_of(sha256)
+    spool.seek(0)
+    parts = [hashlib.sha256(c).digest() for c in iter(lambda: spool.read(part_size), b"")]
+    return composite_checksum(parts)
 
 
-def _head(s3_client, bucket: str, key: str) -> dict | None:
-    try:
-        return s3_client.head_object(Bucket=bucket, Key=key)
-    except ClientError as error:
-        if _not_found(error):
-            return None
-        raise
-
-
-def _read_sidecar(s3_client, bucket: str, key: str) -> dict | None:
-    try:
-        body = s3_client.get_object(Bucket=bucket, Key=key)["Body"]
-    except ClientError as error:
-        if _not_found(error):
-            return None
-        raise
-    with body:
-        return json.loads(body.read())
-
-
-def verify_archive(
-    s3_client, kind: ArchiveKind, record: dict, target: ArchiveTarget
-) -> Verification:
-    """Check, without downloading the binary, that ``record`` is completely archived.
-
-    :param s3_client: a boto3 S3 client.
-    :param kind: what kind of binary the record has.
-    :param record: the API record (its id and date field place the key).
-    :param target: the bucket and prefix to look in.
-    :return: ``ok`` with reason ``verified``, or the first thing found wrong.
-    """
-    key = archive_key(target.prefix, kind, record)
-    head = _head(s3_client, target.bucket, key)
-    if head is None:
-        return Verification(False, "missing", key)
-    size = int(head["ContentLength"])
-    sha256 = head.get("Metadata", {}).get("sha256")
-
-    def wrong(reason: str) -> Verification:
-        return Verification(False, reason, key, size, sha256)
-
-    if not sha256:
-        return wrong("no sha256 metadata")
-    if size == 0:
-        return wrong("empty object")
-    # An error page stored as a recording has the right digest of the wrong thing.
-    content_type = bare_media_type(head.get("ContentType"))
-    if content_type != bare_media_type(kind.content_type):
-        return wrong(f"content type {content_type or 'missing'} is not {kind.content_type}")
-    expected = record.get("size")
-    if expected is not None and size != int(expected):
-        return wrong(f"size {size} != record size {int(expected)}")
-    if not kind.sidecar:
-        return Verification(True, "verified", key, size, sha256)
-
-    side_key = sidecar_key(target.prefix, kind, record)
-    try:
-        sidecar = _read_sidecar(s3_client, target.bucket, side_key)
-    except ValueError:
-        return wrong("sidecar is not valid JSON")
-    if sidecar is None:
-        return wrong("sidecar missing")
-    if sidecar.get("sha256") != sha256:
-        return wrong("sha256 metadata differs from sidecar")
-    if sidecar.get("size") != size:
-        return wrong(f"size {size} != sidecar size {sidecar.get('size')}")
-    return Verification(True, "verified", key, size, sha256)
-
-
-def _upload(s3_client, spool: IO[bytes], key: str, args: dict, target: ArchiveTarget) -> None:
-    size = args["Metadata"]["size"]
-    if int(size) < target.chunk_size:
+def _upload(
+    s3_client, spool: IO[bytes], key: str, args: dict, target: ArchiveTarget, part_size: int | None
+) -> None:
+    if part_size is None:
         # One PUT: S3 checks the whole body against the SHA-256 we computed while downloading.
         digest = bytes.fromhex(args["Metadata"]["sha256"])
         args = {**args, "ChecksumSHA256": base64.b64encode(digest).decode()}
     config = TransferConfig(
         multipart_threshold=target.chunk_size,
-        multipart_chunksize=target.chunk_size,
+        multipart_chunksize=part_size or target.chunk_size,
         max_concurrency=1,
         use_threads=False,
     )
@@ -252,12 +215,11 @@ def _describe(stage: str, error: BaseException) -> str:
 
 
 def _write_sidecar(
-    s3_client, kind: ArchiveKind, record: dict, target: ArchiveTarget, size: int, sha256: str
+    s3_client, kind: ArchiveKind, record: dict, target: ArchiveTarget, stored: dict
 ) -> None:
     sidecar = {
         **record,
-        "sha256": sha256,
-        "size": size,
+        **stored,
         "archived_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     put_json(s3_client, target, sidecar_key(target.prefix, kind, record), sidecar)
@@ -267,6 +229,9 @@ def put_json(
     s3_client, target: ArchiveTarget, key: str, document: Any, *, sha256_metadata: bool = False
 ) -> None:
     """Write ``document`` as JSON with the target's options and a SHA-256 that S3 checks.
+
+    Documents are always written in a storage class that can be read at once
+    (:meth:`ArchiveTarget.document_args`), with the target's encryption, lock and tags.
 
     :param sha256_metadata: also keep the digest as ``sha256`` metadata, for a document
         that is itself an archived copy (a chat) and is verified by reading it back.
@@ -281,24 +246,200 @@ def put_json(
         ContentType="application/json",
         ChecksumSHA256=base64.b64encode(digest.digest()).decode(),
         **extra,
-        **target.object_args(),
+        **target.document_args(),
     )
 
 
-def archive_record(
-    voip_hook, s3_client, kind: ArchiveKind, record: dict, target: ArchiveTarget
-) -> ArchiveOutcome:
-    """Archive one record's binary unless it is already verified in the bucket.
+def _copy_args(target: ArchiveTarget) -> dict[str, Any]:
+    args = target.document_args()
+    if "Tagging" in args:
+        args["TaggingDirective"] = "REPLACE"
+    return args
 
-    The body is spooled (in memory up to ``chunk_size``, then on disk) before the upload
-    starts: the ``sha256`` metadata must be set when the upload begins, and a short body
-    then never starts one. Errors are caught and returned as a ``failed`` outcome.
+
+def _copy_aside(s3_client, target: ArchiveTarget, source: str, destination: str) -> bool:
+    """Copy ``source`` to ``destination`` (same bucket); ``False`` when there is no source."""
+    try:
+        s3_client.copy(
+            {"Bucket": target.bucket, "Key": source},
+            target.bucket,
+            destination,
+            ExtraArgs={"MetadataDirective": "COPY", **_copy_args(target)},
+        )
+    except ClientError as error:
+        if not_found(error):
+            return False
+        raise
+    return True
+
+
+def quarantine(
+    s3_client, kind: ArchiveKind, record: dict, target: ArchiveTarget, reason: str
+) -> list[str]:
+    """Keep aside what is stored for ``record`` before it is replaced: the binary and its
+    sidecar are copied to :func:`~.layout.quarantine_key` keys and the event is logged.
+
+    :param reason: why the stored copy failed verification, for the log.
+    :return: the quarantine keys written.
+    """
+    moment = dt.datetime.now(dt.UTC)
+    binary = archive_key(target.prefix, kind, record)
+    sources = [binary] + ([sidecar_key(target.prefix, kind, record)] if kind.sidecar else [])
+    kept = []
+    for source in sources:
+        destination = quarantine_key(target.prefix, source, moment)
+        if _copy_aside(s3_client, target, source, destination):
+            kept.append(destination)
+    if kept:
+        log.warning(
+            "%s %s: stored copy failed verification (%s); kept aside at %s before replacing it",
+            kind.name, record["id"], reason, ", ".join(kept),
+        )  # fmt: skip
+    return kept
+
+
+def _check_stored(
+    s3_client, target: ArchiveTarget, key: str, size: int, checksum: str
+) -> dict[str, Any]:
+    """What S3 stored at ``key``, checked against what was uploaded."""
+    stored = s3_client.head_object(Bucket=target.bucket, Key=key, ChecksumMode="ENABLED")
+    stored_size = int(stored["ContentLength"])
+    reported = stored.get("ChecksumSHA256")
+    problem = None
+    if stored_size != size:
+        problem = f"stored size {stored_size} != downloaded size {size}"
+    elif reported and reported != checksum:
+        problem = f"S3 checksum {reported} != {checksum} computed from the downloaded bytes"
+    if problem:
+        # Never leave an object that is not the whole body; what it replaced is in
+        # quarantine.
+        s3_client.delete_object(Bucket=target.bucket, Key=key)
+        raise RuntimeError(problem)
+    if not reported:
+        log.warning(
+            "s3://%s/%s: the bucket reports no SHA-256 checksum; this copy cannot be proven "
+            "without reading it back (verify='download')", target.bucket, key,
+        )  # fmt: skip
+    return stored
+
+
+def _skip_or_prepare(
+    s3_client, kind: ArchiveKind, record: dict, target: ArchiveTarget, key: str, listing
+) -> ArchiveOutcome | str | None:
+    """A ``skipped`` outcome, an error message (the stored copy is left as it is), or
+    ``None`` when the record is to be downloaded (after keeping a failed copy aside)."""
+    record_id = int(record["id"])
+    decision = listing.decide(kind, target.prefix, record) if listing is not None else None
+    if decision == "archived":
+        listed = listing.listed(key) or {}
+        return ArchiveOutcome(
+            kind.name, record_id, SKIPPED, key, listed.get("Size"), etag=listed.get("ETag")
+        )
+    if decision == "missing":
+        return None
+    verification = verify_archive(s3_client, kind, record, target)
+    if verification.unverifiable and verification.exists:
+        verification = verify_archive(s3_client, kind, record, target, verify="download")
+    if verification.ok:
+        return ArchiveOutcome(
+            kind.name, record_id, SKIPPED, key, verification.size, verification.sha256,
+            s3_checksum=verification.s3_checksum, etag=verification.etag,
+        )  # fmt: skip
+    if verification.unverifiable:
+        return f"verify: {verification.reason}; the stored copy is kept as it is"
+    if verification.reason != "missing" or kind.sidecar:
+        quarantine(s3_client, kind, record, target, verification.reason)
+    return None
+
+
+def _stream_to_s3(voip_hook, s3_client, kind, record, target, key, pool) -> dict[str, Any]:
+    """Download ``record``'s body straight into S3 (one PUT, or parts as they arrive).
+
+    A body that breaks cannot be rewound: the upload is aborted (no part stays) and the
+    record is downloaded again from the start, as often as the hook tries a request.
+    """
+    attempts = max(1, int(getattr(voip_hook, "max_attempts", 3)))
+    for attempt in range(1, attempts + 1):
+        upload = StreamingUpload(
+            s3_client,
+            target.bucket,
+            key,
+            {"ContentType": kind.content_type, **target.object_args()},
+            _part_size(target, record.get("size") or target.chunk_size) or target.chunk_size,
+            pool,
+        )
+        try:
+            result = voip_hook.download(
+                kind.operation,
+                int(record["id"]),
+                upload,
+                expected_size=record.get("size"),
+                max_size=target.max_size,
+            )
+            stored = upload.finish(result.sha256)
+        except VoIPstudioIncompleteDownloadError as error:
+            upload.abort()
+            if not error.retryable or attempt == attempts:
+                raise
+            log.info("%s %s: %s; downloading again", kind.name, record["id"], error)
+            continue
+        except BaseException:
+            upload.abort()
+            raise
+        return {"result": result, **stored}
+    raise AssertionError("unreachable")
+
+
+def _accepted(s3_client, target: ArchiveTarget, key: str, stored: dict) -> None:
+    """Check S3's answer to the last request of an upload.
+
+    One PUT carried ``ChecksumSHA256``: S3 refuses a body that does not match it, so its
+    acceptance proves the bytes and no HEAD is needed. For parts, S3 checked each part's
+    checksum; the composite it answers must equal the one computed from the downloaded
+    parts, which catches a part list that is not the body (a missing or reordered part).
+    An answer without a checksum comes from storage that keeps none: the copy is kept,
+    and retention will not delete its source without ``verify="download"``.
+    """
+    reported = stored["answer"].get("ChecksumSHA256")
+    if reported and reported != stored["checksum"]:
+        s3_client.delete_object(Bucket=target.bucket, Key=key)  # never keep a wrong body
+        raise RuntimeError(f"S3 checksum {reported} != {stored['checksum']} of the downloaded body")
+    if not reported:
+        log.warning(
+            "s3://%s/%s: the bucket reports no SHA-256 checksum; this copy cannot be proven "
+            "without reading it back (verify='download')", target.bucket, key,
+        )  # fmt: skip
+
+
+def archive_record(
+    voip_hook,
+    s3_client,
+    kind: ArchiveKind,
+    record: dict,
+    target: ArchiveTarget,
+    *,
+    listing: ArchiveListing | None = None,
+    pool: UploadPool | None = None,
+) -> ArchiveOutcome:
+    """Archive one record's binary unless it is already archived in the bucket.
+
+    Recordings and voicemail stream straight into S3 (:mod:`~voipstudio_provider.uploads`):
+    one PUT for a body under ``chunk_size``, parts uploaded as they arrive for a larger
+    one. PCAPs and traces, which have no sidecar, are spooled first so that their digests
+    can go into the object's metadata. A verified copy is never overwritten; a stored copy
+    that fails verification is first kept aside (:func:`quarantine`). An archive that
+    cannot be checked because a bucket keeps no checksums is read back and hashed
+    instead; one that cannot be read now (GLACIER) is left as it is and the record fails,
+    naming why. Errors are caught and returned as a ``failed`` outcome.
 
     :param voip_hook: a :class:`~voipstudio_provider.hooks.voipstudio.VoIPstudioHook`.
     :param s3_client: a boto3 S3 client (thread-safe, may be shared).
     :param kind: what kind of binary to archive.
     :param record: the API record; a monitor's ``size`` is the expected byte count.
     :param target: where and how to write.
+    :param listing: the bucket's date folders as listed by :class:`ArchiveListing`, to
+        skip archived records without a request each (a HEAD where it cannot decide).
+    :param pool: the batch's part uploads (a pool of two when omitted).
     """
     record_id = int(record["id"])
     try:
@@ -306,28 +447,75 @@ def archive_record(
     except (KeyError, TypeError, ValueError) as error:
         return ArchiveOutcome(kind.name, record_id, FAILED, "", error=_describe("key", error))
 
-    def failed(stage: str, error: BaseException) -> ArchiveOutcome:
-        log.warning("%s %s failed at %s: %s", kind.name, record_id, stage, error)
-        return ArchiveOutcome(kind.name, record_id, FAILED, key, error=_describe(stage, error))
+    def failed(stage: str, error: BaseException | str) -> ArchiveOutcome:
+        message = error if isinstance(error, str) else _describe(stage, error)
+        log.warning("%s %s failed at %s: %s", kind.name, record_id, stage, message)
+        return ArchiveOutcome(kind.name, record_id, FAILED, key, error=message)
 
     try:
-        verification = verify_archive(s3_client, kind, record, target)
+        prepared = _skip_or_prepare(s3_client, kind, record, target, key, listing)
     except Exception as error:
         return failed("verify", error)
-    if verification.ok:
-        return ArchiveOutcome(
-            kind.name, record_id, SKIPPED, key, verification.size, verification.sha256
-        )
+    if isinstance(prepared, ArchiveOutcome):
+        return prepared
+    if isinstance(prepared, str):
+        return failed("verify", prepared)
+    if not kind.sidecar:
+        return _archive_spooled(voip_hook, s3_client, kind, record, target, key, failed)
 
+    own_pool = UploadPool(2) if pool is None else None
+    try:
+        stored = _stream_to_s3(voip_hook, s3_client, kind, record, target, key, pool or own_pool)
+    except VoIPstudioError as error:
+        return failed("download", error)
+    except Exception as error:
+        _abort_multipart_uploads(s3_client, target.bucket, key)
+        return failed("upload", error)
+    finally:
+        if own_pool is not None:
+            own_pool.close()
+
+    result = stored["result"]
+    try:
+        _accepted(s3_client, target, key, stored)
+        described = {
+            "sha256": result.sha256,
+            "size": result.size,
+            "checksum_sha256": stored["checksum"],
+            "part_size": stored["part_size"],
+        }
+        _write_sidecar(s3_client, kind, record, target, described)
+    except Exception as error:
+        return failed("check", error)
+    log.info("archived %s %s to %s (%d bytes)", kind.name, record_id, key, result.size)
+    answer = stored["answer"]
+    return ArchiveOutcome(
+        kind.name, record_id, ARCHIVED, key, result.size, result.sha256,
+        s3_checksum=answer.get("ChecksumSHA256"), etag=answer.get("ETag"),
+    )  # fmt: skip
+
+
+def _archive_spooled(voip_hook, s3_client, kind, record, target, key, failed) -> ArchiveOutcome:
+    """A body spooled whole before its upload, so its digests go into its metadata."""
+    record_id = int(record["id"])
     with tempfile.SpooledTemporaryFile(max_size=target.chunk_size) as spool:
         try:
             result = voip_hook.download(
-                kind.operation, record_id, spool, expected_size=record.get("size")
+                kind.operation,
+                record_id,
+                spool,
+                expected_size=record.get("size"),
+                max_size=target.max_size,
             )
         except Exception as error:
             return failed("download", error)
 
+        part_size = _part_size(target, result.size)
+        checksum = _spool_checksum(spool, result.sha256, part_size)
         metadata = {"sha256": result.sha256, "size": str(result.size)}
+        metadata[CHECKSUM_METADATA] = checksum  # what verification compares S3's with
+        if part_size:
+            metadata[PART_SIZE_METADATA] = str(part_size)
         args = {
             "ContentType": result.content_type or kind.content_type,
             "Metadata": metadata,
@@ -335,25 +523,21 @@ def archive_record(
             **target.object_args(),
         }
         try:
-            _upload(s3_client, spool, key, args, target)
+            _upload(s3_client, spool, key, args, target, part_size)
         except Exception as error:
             _abort_multipart_uploads(s3_client, target.bucket, key)
             return failed("upload", error)
 
     try:
-        stored = _head(s3_client, target.bucket, key)
-        stored_size = None if stored is None else int(stored["ContentLength"])
-        if stored_size != result.size:
-            if stored is not None:  # never leave an object that is not the whole body
-                s3_client.delete_object(Bucket=target.bucket, Key=key)
-            raise RuntimeError(f"stored size {stored_size} != downloaded size {result.size}")
-        if kind.sidecar:
-            _write_sidecar(s3_client, kind, record, target, result.size, result.sha256)
+        # upload_fileobj returns no answer: one HEAD says what was stored.
+        stored = _check_stored(s3_client, target, key, result.size, checksum)
     except Exception as error:
         return failed("check", error)
-
     log.info("archived %s %s to %s (%d bytes)", kind.name, record_id, key, result.size)
-    return ArchiveOutcome(kind.name, record_id, ARCHIVED, key, result.size, result.sha256)
+    return ArchiveOutcome(
+        kind.name, record_id, ARCHIVED, key, result.size, result.sha256,
+        s3_checksum=stored.get("ChecksumSHA256"), etag=stored.get("ETag"),
+    )  # fmt: skip
 
 
 def _hook_per_thread(voip_hook) -> Callable[[], Any]:
@@ -378,13 +562,14 @@ def archive_batch(
 ) -> list[ArchiveOutcome]:
     """Archive many records with at most ``max_streams`` downloads and uploads at a time.
 
-    Memory stays within about ``max_streams`` times twice ``target.chunk_size``. A failed
-    record does not stop the others.
+    What is already archived is found from one ``ListObjectsV2`` walk per date folder
+    (:class:`ArchiveListing`). Memory stays within about ``max_streams`` times twice
+    ``target.chunk_size``. A failed record does not stop the others.
 
     :param voip_hook: a VoIPstudio hook; with more than one stream, each stream uses a hook
         of its own built like this one (same connection and retry settings).
     :param s3_client: a boto3 S3 client, shared by the streams (boto3 clients are
-        thread-safe).
+        thread-safe); see :func:`s3_client_for` for one with enough connections.
     :param kind: what kind of binary to archive.
     :param records: the API records.
     :param target: where and how to write.
@@ -395,30 +580,51 @@ def archive_batch(
     if max_streams < 1:
         raise ValueError("max_streams must be at least 1")
     records = list(records)
-    if max_streams == 1 or len(records) <= 1:
-        return [archive_record(voip_hook, s3_client, kind, r, target) for r in records]
+    listing = ArchiveListing(s3_client, target.bucket)
+    with UploadPool(max_streams) as parts:
 
-    make_hook = hook_factory or _hook_per_thread(voip_hook)
-    local = threading.local()
-    made: list[Any] = []
-    made_lock = threading.Lock()
+        def archive(hook, record: dict) -> ArchiveOutcome:
+            return archive_record(
+                hook, s3_client, kind, record, target, listing=listing, pool=parts
+            )
 
-    def archive_one(record: dict) -> ArchiveOutcome:
-        hook = getattr(local, "hook", None)
-        if hook is None:
-            hook = local.hook = make_hook()
-            with made_lock:
-                made.append(hook)
-        return archive_record(hook, s3_client, kind, record, target)
+        if max_streams == 1 or len(records) <= 1:
+            return [archive(voip_hook, r) for r in records]
 
-    try:
-        with ThreadPoolExecutor(max_workers=max_streams, thread_name_prefix="archive") as pool:
-            return list(pool.map(archive_one, records))
-    finally:
-        for hook in made:
-            close = getattr(hook, "close", None)
-            if close is not None:
-                close()
+        make_hook = hook_factory or _hook_per_thread(voip_hook)
+        local = threading.local()
+        made: list[Any] = []
+        made_lock = threading.Lock()
+
+        def archive_one(record: dict) -> ArchiveOutcome:
+            hook = getattr(local, "hook", None)
+            if hook is None:
+                hook = local.hook = make_hook()
+                with made_lock:
+                    made.append(hook)
+            return archive(hook, record)
+
+        try:
+            with ThreadPoolExecutor(max_workers=max_streams, thread_name_prefix="archive") as pool:
+                return list(pool.map(archive_one, records))
+        finally:
+            for hook in made:
+                close = getattr(hook, "close", None)
+                if close is not None:
+                    close()
+
+
+def s3_client_for(aws_conn_id: str | None, max_streams: int):
+    """A boto3 S3 client of the Amazon connection with a connection pool for every stream
+    and its parts in flight (the connection's own botocore ``config`` kept)."""
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+    from botocore.config import Config
+
+    base = S3Hook(aws_conn_id=aws_conn_id).conn_config.botocore_config or Config()
+    pool = max(10, 2 * int(max_streams) + 2)
+    return S3Hook(
+        aws_conn_id=aws_conn_id, config=base.merge(Config(max_pool_connections=pool))
+    ).get_conn()
 
 
 def summarize(outcomes: Iterable[ArchiveOutcome]) -> dict[str, Any]:

@@ -318,15 +318,13 @@ def archive_one_batch(
         ``archived``, ``skipped``, ``failed``, ``bytes``, ``failed_ids`` (bounded),
         ``errors`` (the first few, for people) and ``ledgers`` (ledger objects written).
     """
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-
-    from voipstudio_provider.archive import FAILED, archive_batch, summarize
+    from voipstudio_provider.archive import FAILED, archive_batch, s3_client_for, summarize
     from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
     from voipstudio_provider.ledger import write_ledger
 
     kind = _kind(batch["kind"])
     voip_hook = VoIPstudioHook(voipstudio_conn_id=voipstudio_conn_id)
-    s3_client = S3Hook(aws_conn_id=aws_conn_id).get_conn()
+    s3_client = s3_client_for(aws_conn_id, max_streams)
     records = batch_records(voip_hook, batch)
     outcomes = archive_batch(voip_hook, s3_client, kind, records, target, max_streams=max_streams)
 

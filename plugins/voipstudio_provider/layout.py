@@ -100,6 +100,19 @@ def sidecar_key(prefix: str, kind: ArchiveKind, record: dict) -> str:
     return binary[: -len(kind.suffix)] + "json"
 
 
+def quarantine_key(prefix: str, key: str, moment: dt.datetime) -> str:
+    """Where a stored copy that failed verification is kept before it is replaced:
+    ``{p}/quarantine/recordings/date=YYYY-MM-DD/{id}.{YYYYMMDDTHHMMSSZ}.mp3`` for
+    ``{p}/recordings/date=YYYY-MM-DD/{id}.mp3``, stamped with the UTC moment it was set
+    aside."""
+    if not key.startswith(f"{prefix}/"):
+        raise ValueError(f"{key} is not below the prefix {prefix}")
+    folder, _, name = key[len(prefix) + 1 :].rpartition("/")
+    stem, dot, suffix = name.rpartition(".")
+    stamp = as_utc(moment).strftime("%Y%m%dT%H%M%S.%fZ")
+    return f"{prefix}/quarantine/{folder}/{stem or suffix}.{stamp}{dot}{suffix if stem else ''}"
+
+
 def cdr_csv_key(prefix: str, user_id: int, day: dt.date) -> str:
     """``{p}/cdr-csv/user_id={user}/date=YYYY-MM-DD/cdrs.csv``."""
     return f"{prefix}/cdr-csv/user_id={int(user_id)}/{_day(day)}/cdrs.csv"

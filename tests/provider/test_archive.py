@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 import datetime as dt
 import hashlib
@@ -119,11 +120,19 @@ def test_rerun_skips_verified_records_without_downloading(sandbox, hook, s3, tar
     assert [o.status for o in first] == ["archived"] * 3
     sandbox.control("DELETE", "requests")
 
+    s3_requests: list[str] = []
+    s3.meta.events.register(
+        "before-send.s3", lambda request, **_: s3_requests.append(request.method)
+    )
+
     again = archive_batch(hook, s3, MONITORS, monitors, target, max_streams=2)
 
     assert [o.status for o in again] == ["skipped"] * 3
-    assert [o.sha256 for o in again] == [o.sha256 for o in first]
+    assert [(o.size, o.etag) for o in again] == [(o.size, o.etag) for o in first]
     assert requests_to(sandbox, ".mp3") == []
+    # One listing per date folder, and nothing else: no HEAD, no PUT.
+    days = {archive_key(target.prefix, MONITORS, m).rsplit("/", 1)[0] for m in monitors}
+    assert s3_requests == ["GET"] * len(days)
 
 
 @pytest.mark.parametrize("fault", ["truncate", "drop"])
@@ -171,8 +180,55 @@ def test_large_bodies_go_up_in_checked_parts(sandbox, hook, s3, target):
     assert head["ContentLength"] == size
     assert head["ChecksumSHA256"].endswith("-2")  # S3 checked each of the two parts
     body = s3.get_object(Bucket=target.bucket, Key=outcome.key)["Body"].read()
-    assert hashlib.sha256(body).hexdigest() == head["Metadata"]["sha256"] == outcome.sha256
+    side = sidecar_key(target.prefix, MONITORS, monitor)
+    sidecar = json.loads(s3.get_object(Bucket=target.bucket, Key=side)["Body"].read())
+    assert hashlib.sha256(body).hexdigest() == sidecar["sha256"] == outcome.sha256
+    assert head["ChecksumSHA256"] == sidecar["checksum_sha256"] == outcome.s3_checksum
     assert no_multipart_uploads(s3, target)
+
+
+def test_a_large_download_broken_mid_stream_leaves_no_object_and_no_parts(
+    sandbox, hook, s3, target
+):
+    size = 23 * MIB
+    (new_id,) = sandbox.control("POST", "records/monitors", {"count": 1, "fields": {"size": size}})[
+        "ids"
+    ]
+    monitor = next(m for m in truth(sandbox, "monitors") if m["id"] == new_id)
+    target = ArchiveTarget(bucket=target.bucket, prefix=target.prefix, chunk_size=5 * MIB)
+    # Every try breaks after nine tenths of the body: four parts were already uploaded.
+    set_faults(sandbox, {"path": MP3_PATHS, "methods": ["GET"], "kind": "truncate", "rate": 1})
+
+    outcome = archive_record(hook, s3, MONITORS, monitor, target)
+
+    assert outcome.status == "failed"
+    assert outcome.error.startswith("download: VoIPstudioIncompleteDownloadError")
+    tries = requests_to(sandbox, f"/{new_id}.mp3")
+    assert len(tries) == hook.max_attempts and all(t["fault"] == "truncate" for t in tries)
+    assert all(t["bytes"] > 4 * 5 * MIB for t in tries)  # parts had gone up each time
+    assert stored_keys(s3, target) == []
+    assert no_multipart_uploads(s3, target)
+
+
+def test_a_large_download_broken_once_is_archived_whole_on_the_next_try(sandbox, hook, s3, target):
+    size = 12 * MIB + 1
+    (new_id,) = sandbox.control("POST", "records/monitors", {"count": 1, "fields": {"size": size}})[
+        "ids"
+    ]
+    monitor = next(m for m in truth(sandbox, "monitors") if m["id"] == new_id)
+    target = ArchiveTarget(bucket=target.bucket, prefix=target.prefix, chunk_size=5 * MIB)
+    set_faults(
+        sandbox, {"path": MP3_PATHS, "methods": ["GET"], "kind": "truncate", "rate": 1, "times": 1}
+    )
+
+    outcome = archive_record(hook, s3, MONITORS, monitor, target)
+
+    assert outcome.status == "archived", outcome.error
+    body = s3.get_object(Bucket=target.bucket, Key=outcome.key)["Body"].read()
+    assert body == sandbox_bytes(sandbox, MONITORS, new_id)
+    assert [t["fault"] for t in requests_to(sandbox, f"/{new_id}.mp3")][:2] == ["truncate", None]
+    assert no_multipart_uploads(s3, target)
+    assert verify_archive(s3, MONITORS, monitor, target).ok
 
 
 def test_a_refused_multipart_upload_leaves_no_object_and_no_parts(sandbox, hook, s3, target):
@@ -211,7 +267,12 @@ def test_verification_names_what_is_wrong(sandbox, hook, s3, target):
 
     def put(data: bytes, content_type: str = "audio/mpeg", **metadata: str) -> None:
         s3.put_object(
-            Bucket=target.bucket, Key=key, Body=data, ContentType=content_type, Metadata=metadata
+            Bucket=target.bucket,
+            Key=key,
+            Body=data,
+            ContentType=content_type,
+            Metadata=metadata,
+            ChecksumSHA256=base64.b64encode(hashlib.sha256(data).digest()).decode(),
         )
 
     def reason() -> str:
@@ -226,13 +287,15 @@ def test_verification_names_what_is_wrong(sandbox, hook, s3, target):
     assert reason() == "content type application/json is not audio/mpeg"
     put(body[:-100], sha256=archived.sha256)
     assert reason() == f"size {len(body) - 100} != record size {monitor['size']}"
-    put(body)
-    assert reason() == "no sha256 metadata"
     put(body, sha256="0" * 64)
     assert reason() == "sha256 metadata differs from sidecar"
+    put(body)  # metadata is not evidence: without it, S3's checksum still proves the bytes
+    assert verify_archive(s3, MONITORS, monitor, target).ok
     put(body, sha256=archived.sha256)
     s3.put_object(Bucket=target.bucket, Key=side, Body=json.dumps({**sidecar, "size": 1}))
-    assert reason() == f"size {len(body)} != sidecar size 1"
+    assert reason() == f"sidecar size 1 != record size {monitor['size']}"
+    s3.put_object(Bucket=target.bucket, Key=side, Body=json.dumps({**sidecar, "sha256": "0"}))
+    assert reason() == "sha256 metadata differs from sidecar"
     s3.put_object(Bucket=target.bucket, Key=side, Body=b"{not json")
     assert reason() == "sidecar is not valid JSON"
     s3.delete_object(Bucket=target.bucket, Key=side)
@@ -305,3 +368,58 @@ def test_target_write_arguments():
         "ObjectLockRetainUntilDate": dt.datetime(2026, 1, 31, tzinfo=dt.UTC),
         "Tagging": "team=ops&kind=call+recording",
     }
+
+
+def test_a_body_longer_than_the_record_says_fails_and_stores_nothing(sandbox, hook, s3, target):
+    monitor = copy.deepcopy(small_monitors(sandbox, 1)[0])
+    monitor["size"] -= 1
+
+    outcome = archive_record(hook, s3, MONITORS, monitor, target)
+
+    assert outcome.status == "failed"
+    assert f"more than the record's size ({monitor['size']})" in outcome.error
+    assert stored_keys(s3, target) == []
+    assert len(requests_to(sandbox, f"/{monitor['id']}.mp3")) == 1  # not asked again
+
+
+def test_a_body_over_the_targets_maximum_fails_and_stores_nothing(sandbox, hook, s3, target):
+    size = 6 * MIB
+    (new_id,) = sandbox.control("POST", "records/monitors", {"count": 1, "fields": {"size": size}})[
+        "ids"
+    ]
+    monitor = next(m for m in truth(sandbox, "monitors") if m["id"] == new_id)
+    bounded = ArchiveTarget(
+        bucket=target.bucket, prefix=target.prefix, chunk_size=5 * MIB, max_size=5 * MIB
+    )
+
+    outcome = archive_record(hook, s3, MONITORS, monitor, bounded)
+
+    assert outcome.status == "failed"
+    assert f"more than the configured maximum ({5 * MIB})" in outcome.error
+    assert stored_keys(s3, target) == []
+    assert no_multipart_uploads(s3, target)
+
+
+def test_a_multipart_sidecar_records_the_composite_checksum_s3_reports(sandbox, hook, s3, target):
+    size = 11 * MIB + 5
+    (new_id,) = sandbox.control("POST", "records/monitors", {"count": 1, "fields": {"size": size}})[
+        "ids"
+    ]
+    monitor = next(m for m in truth(sandbox, "monitors") if m["id"] == new_id)
+    target = ArchiveTarget(bucket=target.bucket, prefix=target.prefix, chunk_size=5 * MIB)
+
+    outcome = archive_record(hook, s3, MONITORS, monitor, target)
+
+    assert outcome.status == "archived", outcome.error
+    sidecar = json.loads(
+        s3.get_object(Bucket=target.bucket, Key=sidecar_key(target.prefix, MONITORS, monitor))[
+            "Body"
+        ].read()
+    )
+    head = s3.head_object(Bucket=target.bucket, Key=outcome.key, ChecksumMode="ENABLED")
+    body = s3.get_object(Bucket=target.bucket, Key=outcome.key)["Body"].read()
+    parts = [hashlib.sha256(body[i : i + 5 * MIB]).digest() for i in range(0, size, 5 * MIB)]
+    composite = base64.b64encode(hashlib.sha256(b"".join(parts)).digest()).decode() + "-3"
+    assert sidecar["checksum_sha256"] == head["ChecksumSHA256"] == composite == outcome.s3_checksum
+    assert sidecar["part_size"] == 5 * MIB
+    assert verify_archive(s3, MONITORS, monitor, target).ok

@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 from voipstudio_devstack import SeaweedS3
-from voipstudio_provider.archive import ArchiveTarget, archive_record, verify_archive
+from voipstudio_provider.archive import ArchiveTarget, archive_record, put_json, verify_archive
 from voipstudio_provider.layout import ARCHIVE_KINDS, sidecar_key
 
 MONITORS = ARCHIVE_KINDS["monitors"]
@@ -94,3 +94,51 @@ def test_object_lock_retains_archived_objects(encrypting_s3, hook, monitor):
     with pytest.raises(encrypting_s3.exceptions.ClientError):
         encrypting_s3.delete_object(Bucket=bucket, Key=outcome.key, VersionId=version)
     assert verify_archive(encrypting_s3, MONITORS, monitor, target).ok
+
+
+@pytest.mark.parametrize("binary_class", ["GLACIER", "DEEP_ARCHIVE"])
+def test_sidecars_stay_readable_whatever_class_the_binaries_use(
+    encrypting_s3, hook, monitor, binary_class
+):
+    bucket = f"cold-{uuid.uuid4().hex[:12]}"
+    encrypting_s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    target = ArchiveTarget(
+        bucket=bucket,
+        sse="AES256",
+        storage_class=binary_class,
+        object_lock_mode="GOVERNANCE",
+        object_lock_days=7,
+        tags={"source": "voipstudio"},
+    )
+
+    outcome = archive_record(hook, encrypting_s3, MONITORS, monitor, target)
+
+    assert outcome.status == "archived", outcome.error
+    side = sidecar_key(target.prefix, MONITORS, monitor)
+    binary_head = encrypting_s3.head_object(Bucket=bucket, Key=outcome.key)
+    sidecar_head = encrypting_s3.head_object(Bucket=bucket, Key=side)
+    assert binary_head["StorageClass"] == binary_class
+    assert sidecar_head.get("StorageClass", "STANDARD") == "STANDARD"
+    assert sidecar_head["ServerSideEncryption"] == "AES256"
+    assert encrypting_s3.get_object_retention(Bucket=bucket, Key=side)["Retention"]["Mode"] == (
+        "GOVERNANCE"
+    )
+    tags = encrypting_s3.get_object_tagging(Bucket=bucket, Key=side)["TagSet"]
+    assert {t["Key"]: t["Value"] for t in tags} == {"source": "voipstudio"}
+    verification = verify_archive(encrypting_s3, MONITORS, monitor, target)
+    assert verification.ok, verification.reason
+
+
+def test_json_documents_keep_a_readable_class(encrypting_s3, bucket):
+    target = ArchiveTarget(bucket=bucket, storage_class="DEEP_ARCHIVE", sse="AES256")
+
+    put_json(encrypting_s3, target, "vs/chats/date=2026-01-01/7.json", {"chat": {"id": 7}})
+
+    head = encrypting_s3.head_object(Bucket=bucket, Key="vs/chats/date=2026-01-01/7.json")
+    assert head.get("StorageClass", "STANDARD") == "STANDARD"
+    assert head["ServerSideEncryption"] == "AES256"
+    assert target.document_args()["ServerSideEncryption"] == "AES256"
+    assert "StorageClass" not in target.document_args()
+    assert ArchiveTarget(bucket=bucket, storage_class="GLACIER_IR").document_args() == {
+        "StorageClass": "GLACIER_IR"  # instant retrieval: readable at once, kept
+    }

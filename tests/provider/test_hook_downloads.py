@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import socketserver
+import threading
 
 import pytest
 from voipstudio_provider.endpoints import RESOURCES
@@ -181,3 +183,120 @@ def test_empty_body_is_not_a_recording(make_hook, sandbox, api_requests):
         )
     assert raised.value.retryable is True and raised.value.received == 0
     assert len(api_requests(".mp3")) == 2
+
+
+# -- bounded downloads: a body longer than it may be stops there ---------------------------
+
+
+class _GrowthRecorder(io.BytesIO):
+    """A seekable sink that remembers the most bytes it ever held."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.peak = 0
+
+    def write(self, chunk) -> int:
+        written = super().write(chunk)
+        self.peak = max(self.peak, len(self.getbuffer()))
+        return written
+
+
+@pytest.fixture
+def large_monitor(sandbox) -> dict:
+    size = 3 * 1024 * 1024
+    (monitor_id,) = sandbox.control(
+        "POST", "records/monitors", {"count": 1, "fields": {"size": size}}
+    )["ids"]
+    return {"id": monitor_id, "size": size}
+
+
+def test_a_body_longer_than_the_records_size_is_refused_unwritten(
+    hook, large_monitor, api_requests
+):
+    sink = _GrowthRecorder()
+    with pytest.raises(VoIPstudioIncompleteDownloadError) as raised:
+        hook.download("download_monitor_mp3", large_monitor["id"], sink, expected_size=1024 * 1024)
+    assert "more than the record's size (1048576)" in str(raised.value)
+    assert raised.value.retryable is False
+    assert sink.peak == 0  # Content-Length told before the first byte
+    assert len(api_requests(".mp3")) == 1
+
+
+def test_a_download_stops_at_the_configured_maximum(hook, large_monitor, api_requests):
+    sink = _GrowthRecorder()
+    with pytest.raises(VoIPstudioIncompleteDownloadError) as raised:
+        hook.download("download_monitor_mp3", large_monitor["id"], sink, max_size=2 * 1024 * 1024)
+    assert "more than the configured maximum (2097152)" in str(raised.value)
+    assert sink.peak == 0
+    assert len(api_requests(".mp3")) == 1
+
+
+def test_a_body_without_content_length_stops_mid_stream_at_the_hooks_maximum(hook, truth):
+    """The CSV export is chunked: only counting the bytes can stop it."""
+    user_id = truth("cdrs")[0]["user_id"]
+    whole = io.BytesIO()
+    hook.export_user_cdrs_csv(user_id, whole)
+    limit = len(whole.getvalue()) // 2
+    assert limit > 0
+    hook.max_download_size = limit
+    sink = _GrowthRecorder()
+    with pytest.raises(VoIPstudioIncompleteDownloadError) as raised:
+        hook.export_user_cdrs_csv(user_id, sink)
+    assert "more than the configured maximum" in str(raised.value)
+    assert 0 < sink.peak <= limit
+    assert raised.value.received > limit
+
+
+class _OverlongServer:
+    """A loopback HTTP server whose answers announce ``Content-Length: 1000`` yet send a
+    longer chunked body, as a broken proxy may. The sandbox cannot send such an answer (its
+    server enforces Content-Length), and ``requests`` reads a chunked body past the header."""
+
+    def __init__(self, body_size: int) -> None:
+        self.body_size = body_size
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def _handler(self):
+        body_size = self.body_size
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                while self.rfile.readline() not in (b"\r\n", b""):
+                    pass
+                self.wfile.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: audio/mpeg\r\nContent-Length: 1000\r\n"
+                    b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                )
+                chunk = b"\xff" * 4096
+                try:
+                    for _ in range(body_size // len(chunk)):
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    self.wfile.write(b"0\r\n\r\n")
+                except OSError:
+                    pass  # the client stopped reading
+
+        return Handler
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1.1/voipstudio"
+
+    def __enter__(self) -> _OverlongServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_body_longer_than_its_content_length_stops_there(make_hook):
+    with _OverlongServer(body_size=1024 * 1024) as server:
+        hook = make_hook(host=server.base_url, max_attempts=1)
+        sink = _GrowthRecorder()
+        with pytest.raises(VoIPstudioIncompleteDownloadError) as raised:
+            hook.download("download_monitor_mp3", 1, sink)
+    assert "more than Content-Length (1000)" in str(raised.value)
+    assert sink.peak <= 1000

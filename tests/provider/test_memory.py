@@ -83,4 +83,8 @@ def test_archiving_a_1_gb_recording_keeps_memory_flat(sandbox, seaweed, s3_bucke
     digest = hashlib.sha256()
     for chunk in s3.get_object(Bucket=s3_bucket, Key=report["key"])["Body"].iter_chunks(8 * MIB):
         digest.update(chunk)
-    assert digest.hexdigest() == head["Metadata"]["sha256"] == report["sha256"]
+    side = report["key"][: -len("mp3")] + "json"
+    sidecar = json.loads(s3.get_object(Bucket=s3_bucket, Key=side)["Body"].read())
+    assert digest.hexdigest() == sidecar["sha256"] == report["sha256"]
+    stored = s3.head_object(Bucket=s3_bucket, Key=report["key"], ChecksumMode="ENABLED")
+    assert stored["ChecksumSHA256"] == sidecar["checksum_sha256"] == report["s3_checksum"]

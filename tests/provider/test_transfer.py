@@ -130,3 +130,24 @@ def test_unknown_kind_and_ambiguous_input_are_refused(bucket):
         VoIPstudioToS3Operator(task_id="a", kind="faxes", records=[], bucket=bucket).execute(
             context={}
         )
+
+
+def test_a_recording_over_max_size_fails_its_record_and_stores_nothing(s3, sandbox, bucket, prefix):
+    monitors = sorted(truth(sandbox, "monitors"), key=lambda m: m["size"])
+    small = monitors[0]
+    large = next(m for m in monitors if m["size"] > small["size"])
+    transfer = VoIPstudioToS3Operator(
+        task_id="archive",
+        kind="monitors",
+        records=[small, large],
+        bucket=bucket,
+        prefix=prefix,
+        max_size=str(large["size"] - 1),  # rendered templates arrive as strings
+    )
+
+    with pytest.raises(AirflowException, match=f"ids {large['id']}; first error: download: "):
+        transfer.execute(context={})
+
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
+    assert len(keys) == 2 and all(f"/{small['id']}." in k for k in keys)
+    assert transfer.target().max_size == large["size"] - 1

@@ -52,7 +52,13 @@ class DownloadResult:
 
 
 class DownloadsMixin(TransportMixin):
-    """The History API's file endpoints, streamed through the request loop."""
+    """The History API's file endpoints, streamed through the request loop.
+
+    :attr max_download_size: the most bytes any download of this hook may bring (no limit
+        when ``None``); a download's own ``max_size`` can only lower it.
+    """
+
+    max_download_size: int | None = None
 
     def download(
         self,
@@ -61,6 +67,7 @@ class DownloadsMixin(TransportMixin):
         fileobj: IO[bytes],
         *,
         expected_size: int | None = None,
+        max_size: int | None = None,
         params: dict[str, Any] | None = None,
     ) -> DownloadResult:
         """Stream a file endpoint into ``fileobj``, counting and hashing what is written.
@@ -70,6 +77,9 @@ class DownloadsMixin(TransportMixin):
         :class:`VoIPstudioIncompleteDownloadError` when the body is empty or the bytes
         written differ from ``Content-Length`` or ``expected_size``. Both are tried again;
         a broken body only if ``fileobj`` is seekable (it is rewound and truncated first).
+        A body longer than ``expected_size``, its ``Content-Length``, ``max_size`` or the
+        hook's ``max_download_size`` stops as soon as it passes the limit, before the byte
+        past it is written, and is not tried again.
 
         ``hook.download("download_monitor_mp3", 42, f, expected_size=monitor["size"])``
         """
@@ -80,12 +90,14 @@ class DownloadsMixin(TransportMixin):
         query = encoded_query(params)
         seekable = is_seekable(fileobj)
         start = fileobj.tell() if seekable else 0
+        limits = [m for m in (max_size, self.max_download_size) if m is not None]
+        max_size = min(limits) if limits else None
 
         def attempt() -> DownloadResult:
             if seekable:
                 fileobj.seek(start)
                 fileobj.truncate()
-            return self._stream_once(ep, path, query, fileobj, expected_size)
+            return self._stream_once(ep, path, query, fileobj, expected_size, max_size)
 
         def may_retry(error: VoIPstudioError) -> bool:
             # Bytes already written to a stream we cannot rewind cannot be taken back.
@@ -100,6 +112,7 @@ class DownloadsMixin(TransportMixin):
         params: dict[str, Any],
         fileobj: IO[bytes],
         expected_size: int | None,
+        max_size: int | None = None,
     ) -> DownloadResult:
         # identity: Content-Length then counts the very bytes written to the file.
         response = self._send(
@@ -107,7 +120,7 @@ class DownloadsMixin(TransportMixin):
         )
         label = request_label(ep.method, path)
         check_media_type(response, ep.content_type, label)
-        return write_body(response, fileobj, label, expected_size)
+        return write_body(response, fileobj, label, expected_size, max_size=max_size)
 
 
 def media_type(response: requests.Response) -> str:
@@ -135,23 +148,54 @@ def check_media_type(response: requests.Response, expected: str, label: str) -> 
     )
 
 
+def _limit(
+    announced: int | None, expected_size: int | None, max_size: int | None
+) -> tuple[int, str] | None:
+    """The fewest bytes a body may have, and what sets that limit."""
+    limits = [
+        (int(value), what)
+        for value, what in (
+            (expected_size, "the record's size"),
+            (announced, "Content-Length"),
+            (max_size, "the configured maximum"),
+        )
+        if value is not None
+    ]
+    return min(limits, key=lambda limit: limit[0]) if limits else None
+
+
 def write_body(
-    response: requests.Response, fileobj: IO[bytes], label: str, expected_size: int | None
+    response: requests.Response,
+    fileobj: IO[bytes],
+    label: str,
+    expected_size: int | None,
+    *,
+    max_size: int | None = None,
 ) -> DownloadResult:
     """Copy ``response``'s body into ``fileobj``; raise when it is empty, short, broken or
     too long.
+
+    A body that would pass the record's size, its ``Content-Length`` or ``max_size`` stops
+    there: no byte past the limit is written (a server that announces more than the limit
+    is refused before the first byte).
 
     :param response: a streamed (``stream=True``) successful answer; closed on return.
     :param fileobj: a binary file object open for writing.
     :param label: ``METHOD /path`` for messages.
     :param expected_size: the byte count the record says the file has, if it says one.
+    :param max_size: the most bytes this download may bring.
     """
     digest = hashlib.sha256()
     size = 0
     announced = content_length(response)
+    limit = _limit(announced, expected_size, max_size)
     with response:
+        if limit is not None and announced is not None and announced > limit[0]:
+            raise too_long(label, announced, limit, response.status_code, announced=True)
         try:
             for chunk in response.iter_content(chunk_size=CHUNK_SIZE):
+                if limit is not None and size + len(chunk) > limit[0]:
+                    raise too_long(label, size + len(chunk), limit, response.status_code)
                 fileobj.write(chunk)
                 digest.update(chunk)
                 size += len(chunk)
@@ -188,6 +232,21 @@ def write_body(
             retryable=announced is None,
         )
     return DownloadResult(size=size, sha256=digest.hexdigest(), content_type=media_type(response))
+
+
+def too_long(
+    label: str, received: int, limit: tuple[int, str], status: int, *, announced: bool = False
+) -> VoIPstudioIncompleteDownloadError:
+    """The error of a body longer than it may be; asking again would bring the same body."""
+    what = "announced" if announced else "at least"
+    return VoIPstudioIncompleteDownloadError(
+        f"{label}: the body has {what} {received} bytes, more than {limit[1]} ({limit[0]}): "
+        "stopped",
+        received=received,
+        expected=limit[0],
+        status_code=status,
+        retryable=False,
+    )
 
 
 def is_seekable(fileobj: IO[bytes]) -> bool:

@@ -32,8 +32,9 @@ class VoIPstudioToS3Operator(BaseOperator):
 
     Records already complete in the bucket (see
     :func:`~voipstudio_provider.archive.verify_archive`) are skipped without a download.
-    Every other body is spooled, hashed, uploaded with its ``sha256`` metadata and checked;
-    at most ``max_streams`` transfers run at a time. A failed record does not stop the
+    Every other body is streamed into S3 while it is hashed (one checked PUT, or parts
+    uploaded as they arrive), then described in its sidecar; at most ``max_streams``
+    transfers run at a time. A failed record does not stop the
     others: the task fails at the end, naming the failed ids.
 
     :param kind: what to archive: ``monitors``, ``voicemessages``, ``cdr_pcaps``,
@@ -51,6 +52,9 @@ class VoIPstudioToS3Operator(BaseOperator):
     :param tags: object tags.
     :param max_streams: transfers running at a time.
     :param chunk_size: bytes kept in memory per transfer and the multipart part size.
+    :param max_size: the most bytes one download may bring; a longer body fails its record
+        as soon as it passes this (no limit by default besides the record's ``size`` and
+        ``Content-Length``).
     :param voipstudio_conn_id: the ``voipstudio`` connection.
     :param aws_conn_id: the Amazon connection (``endpoint_url`` in its extra for an
         S3-compatible server).
@@ -60,7 +64,7 @@ class VoIPstudioToS3Operator(BaseOperator):
     template_fields: Sequence[str] = (
         "kind", "records", "record_ids", "bucket", "prefix", "sse", "kms_key_id",
         "storage_class", "object_lock_mode", "object_lock_days", "tags", "max_streams",
-        "chunk_size", "voipstudio_conn_id", "aws_conn_id",
+        "chunk_size", "max_size", "voipstudio_conn_id", "aws_conn_id",
     )  # fmt: skip
     ui_color = "#e8f0fe"
 
@@ -80,6 +84,7 @@ class VoIPstudioToS3Operator(BaseOperator):
         tags: dict[str, str] | None = None,
         max_streams: int = 4,
         chunk_size: int = 8 * 1024 * 1024,
+        max_size: int | None = None,
         voipstudio_conn_id: str = "voipstudio_default",
         aws_conn_id: str | None = "aws_default",
         **kwargs: Any,
@@ -100,6 +105,7 @@ class VoIPstudioToS3Operator(BaseOperator):
         self.tags = tags
         self.max_streams = max_streams
         self.chunk_size = chunk_size
+        self.max_size = max_size
         self.voipstudio_conn_id = voipstudio_conn_id
         self.aws_conn_id = aws_conn_id
 
@@ -111,10 +117,11 @@ class VoIPstudioToS3Operator(BaseOperator):
 
     @cached_property
     def s3_client(self):
-        """One boto3 S3 client, shared by the streams (boto3 clients are thread-safe)."""
-        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+        """One boto3 S3 client, shared by the streams (boto3 clients are thread-safe), with
+        a connection for each stream and each part in flight."""
+        from voipstudio_provider.archive import s3_client_for
 
-        return S3Hook(aws_conn_id=self.aws_conn_id).get_conn()
+        return s3_client_for(self.aws_conn_id, int(self.max_streams))
 
     def target(self) -> ArchiveTarget:
         """Where and how this task writes, from its (rendered) arguments."""
@@ -129,6 +136,7 @@ class VoIPstudioToS3Operator(BaseOperator):
             object_lock_days=None if days in (None, "") else int(days),
             tags=self.tags or None,
             chunk_size=int(self.chunk_size),
+            max_size=None if self.max_size in (None, "") else int(self.max_size),
         )
 
     def _fetch(self, kind: ArchiveKind) -> tuple[list[dict], list[ArchiveOutcome]]:

@@ -1,0 +1,197 @@
+"""Bodies into S3 as they arrive: one checked PUT for a small body, parallel parts for a large.
+
+:class:`StreamingUpload` is the file object a download writes into. It holds at most one
+part of the body; each full part goes up as soon as it is complete, with its own SHA-256,
+while the next part is being downloaded. Parts in flight are bounded by a
+:class:`UploadPool` shared by the streams of a batch, so memory stays within
+``streams x part_size x 2``. A body that ends before the first part is full is stored in
+one PUT carrying the body's ``ChecksumSHA256``. Either way the answer of the last request
+(``PutObject`` or ``CompleteMultipartUpload``) says what S3 stored; no HEAD follows.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import logging
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from voipstudio_provider.proof import checksum_of, composite_checksum
+
+log = logging.getLogger(__name__)
+
+
+class UploadPool:
+    """Threads that upload parts, and the bound on parts held in memory.
+
+    :param streams: the batch's parallel streams; as many parts may be in flight at once
+        (each stream also fills one part of its own).
+    """
+
+    def __init__(self, streams: int) -> None:
+        self.slots = threading.BoundedSemaphore(max(1, streams))
+        self.executor = ThreadPoolExecutor(max_workers=max(1, streams), thread_name_prefix="part")
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)
+
+    def __enter__(self) -> UploadPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class StreamingUpload(io.RawIOBase):
+    """A write-only file object that uploads what is written to ``key``.
+
+    Not seekable: a download into it that breaks cannot be rewound. The caller then calls
+    :meth:`abort` (no part stays stored) and starts again with a new upload.
+
+    :param s3_client: a boto3 S3 client.
+    :param bucket: the bucket.
+    :param key: the object's key.
+    :param args: ``PutObject``/``CreateMultipartUpload`` arguments (type, metadata, SSE,
+        class, lock, tags).
+    :param part_size: bytes per part; a body shorter than this goes up in one PUT.
+    :param pool: where parts are uploaded.
+    """
+
+    def __init__(
+        self,
+        s3_client,
+        bucket: str,
+        key: str,
+        args: dict[str, Any],
+        part_size: int,
+        pool: UploadPool,
+    ) -> None:
+        super().__init__()
+        self.s3_client = s3_client
+        self.bucket = bucket
+        self.key = key
+        self.args = args
+        self.part_size = part_size
+        self.pool = pool
+        self.chunks: list[bytes] = []  # the part being filled, joined once when it is full
+        self.buffered = 0
+        self.upload_id: str | None = None
+        self.parts: list[Future] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def write(self, chunk) -> int:
+        written = len(chunk)
+        view = memoryview(chunk)
+        while self.buffered + len(view) >= self.part_size:
+            room = self.part_size - self.buffered
+            self.chunks.append(bytes(view[:room]))
+            view = view[room:]
+            self._send_part(self._take())
+        if len(view):
+            self.chunks.append(bytes(view))
+            self.buffered += len(view)
+        return written
+
+    def _take(self) -> bytes:
+        data = b"".join(self.chunks)
+        self.chunks, self.buffered = [], 0
+        return data
+
+    def _send_part(self, data: bytes) -> None:
+        if self.upload_id is None:
+            answer = self.s3_client.create_multipart_upload(
+                Bucket=self.bucket, Key=self.key, ChecksumAlgorithm="SHA256", **self.args
+            )
+            self.upload_id = answer["UploadId"]
+        failed = next((p for p in self.parts if p.done() and p.exception()), None)
+        if failed is not None:
+            raise failed.exception()
+        self.pool.slots.acquire()  # waits while the batch has as many parts in flight
+        number = len(self.parts) + 1
+        future = self.pool.executor.submit(self._upload_part, number, data)
+        future.add_done_callback(lambda _: self.pool.slots.release())
+        self.parts.append(future)
+
+    def _upload_part(self, number: int, data: bytes) -> dict[str, Any]:
+        digest = hashlib.sha256(data).digest()
+        answer = self.s3_client.upload_part(
+            Bucket=self.bucket,
+            Key=self.key,
+            UploadId=self.upload_id,
+            PartNumber=number,
+            Body=data,
+            ChecksumSHA256=base64.b64encode(digest).decode(),
+        )
+        return {"PartNumber": number, "ETag": answer["ETag"], "digest": digest}
+
+    def finish(self, sha256: str) -> dict[str, Any]:
+        """Store what was written; ``sha256`` (hex) is the whole body's, from the download.
+
+        One PUT carries ``sha256`` and ``size`` metadata; a multipart object cannot (its
+        metadata is set before its first byte is known): its sidecar has them.
+
+        :return: ``checksum`` (the ``ChecksumSHA256`` computed here, which S3 must report),
+            ``part_size`` (``None`` for one PUT), and S3's ``answer``.
+        """
+        if self.upload_id is None:
+            checksum = checksum_of(sha256)
+            # S3 refuses (BadDigest) a body that does not match ChecksumSHA256: the answer
+            # is the proof that the stored bytes are these.
+            body = self._take()
+            metadata = {**self.args.get("Metadata", {}), "sha256": sha256, "size": str(len(body))}
+            answer = self.s3_client.put_object(
+                Bucket=self.bucket,
+                Key=self.key,
+                Body=body,
+                ChecksumSHA256=checksum,
+                **{**self.args, "Metadata": metadata},
+            )
+            return {"checksum": checksum, "part_size": None, "answer": answer}
+        if self.buffered:
+            self._send_part(self._take())
+        parts = [future.result() for future in self.parts]
+        checksum = composite_checksum(p["digest"] for p in parts)
+        answer = self.s3_client.complete_multipart_upload(
+            Bucket=self.bucket,
+            Key=self.key,
+            UploadId=self.upload_id,
+            MultipartUpload={
+                "Parts": [
+                    {
+                        "PartNumber": p["PartNumber"],
+                        "ETag": p["ETag"],
+                        "ChecksumSHA256": base64.b64encode(p["digest"]).decode(),
+                    }
+                    for p in parts
+                ]
+            },
+        )
+        return {"checksum": checksum, "part_size": self.part_size, "answer": answer}
+
+    def abort(self) -> None:
+        """Drop what was sent: wait for the parts in flight, then abort the upload."""
+        self._take()
+        for future in self.parts:
+            future.cancel()
+        for future in self.parts:
+            if not future.cancelled():
+                future.exception()  # wait; its error is the reason we abort, or moot
+        if self.upload_id is not None:
+            try:
+                self.s3_client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=self.key, UploadId=self.upload_id
+                )
+            except ClientError:
+                log.warning("could not abort the multipart upload of %s", self.key, exc_info=True)
+            self.upload_id = None
+        self.parts = []
