@@ -231,8 +231,9 @@ def test_a_download_stops_at_the_configured_maximum(hook, large_monitor, api_req
     assert len(api_requests(".mp3")) == 1
 
 
-def test_a_body_without_content_length_stops_mid_stream_at_the_hooks_maximum(hook, truth):
-    """The CSV export is chunked: only counting the bytes can stop it."""
+def test_a_body_without_content_length_stops_mid_stream_at_the_hooks_maximum(hook, sandbox, truth):
+    """The CSV export, when streamed, is chunked: only counting the bytes can stop it."""
+    sandbox.control("PUT", "settings", {"csv_export": "stream"})  # 202, an export job, otherwise
     user_id = truth("cdrs")[0]["user_id"]
     whole = io.BytesIO()
     hook.export_user_cdrs_csv(user_id, whole)

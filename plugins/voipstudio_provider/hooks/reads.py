@@ -229,7 +229,7 @@ class ReadsMixin(TransportMixin):
                 self.log.info("%s: export job accepted (202), no file delivered", label)
                 return ExportJob(status_code=202, body=body)
             check_media_type(response, ep.content_type, label)
-            return write_body(response, fileobj, label, None)
+            return write_body(response, fileobj, label, None, max_size=self.max_download_size)
 
         def may_retry(error: VoIPstudioError) -> bool:
             # Bytes already written to a stream we cannot rewind cannot be taken back.
