@@ -54,9 +54,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 from voipstudio_provider import archiving
-from voipstudio_provider.settings import API_POOL, dag_default_args, location_params
+from voipstudio_provider.settings import API_POOL, dag_default_args, location_params, run_interval
 
 
 @dag(
@@ -83,15 +83,12 @@ from voipstudio_provider.settings import API_POOL, dag_default_args, location_pa
 )
 def voipstudio_archive_pcaps():
     @task(pool=API_POOL)
-    def list_pcaps_to_archive(
-        params=None, ti=None, data_interval_start=None, data_interval_end=None
-    ):
+    def list_pcaps_to_archive(params=None, ti=None):
         kinds = archiving.PCAP_KINDS + (archiving.TRACE_KINDS if params["include_traces"] else ())
-        return archiving.plan_archive_run(ti, params, kinds, data_interval_start, data_interval_end)
+        return archiving.plan_archive_run(ti, params, kinds, *run_interval())
 
-    @task(pool=API_POOL, map_index_template="{{ batch_label }}")
+    @task(pool=API_POOL, map_index_template=archiving.BATCH_NAME_TEMPLATE)
     def archive_pcap_batch(batch: dict, params=None, ti=None):
-        get_current_context()["batch_label"] = archiving.batch_label(batch)
         summary = archiving.archive_one_batch(
             batch, archiving.archive_target(params), max_streams=params["max_streams"]
         )

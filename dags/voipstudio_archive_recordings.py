@@ -56,9 +56,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, task
+from airflow.sdk import CronDataIntervalTimetable, dag, task
 from voipstudio_provider import archiving
-from voipstudio_provider.settings import API_POOL, dag_default_args, location_params
+from voipstudio_provider.settings import API_POOL, dag_default_args, location_params, run_interval
 
 
 @dag(
@@ -79,16 +79,11 @@ from voipstudio_provider.settings import API_POOL, dag_default_args, location_pa
 )
 def voipstudio_archive_recordings():
     @task(pool=API_POOL)
-    def list_recordings_to_archive(
-        params=None, ti=None, data_interval_start=None, data_interval_end=None
-    ):
-        return archiving.plan_archive_run(
-            ti, params, archiving.RECORDING_KINDS, data_interval_start, data_interval_end
-        )
+    def list_recordings_to_archive(params=None, ti=None):
+        return archiving.plan_archive_run(ti, params, archiving.RECORDING_KINDS, *run_interval())
 
-    @task(pool=API_POOL, map_index_template="{{ batch_label }}")
+    @task(pool=API_POOL, map_index_template=archiving.BATCH_NAME_TEMPLATE)
     def archive_recording_batch(batch: dict, params=None, ti=None):
-        get_current_context()["batch_label"] = archiving.batch_label(batch)
         summary = archiving.archive_one_batch(
             batch, archiving.archive_target(params), max_streams=params["max_streams"]
         )

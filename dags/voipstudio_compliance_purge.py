@@ -63,7 +63,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import Param, dag, task
 from voipstudio_provider import purge, retention
 from voipstudio_provider.settings import API_POOL, dag_default_args
 
@@ -155,10 +155,9 @@ def voipstudio_compliance_purge():
     @task(
         pool=API_POOL,
         max_active_tis_per_dagrun=1,
-        map_index_template="{{ purge_resource }}",
+        map_index_template="{{ task.op_kwargs.resource }}",
     )
     def purge_planned_records(resource: str, params=None, dag_run=None, ti=None):
-        get_current_context()["purge_resource"] = resource
         return purge.run_purge(resource, params, dag_run.dag_id, dag_run.run_id, ti.try_number)
 
     @task(pool=API_POOL, trigger_rule="none_failed")

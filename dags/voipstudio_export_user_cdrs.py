@@ -23,9 +23,10 @@ metadata. A re-run writes the day's files again (the export is a snapshot of the
 Runs are scheduled at 03:00 UTC with a one-day data interval (daily runs abut);
 a run exports the UTC day before its interval's end, e.g. the run of the interval ending
 2026-11-20 03:00 exports 2026-11-19, three hours after midnight so that late calls are in.
-The `day` param (`YYYY-MM-DD`) exports another day. To export history, create a backfill:
-`airflow backfill create --dag-id voipstudio_export_user_cdrs --from-date 2026-06-01
---to-date 2026-06-30`.
+A run created without a logical date (REST API, UI) exports the UTC day before the
+day it was triggered (its `run_after`). The `day` param (`YYYY-MM-DD`) exports another
+day. To export history, create a backfill: `airflow backfill create --dag-id
+voipstudio_export_user_cdrs --from-date 2026-06-01 --to-date 2026-06-30`.
 
 #### Tasks
 
@@ -46,11 +47,15 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import CronDataIntervalTimetable, Param, Variable, dag, get_current_context, task
+from airflow.sdk import CronDataIntervalTimetable, Param, Variable, dag, task
 from voipstudio_provider import export
 from voipstudio_provider.settings import (
     API_POOL,
+    AWS_CONN_ID,
+    VOIPSTUDIO_CONN_ID,
+    check_connections,
     dag_default_args,
+    fail_on_configuration_error,
     location_params,
     resolve_bucket_and_prefix,
 )
@@ -82,15 +87,19 @@ from voipstudio_provider.settings import (
 )
 def voipstudio_export_user_cdrs():
     @task(pool=API_POOL)
-    def list_users_to_export(params=None, data_interval_end=None, ti=None):
-        day = export.export_day(data_interval_end, params["day"])
+    def list_users_to_export(params=None, ti=None, dag_run=None, data_interval_end=None):
+        with fail_on_configuration_error("export's params, Variables or connections"):
+            # A run without a logical date exports the UTC day before its run_after.
+            day = export.export_day(data_interval_end or dag_run.run_after, params["day"])
+            listed = Variable.get(export.EXPORT_USERS_VARIABLE, default=None)
+            export.listed_user_ids(listed)
+            resolve_bucket_and_prefix(params)
+            check_connections(VOIPSTUDIO_CONN_ID, AWS_CONN_ID)
         ti.xcom_push(key="day", value=day.isoformat())
-        listed = Variable.get(export.EXPORT_USERS_VARIABLE, default=None)
         return export.plan_user_batches(day, listed, params["users_per_batch"])
 
-    @task(pool=API_POOL, map_index_template="{{ batch_label }}")
+    @task(pool=API_POOL, map_index_template=export.BATCH_NAME_TEMPLATE)
     def export_user_cdrs_batch(user_ids: list[int], params=None, ti=None):
-        get_current_context()["batch_label"] = f"users {user_ids[0]}–{user_ids[-1]}"
         day = dt.date.fromisoformat(ti.xcom_pull(task_ids="list_users_to_export", key="day"))
         bucket, prefix = resolve_bucket_and_prefix(params)
         summary = export.export_user_batch(user_ids, day, bucket, prefix)

@@ -37,7 +37,7 @@ import datetime as dt
 
 from airflow.sdk import CronDataIntervalTimetable, dag, task
 from voipstudio_provider import reconciling
-from voipstudio_provider.settings import API_POOL, dag_default_args, location_params
+from voipstudio_provider.settings import API_POOL, dag_default_args, location_params, run_interval
 
 
 @dag(
@@ -54,8 +54,8 @@ from voipstudio_provider.settings import API_POOL, dag_default_args, location_pa
 )
 def voipstudio_reconcile():
     @task(pool=API_POOL)
-    def reconcile_archive(params=None, ti=None, data_interval_end=None):
-        summary = reconciling.reconcile_task(params, data_interval_end)
+    def reconcile_archive(params=None, ti=None):
+        summary = reconciling.reconcile_task(params, run_interval()[1])
         ti.xcom_push(key="summary", value=summary)
         return summary
 

@@ -62,9 +62,14 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 from voipstudio_provider import retention
-from voipstudio_provider.settings import API_POOL, dag_default_args
+from voipstudio_provider.settings import (
+    API_POOL,
+    dag_default_args,
+    fail_on_configuration_error,
+    run_interval,
+)
 
 
 @dag(
@@ -92,16 +97,16 @@ from voipstudio_provider.settings import API_POOL, dag_default_args
 )
 def voipstudio_retention():
     @task(retries=0)
-    def read_retention_policy(data_interval_end=None):
-        return retention.retention_windows(data_interval_end)
+    def read_retention_policy():
+        with fail_on_configuration_error("retention policy or legal hold Variable"):
+            return retention.retention_windows(run_interval()[1])
 
     @task(
         pool=API_POOL,
         max_active_tis_per_dagrun=1,
-        map_index_template="{{ retention_resource }}",
+        map_index_template="{{ task.op_kwargs.window.resource }}",
     )
     def delete_expired_records(window: dict, params=None, dag_run=None, ti=None):
-        get_current_context()["retention_resource"] = window["resource"]
         return retention.run_retention(
             window,
             params=params,

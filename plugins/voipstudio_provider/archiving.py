@@ -22,6 +22,8 @@ from voipstudio_provider.layout import as_utc
 from voipstudio_provider.settings import (
     AWS_CONN_ID,
     VOIPSTUDIO_CONN_ID,
+    check_connections,
+    fail_on_configuration_error,
     resolve_bucket_and_prefix,
     resolve_s3_options,
 )
@@ -39,6 +41,12 @@ MAX_BATCHES = 500
 MAX_FAILED_IDS_IN_XCOM = 100
 BATCH_SUMMARY_KEY = "batch_summary"
 PLAN_KEY = "plan"
+#: A mapped batch's name in the grid, e.g. ``monitors 1201–1400`` (as :func:`batch_label`),
+#: rendered from the task's mapped argument when it starts, so a failed batch is named too.
+BATCH_NAME_TEMPLATE = (
+    "{{ task.op_kwargs.batch.kind }} "
+    "{{ task.op_kwargs.batch.first_id }}–{{ task.op_kwargs.batch.last_id }}"
+)
 
 #: What a run of each archive DAG emits when its whole window is archived and verified.
 RECORDINGS_ASSET = Asset(name="voipstudio_recordings", uri="voipstudio://archive/recordings")
@@ -133,7 +141,7 @@ def archive_window(
     if lookback_hours < 0:
         raise ValueError("lookback_hours must not be negative")
     if data_interval_start is None or data_interval_end is None:
-        raise ValueError("this DAG needs a data interval: use a data interval timetable")
+        raise ValueError("the run has no data interval (see settings.run_interval)")
     since = as_utc(data_interval_start) - dt.timedelta(hours=lookback_hours)
     until = as_utc(data_interval_end)
     if until <= since:
@@ -529,6 +537,21 @@ def plan_archive_run(
 ) -> list[dict[str, Any]]:
     """The planning task's body: window plus high-water marks, batches returned for
     mapping, the plan pushed as XCom ``plan`` for the summary (also of an empty run)."""
+    with fail_on_configuration_error("archive run's params, Variables or connections"):
+        if voip_hook is None or s3_client is None:
+            check_connections(VOIPSTUDIO_CONN_ID, AWS_CONN_ID)
+        since, until = archive_window(
+            data_interval_start, data_interval_end, params["lookback_hours"]
+        )
+        bucket, prefix = resolve_bucket_and_prefix(params)
+        resolve_s3_options(params)
+    log.info(
+        "run window %s .. %s (data interval %s .. %s)",
+        since.isoformat(),
+        until.isoformat(),
+        as_utc(data_interval_start).isoformat(),
+        as_utc(data_interval_end).isoformat(),
+    )
     if voip_hook is None:
         from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
 
@@ -537,8 +560,6 @@ def plan_archive_run(
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
         s3_client = S3Hook(aws_conn_id=AWS_CONN_ID).get_conn()
-    since, until = archive_window(data_interval_start, data_interval_end, params["lookback_hours"])
-    bucket, prefix = resolve_bucket_and_prefix(params)
     batches, plan = plan_run(
         voip_hook,
         s3_client,

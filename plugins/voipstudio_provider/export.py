@@ -47,6 +47,9 @@ SPOOL_SIZE = 8 * 1024 * 1024
 #: Records per sorted run when the records must be put in ``calldate`` order on disk.
 SORT_RUN_RECORDS = 10_000
 BATCH_SUMMARY_KEY = "batch_summary"
+#: A mapped group's name in the grid, e.g. ``users 1001–1006``, rendered from its argument
+#: when the task starts, so a failed group is named too.
+BATCH_NAME_TEMPLATE = "users {{ task.op_kwargs.user_ids[0] }}–{{ task.op_kwargs.user_ids[-1] }}"
 CDR_CSV_ASSET = Asset(name="voipstudio_cdr_csv", uri="voipstudio://archive/cdr-csv")
 #: The CSV's first columns: every CDR field of the History reference, in its order.
 REFERENCE_COLUMNS: tuple[str, ...] = RESOURCES["cdrs"].fields

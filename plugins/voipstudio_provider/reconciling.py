@@ -315,11 +315,20 @@ def reconcile_task(params: Mapping[str, Any], data_interval_end: dt.datetime) ->
     from voipstudio_provider.export import listed_user_ids
     from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
     from voipstudio_provider.layout import as_utc
-    from voipstudio_provider.settings import AWS_CONN_ID
+    from voipstudio_provider.settings import (
+        AWS_CONN_ID,
+        VOIPSTUDIO_CONN_ID,
+        check_connections,
+        fail_on_configuration_error,
+    )
 
     run_day = as_utc(data_interval_end).date()
-    first, last = reconcile_range(params, run_day)
-    target = archiving.archive_target(params)
+    with fail_on_configuration_error("reconciliation's params, Variables or connections"):
+        first, last = reconcile_range(params, run_day)
+        target = archiving.archive_target(params)
+        listed_users = listed_user_ids(Variable.get("voipstudio_export_user_ids", default=None))
+        check_connections(VOIPSTUDIO_CONN_ID, AWS_CONN_ID)
+    log.info("reconciling %s .. %s (run day %s)", first, last, run_day)
 
     def archive(batch: dict) -> Mapping[str, Any]:
         return archiving.archive_one_batch(batch, target)
@@ -335,7 +344,7 @@ def reconcile_task(params: Mapping[str, Any], data_interval_end: dt.datetime) ->
         gap_hours=float(params["gap_hours"]),
         archive=archive if params.get("rearchive") else None,
         resources=params.get("resources") or RECONCILED_RESOURCES,
-        listed_users=listed_user_ids(Variable.get("voipstudio_export_user_ids", default=None)),
+        listed_users=listed_users,
     )
     log.info("%s", describe(report))
     return short_summary(report)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Mapping
+from contextlib import contextmanager
 from typing import Any
 
 DEFAULT_BUCKET = "voipstudio-archive"
@@ -107,3 +108,66 @@ def resolve_s3_options(params: Mapping[str, Any] | None = None) -> dict[str, Any
         if _given(value):
             options[name] = int(value) if name == "object_lock_days" else value
     return options
+
+
+class ConfigurationError(ValueError):
+    """A param, Variable or connection is wrong: retrying cannot help, the run must be fixed."""
+
+
+@contextmanager
+def fail_on_configuration_error(what: str):
+    """Turn a configuration or input error raised inside into a failure without retries.
+
+    A bad param, an unreadable Variable or a missing connection fails the task at once
+    (``AirflowFailException``) with one line naming ``what`` was being read and the cause;
+    errors of the API or of S3 pass through and keep their retries.
+    """
+    from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
+
+    try:
+        yield
+    except (ValueError, TypeError, KeyError, AirflowNotFoundException) as exc:
+        from voipstudio_provider.exceptions import VoIPstudioError
+
+        if isinstance(exc, VoIPstudioError):
+            raise
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise AirflowFailException(f"fix the {what}: {reason}") from exc
+
+
+def check_connections(*conn_ids: str) -> None:
+    """Fail at once, naming the connection, when one of ``conn_ids`` is not defined."""
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    for conn_id in conn_ids:
+        try:
+            BaseHook.get_connection(conn_id)
+        except AirflowNotFoundException:
+            raise ConfigurationError(f"connection {conn_id!r} is not defined") from None
+
+
+def run_interval(context: Mapping[str, Any] | None = None) -> tuple[dt.datetime, dt.datetime]:
+    """The data interval a task's run covers, also for a run without a logical date.
+
+    A run created without a logical date (the REST API and the UI allow it) has no data
+    interval; it covers the last complete interval of the DAG's timetable before the run's
+    ``run_after``, as a manual run with a logical date of ``run_after`` would.
+
+    :param context: the task's context (default: the current one).
+    :return: ``(start, end)`` as aware UTC datetimes.
+    """
+    if context is None:
+        from airflow.sdk import get_current_context
+
+        context = get_current_context()
+    start, end = context.get("data_interval_start"), context.get("data_interval_end")
+    if start is not None and end is not None:
+        return start, end
+    import pendulum
+    from airflow.serialization.encoders import coerce_to_core_timetable
+
+    run_after = pendulum.instance(context["dag_run"].run_after).in_timezone("UTC")
+    timetable = coerce_to_core_timetable(context["dag"].timetable)
+    interval = timetable.infer_manual_data_interval(run_after=run_after)
+    return interval.start, interval.end

@@ -191,6 +191,16 @@ def test_one_failing_recording_fails_the_run_and_a_rerun_fetches_only_it(
     assert summary["failed"] == 1
     assert summary["kinds"]["monitors"]["failed_ids"] == [monitor["id"]]
     assert asset_events(failed) == []  # an incomplete window emits no asset event
+    # The failed batch is named in the grid from its mapped argument, like the others.
+    failed_names = [
+        ti.rendered_map_index
+        for ti in failed.get_task_instances()
+        if ti.task_id == "archive_recording_batch" and ti.state == "failed"
+    ]
+    assert len(failed_names) == 1
+    kind_name, id_range = failed_names[0].split(" ")
+    first_id, last_id = (int(i) for i in id_range.split("–"))
+    assert kind_name == "monitors" and first_id <= monitor["id"] <= last_id
     kind = ARCHIVE_KINDS["monitors"]
     bad_key = archive_key(airflow_env.prefix, kind, monitor)
     assert bad_key not in airflow_env.keys("recordings/")
