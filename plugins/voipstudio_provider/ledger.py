@@ -9,9 +9,7 @@ built from them.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import hashlib
 import json
 import logging
 import re
@@ -72,18 +70,21 @@ def jsonl(lines: Iterable[Mapping[str, Any]]) -> bytes:
 
 
 def put_bytes(s3_client, target, key: str, body: bytes, content_type: str) -> str:
-    """PUT ``body`` with the target's options and a SHA-256 that S3 checks; return its hex."""
-    digest = hashlib.sha256(body)
-    s3_client.put_object(
-        Bucket=target.bucket,
-        Key=key,
-        Body=body,
-        ContentType=content_type,
-        ChecksumSHA256=base64.b64encode(digest.digest()).decode(),
-        Metadata={"sha256": digest.hexdigest()},
-        **target.object_args(),
+    """PUT ``body`` with the target's options and a SHA-256 that S3 checks; return its hex.
+
+    Written in a storage class that can be read at once (ledgers and manifests are read
+    back by every reconciliation), with the target's encryption, Object Lock and tags.
+    """
+    from voipstudio_provider.evidence import put_checked
+
+    return put_checked(
+        s3_client,
+        target.bucket,
+        key,
+        body,
+        content_type=content_type,
+        write_args=target.document_args(),
     )
-    return digest.hexdigest()
 
 
 def write_ledger(s3_client, target, batch: Mapping[str, Any], outcomes: Iterable[Any]) -> list[str]:
