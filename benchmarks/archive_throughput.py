@@ -84,22 +84,28 @@ def _archive_with_http_to_s3(records: list[dict], job: dict) -> int:
         return sum(pool.map(one, records))
 
 
-def _archive_with_bare_loop(records: list[dict], job: dict) -> int:
-    import threading
-
+def _reference_s3_client(job: dict, **config):
+    """A plain boto3 client of the local server, as the reference methods build it."""
     import boto3
-    import requests
-    from boto3.s3.transfer import TransferConfig
     from botocore.config import Config
 
-    s3 = boto3.client(
+    return boto3.client(
         "s3",
         endpoint_url=job["s3_endpoint"],
         aws_access_key_id=job["s3_access_key"],
         aws_secret_access_key=job["s3_secret_key"],
         region_name="us-east-1",
-        config=Config(s3={"addressing_style": "path"}),
+        config=Config(s3={"addressing_style": "path"}, **config),
     )
+
+
+def _archive_with_bare_loop(records: list[dict], job: dict) -> int:
+    import threading
+
+    import requests
+    from boto3.s3.transfer import TransferConfig
+
+    s3 = _reference_s3_client(job)
     config = TransferConfig(multipart_chunksize=8 * MIB, max_concurrency=1, use_threads=False)
     local = threading.local()
 
@@ -122,19 +128,10 @@ def _archive_with_boto3_best(records: list[dict], job: dict) -> int:
     import tempfile
     import threading
 
-    import boto3
     import requests
     from boto3.s3.transfer import TransferConfig
-    from botocore.config import Config
 
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=job["s3_endpoint"],
-        aws_access_key_id=job["s3_access_key"],
-        aws_secret_access_key=job["s3_secret_key"],
-        region_name="us-east-1",
-        config=Config(s3={"addressing_style": "path"}, max_pool_connections=4 * job["streams"]),
-    )
+    s3 = _reference_s3_client(job, max_pool_connections=4 * job["streams"])
     config = TransferConfig(multipart_chunksize=8 * MIB, max_concurrency=job["streams"])
     local = threading.local()
 
