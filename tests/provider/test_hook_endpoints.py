@@ -9,7 +9,7 @@ import time
 import pytest
 from voipstudio_provider.endpoints import AUTH_ENDPOINTS, ENDPOINTS, RESOURCES, Shape
 from voipstudio_provider.exceptions import VoIPstudioFilterError, VoIPstudioNotFoundError
-from voipstudio_provider.hooks.reads import ExportJob
+from voipstudio_provider.hooks.downloads import ExportJob
 
 SANDBOX_PASSWORD = "sandbox-password"
 

@@ -1,9 +1,9 @@
-"""File endpoints: streaming an answer into a file object while counting and hashing it.
+"""File endpoints: what a download gives back, and writing one streamed answer into a file
+object while counting and hashing it.
 
-:class:`DownloadsMixin` gives the hook :meth:`~DownloadsMixin.download`;
-the functions below it check and write one streamed body. They share a module because a
-download's retry rules (rewind only what can be rewound, never trust a short body) depend
-on how the body is written, and the two should be read together.
+:meth:`VoIPstudioHook.download` and :meth:`VoIPstudioHook.export_user_cdrs_csv` send the
+request and retry; the functions here check and write one answer, and say (by the
+``retryable`` of their errors) whether asking again can help.
 """
 
 from __future__ import annotations
@@ -15,15 +15,12 @@ from typing import IO, Any
 import requests
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
-from voipstudio_provider.endpoints import Endpoint, Shape, bare_media_type, endpoint
+from voipstudio_provider.endpoints import bare_media_type
 from voipstudio_provider.exceptions import (
-    VoIPstudioError,
     VoIPstudioIncompleteDownloadError,
     VoIPstudioUnexpectedContentError,
 )
-from voipstudio_provider.hooks.paths import path_of
-from voipstudio_provider.hooks.responses import request_label
-from voipstudio_provider.hooks.transport import TransportMixin, encoded_query
+from voipstudio_provider.hooks.responses import malformed_json_error
 
 CHUNK_SIZE = 1024 * 1024
 #: A body that breaks mid-way surfaces as one of these while iterating over it.
@@ -51,76 +48,29 @@ class DownloadResult:
     content_type: str
 
 
-class DownloadsMixin(TransportMixin):
-    """The History API's file endpoints, streamed through the request loop.
+@dataclass(frozen=True)
+class ExportJob:
+    """A CSV export the service accepted (``202``) and queued instead of streaming a file.
 
-    :attr max_download_size: the most bytes any download of this hook may bring (no limit
-        when ``None``); a download's own ``max_size`` can only lower it.
+    Nothing was written: the file, when the job has run, is not delivered by this API.
+
+    :param status_code: the answer's status, ``202``.
+    :param body: the answer's JSON body as sent (``None`` when it had none).
     """
 
-    max_download_size: int | None = None
+    status_code: int
+    body: Any
 
-    def download(
-        self,
-        operation: str,
-        record_id: int,
-        fileobj: IO[bytes],
-        *,
-        expected_size: int | None = None,
-        max_size: int | None = None,
-        params: dict[str, Any] | None = None,
-    ) -> DownloadResult:
-        """Stream a file endpoint into ``fileobj``, counting and hashing what is written.
 
-        Raises :class:`VoIPstudioUnexpectedContentError` when the answer's media type is not
-        the endpoint's (a JSON or HTML page instead of the file; nothing is written), and
-        :class:`VoIPstudioIncompleteDownloadError` when the body is empty or the bytes
-        written differ from ``Content-Length`` or ``expected_size``. Both are tried again;
-        a broken body only if ``fileobj`` is seekable (it is rewound and truncated first).
-        A body longer than ``expected_size``, its ``Content-Length``, ``max_size`` or the
-        hook's ``max_download_size`` stops as soon as it passes the limit, before the byte
-        past it is written, and is not tried again.
-
-        ``hook.download("download_monitor_mp3", 42, f, expected_size=monitor["size"])``
-        """
-        ep = endpoint(operation)
-        if ep.shape is not Shape.DOWNLOAD:
-            raise ValueError(f"{operation} is not a file endpoint")
-        path = path_of(ep, id=record_id)
-        query = encoded_query(params)
-        seekable = is_seekable(fileobj)
-        start = fileobj.tell() if seekable else 0
-        limits = [m for m in (max_size, self.max_download_size) if m is not None]
-        max_size = min(limits) if limits else None
-
-        def attempt() -> DownloadResult:
-            if seekable:
-                fileobj.seek(start)
-                fileobj.truncate()
-            return self._stream_once(ep, path, query, fileobj, expected_size, max_size)
-
-        def may_retry(error: VoIPstudioError) -> bool:
-            # Bytes already written to a stream we cannot rewind cannot be taken back.
-            return seekable or not isinstance(error, VoIPstudioIncompleteDownloadError)
-
-        return self._with_retries(request_label(ep.method, path), attempt, may_retry)
-
-    def _stream_once(
-        self,
-        ep: Endpoint,
-        path: str,
-        params: dict[str, Any],
-        fileobj: IO[bytes],
-        expected_size: int | None,
-        max_size: int | None = None,
-    ) -> DownloadResult:
-        # identity: Content-Length then counts the very bytes written to the file.
-        response = self._send(
-            ep.method, path, params=params, stream=True, headers={"Accept-Encoding": "identity"}
-        )
-        label = request_label(ep.method, path)
-        check_media_type(response, ep.content_type, label)
-        return write_body(response, fileobj, label, expected_size, max_size=max_size)
+def read_export_job(response: requests.Response, method: str, path: str) -> ExportJob:
+    """The :class:`ExportJob` a ``202`` answer stands for; a body that is not JSON raises
+    the retryable malformed-JSON error."""
+    with response:
+        try:
+            body = response.json() if response.content.strip() else None
+        except ValueError:
+            raise malformed_json_error(method, path, response.status_code) from None
+    return ExportJob(status_code=response.status_code, body=body)
 
 
 def media_type(response: requests.Response) -> str:

@@ -1,15 +1,21 @@
 """From the endpoint table to request paths and query parameters, with every id checked.
 
-Nothing here talks HTTP: it only turns the hook's arguments into what goes on the wire.
+Nothing here talks HTTP: it only turns the hook's arguments into what goes on the wire, and
+refuses (before anything is sent) a ``DELETE`` that could erase a whole collection.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+import posixpath
+import re
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from voipstudio_provider.endpoints import (
+    ENDPOINTS,
     FILTER_OPERATORS,
     MAX_URL_LENGTH,
     RESOURCES,
@@ -111,3 +117,92 @@ def url_chunks(base_url: str, ep: Endpoint, id_list: list[int]) -> Iterator[list
         length += extra
     if chunk:
         yield chunk
+
+
+def encode_json(value: Any) -> str:
+    """Compact JSON, as the ``filter`` query parameter carries it."""
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+def encoded_query(params: dict[str, Any] | None) -> dict[str, Any]:
+    """A copy of ``params`` whose ``filter``, when given as :class:`Filter` or dicts, is the
+    JSON text the API reads; a ``filter`` already written as text goes as it is."""
+    query = dict(params or {})
+    if "filter" in query and not isinstance(query["filter"], str):
+        query["filter"] = encode_json(filter_entries(query["filter"]))
+    return query
+
+
+def keyset_params(fixed: list[dict[str, Any]], last_id: int | None, limit: int) -> dict[str, Any]:
+    """The query of the next keyset page: the first page of ``id > last_id``, ids ascending."""
+    keyset = [] if last_id is None else [Filter("id", "gt", last_id).as_dict()]
+    params: dict[str, Any] = {"page": 1, "limit": limit}
+    if fixed + keyset:
+        params["filter"] = encode_json(fixed + keyset)
+    return {**params, "sort": "id", "dir": "ASC"}
+
+
+class RunRequest(NamedTuple):
+    """What :meth:`VoIPstudioHook.run` sends: the path, its query, its body and timeout."""
+
+    path: str
+    params: dict[str, Any]
+    json: Any
+    data: Any
+    timeout: Any
+
+
+def run_request(
+    method: str, endpoint: str | None, data: Any, json: Any, extra_options: dict[str, Any] | None
+) -> RunRequest:
+    """Read ``run()``'s arguments: a path under the base URL (its query kept), ``data`` as the
+    query of a ``GET`` or the body of other methods (a dict or list goes as JSON), and of
+    ``extra_options`` only ``timeout``. Raises ``ValueError`` for anything else."""
+    parts = urlsplit(endpoint or "")
+    if parts.scheme or parts.netloc or not parts.path.strip("/"):
+        raise ValueError("run() takes a path under the connection's base URL, e.g. 'cdrs'")
+    options = dict(extra_options or {})
+    timeout = options.pop("timeout", None)
+    options.pop("check_response", None)  # a non-2xx answer always raises
+    if options:
+        raise ValueError(f"run() does not support extra_options {sorted(options)}")
+    path = "/" + parts.path.lstrip("/")
+    if method == "DELETE":
+        refuse_collection_delete(path)
+    params: dict[str, Any] = dict(parse_qsl(parts.query))
+    body = None
+    if method == "GET" and data is not None:
+        params.update(parse_qsl(data) if isinstance(data, str) else data)
+    elif isinstance(data, dict | list) and json is None:
+        json = data
+    elif data is not None:
+        body = data
+    return RunRequest(path, params, json, body, timeout)
+
+
+#: Paths of whole-collection deletes, and of the collections whose rows are deleted by id.
+_COLLECTION_DELETES = frozenset(e.path.lower() for e in ENDPOINTS if e.shape is Shape.DELETE_ALL)
+_ID_DELETES = frozenset(
+    e.path.lower().removesuffix("/{ids}") for e in ENDPOINTS if e.shape is Shape.DELETE_IDS
+)
+_ID_LIST = re.compile(r"[1-9][0-9]*(,[1-9][0-9]*)*")
+
+
+def refuse_collection_delete(path: str) -> None:
+    """Raise ``ValueError`` when a ``DELETE`` of ``path`` could erase a whole collection.
+
+    The path is read as the server may read it (percent-decoded, dot segments and repeated
+    or trailing slashes removed, any case): a collection itself, or below a collection
+    anything but a comma-separated list of positive ids, is refused.
+    """
+    # normpath keeps a leading "//": collapse repeated slashes first.
+    collapsed = re.sub(r"/+", "/", "/" + unquote(path).strip())
+    normal = posixpath.normpath(collapsed).lower().rstrip("/") or "/"
+    parent, _, last = normal.rpartition("/")
+    if normal in _COLLECTION_DELETES or normal in _ID_DELETES:
+        raise ValueError(
+            f"DELETE {path} would delete a whole collection: use delete_all() with its "
+            "confirmation phrase, or delete_records() with ids"
+        )
+    if parent in _ID_DELETES and not _ID_LIST.fullmatch(last):
+        raise ValueError(f"DELETE {path}: only a comma-separated list of positive ids is deleted")

@@ -1,18 +1,18 @@
 """How the API's answers and transport failures become the provider's errors, and how long
-to wait before trying again. Kept apart from the hook so the policy reads in one place."""
+to wait before trying again (tenacity's ``wait`` and ``retry`` for the hook's retries).
+Kept apart from the hook so the policy reads in one place."""
 
 from __future__ import annotations
 
 import email.utils
 import http.client
-import json
-import random
 import ssl
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import requests
+import tenacity
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
 from voipstudio_provider.exceptions import (
@@ -219,16 +219,38 @@ def malformed_json_error(method: str, path: str, status: int) -> VoIPstudioError
     )
 
 
-def backoff_seconds(attempt: int, base: float, cap: float, error: VoIPstudioError) -> float:
-    """How long to wait after failed ``attempt`` (1-based): the server's ``Retry-After`` when
-    it gave one, otherwise exponential backoff with equal jitter, never above ``cap``."""
-    retry_after = getattr(error, "retry_after", None)
-    if retry_after is not None:
-        return retry_after
-    ceiling = min(cap, base * 2 ** (attempt - 1))
-    return ceiling / 2 + random.uniform(0, ceiling / 2)
+def scrub_token(error: VoIPstudioError, token: str) -> VoIPstudioError:
+    """Replace ``token`` in ``error``'s message and API message with ``***``: the API may
+    echo a header back, and the token must never leave the hook."""
+    if token and token in str(error):
+        error.args = (str(error).replace(token, "***"),)
+    if token and error.api_message:
+        error.api_message = error.api_message.replace(token, "***")
+    return error
 
 
-def encode_json(value: Any) -> str:
-    """Compact JSON, as the ``filter`` query parameter carries it."""
-    return json.dumps(value, separators=(",", ":"), default=str)
+class wait_retry_after(tenacity.wait.wait_base):  # noqa: N801 - named like tenacity's waits
+    """Wait what the server's ``Retry-After`` said (already capped, see
+    :func:`parse_retry_after`), or, without one, what ``fallback`` says."""
+
+    def __init__(self, fallback: tenacity.wait.wait_base) -> None:
+        self.fallback = fallback
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        outcome = retry_state.outcome
+        retry_after = getattr(outcome.exception() if outcome else None, "retry_after", None)
+        return retry_after if retry_after is not None else self.fallback(retry_state)
+
+
+def retry_wait(base: float, cap: float) -> tenacity.wait.wait_base:
+    """The wait after a failed try: ``Retry-After`` when the server gave one, otherwise
+    exponential backoff with equal jitter (half of ``min(cap, base * 2 ** (try - 1))`` plus a
+    random part of up to the other half), so that clients do not retry in step."""
+    half = tenacity.wait_exponential(multiplier=base / 2, max=cap / 2)
+    jitter = tenacity.wait_random_exponential(multiplier=base / 2, max=cap / 2)
+    return wait_retry_after(half + jitter)
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether trying again may help: only the provider's errors that say so are retried."""
+    return isinstance(exc, VoIPstudioError) and exc.retryable

@@ -2,50 +2,83 @@
 
 Paths come from :mod:`voipstudio_provider.endpoints`; no other module of the provider builds
 a URL. The hook reuses one ``requests.Session``, puts an explicit timeout on every request,
-streams downloads while hashing them, and retries what may succeed later.
+streams downloads while hashing them, and retries (with tenacity) what may succeed later.
 
-:class:`VoIPstudioHook` owns what belongs to the connection: the session, the credentials,
-the timeouts and page size read from its extras, and the checks of that connection
-(:meth:`~VoIPstudioHook.ping`, :meth:`~VoIPstudioHook.me`,
-:meth:`~VoIPstudioHook.test_connection`). The API calls come from mixins, one per concern:
-
-- :mod:`~voipstudio_provider.hooks.transport`: the request loop, retries, ``run()`` and
-  ``call()``;
-- :mod:`~voipstudio_provider.hooks.reads`: records, pages, keyset walks and counts;
-- :mod:`~voipstudio_provider.hooks.writes`: bulk updates and deletes;
-- :mod:`~voipstudio_provider.hooks.downloads`: file endpoints streamed into file objects.
+The class reads top to bottom: the session and its credentials, the retry policy, the one
+place a request is sent (where answers become errors), the generic entry points ``run()``
+and ``call()``, the checks of the connection, reads (records, pages, keyset walks, counts),
+writes and deletes, and downloads. What needs no session lives beside it:
+:mod:`~voipstudio_provider.hooks.paths` (paths and queries, the guard against
+whole-collection deletes), :mod:`~voipstudio_provider.hooks.responses` (errors from answers,
+the wait between tries) and :mod:`~voipstudio_provider.hooks.downloads` (one streamed body
+into a file, :class:`DownloadResult`, :class:`ExportJob`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import datetime as dt
+import json
+from collections.abc import Callable, Iterable, Iterator
+from typing import IO, Any, TypeVar
 
 import requests
-from airflow.providers.http.hooks.http import HttpHook
+import tenacity
+from airflow.sdk import BaseHook
+from airflow.sdk.log import mask_secret
+from requests_toolbelt.adapters.socket_options import TCPKeepAliveAdapter
 
-from voipstudio_provider.endpoints import MAX_PAGE_SIZE
+from voipstudio_provider.endpoints import MAX_PAGE_SIZE, Endpoint, Shape, endpoint
 from voipstudio_provider.exceptions import (
     VoIPstudioAuthenticationError,
     VoIPstudioError,
+    VoIPstudioIncompleteDownloadError,
     VoIPstudioNotFoundError,
+    VoIPstudioValidationError,
 )
-from voipstudio_provider.hooks.downloads import DownloadResult, DownloadsMixin
-from voipstudio_provider.hooks.paths import filter_entries, positive_id
-from voipstudio_provider.hooks.reads import ReadsMixin
-from voipstudio_provider.hooks.responses import AUTHENTICATION_FAILED
-from voipstudio_provider.hooks.writes import WritesMixin
+from voipstudio_provider.hooks.downloads import (
+    DownloadResult,
+    ExportJob,
+    check_media_type,
+    is_seekable,
+    read_export_job,
+    write_body,
+)
+from voipstudio_provider.hooks.paths import (
+    FilterLike,
+    date_filters,
+    encode_json,
+    encoded_query,
+    endpoint_for,
+    filter_entries,
+    keyset_params,
+    path_of,
+    positive_id,
+    run_request,
+    url_chunks,
+)
+from voipstudio_provider.hooks.responses import (
+    AUTHENTICATION_FAILED,
+    error_from_response,
+    error_from_transport,
+    filter_error,
+    is_retryable,
+    malformed_json_error,
+    request_label,
+    retry_wait,
+    scrub_token,
+)
 
-try:
-    from airflow.sdk.log import mask_secret
-except ImportError:  # pragma: no cover - older task SDK layouts
-    from airflow.sdk.execution_time.secrets_masker import mask_secret
+T = TypeVar("T")
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_READ_TIMEOUT = 300.0
 DEFAULT_PAGE_SIZE = 1000
+#: TCP keep-alive as Airflow's HttpHook sets it: a connection that is quiet for minutes (a
+#: slow answer, a long read timeout) keeps being probed instead of silently dropped.
+KEEP_ALIVE = {"idle": 120, "count": 20, "interval": 30}
 
 
-class VoIPstudioHook(ReadsMixin, WritesMixin, DownloadsMixin, HttpHook):
+class VoIPstudioHook(BaseHook):
     """Call the VoIPstudio History API through a ``voipstudio`` connection.
 
     The connection's host is the base URL (``https://l7api.com/v1.1/voipstudio``), its
@@ -71,6 +104,10 @@ class VoIPstudioHook(ReadsMixin, WritesMixin, DownloadsMixin, HttpHook):
     conn_type = "voipstudio"
     hook_name = "VoIPstudio"
 
+    #: The most bytes any download of this hook may bring (no limit when ``None``); a
+    #: download's own ``max_size`` can only lower it.
+    max_download_size: int | None = None
+
     def __init__(
         self,
         voipstudio_conn_id: str = default_conn_name,
@@ -82,7 +119,7 @@ class VoIPstudioHook(ReadsMixin, WritesMixin, DownloadsMixin, HttpHook):
         timeout: float | tuple[float, float] | None = None,
         page_size: int | None = None,
     ) -> None:
-        super().__init__(method="GET", http_conn_id=voipstudio_conn_id)
+        super().__init__()
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         self.voipstudio_conn_id = voipstudio_conn_id
@@ -90,21 +127,22 @@ class VoIPstudioHook(ReadsMixin, WritesMixin, DownloadsMixin, HttpHook):
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.retry_after_cap = retry_after_cap
+        #: The HTTP method :meth:`run` sends.
+        self.method = "GET"
+        self.base_url = ""
+        self.timeout: tuple[float, float] = (DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT)
+        self.page_size = DEFAULT_PAGE_SIZE
         self._timeout_arg = timeout
         self._page_size_arg = page_size
         self._session: requests.Session | None = None
-        self._token: str = ""
-        self.timeout: tuple[float, float] = (DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT)
-        self.page_size: int = 1000
+        self._token = ""
 
-    # -- connection and session -------------------------------------------------------
+    # -- the session and its credentials ----------------------------------------------
 
-    def get_conn(self, headers: dict[Any, Any] | None = None, extra_options: Any = None):
+    def get_conn(self) -> requests.Session:
         """The hook's one ``requests.Session``, built from the connection on first use."""
         if self._session is None:
             self._session = self._new_session()
-        if headers:
-            self._session.headers.update(headers)
         return self._session
 
     def _new_session(self) -> requests.Session:
@@ -121,8 +159,8 @@ class VoIPstudioHook(ReadsMixin, WritesMixin, DownloadsMixin, HttpHook):
             raise ValueError(f"connection {self.voipstudio_conn_id!r} has no API token")
         mask_secret(self._token)
         extra = conn.extra_dejson or {}
-        self.timeout = self._resolve_timeout(extra.get("timeout"))
-        self.page_size = self._resolve_page_size(extra.get("page_size"))
+        self.timeout = _timeout(_first(self._timeout_arg, extra.get("timeout")))
+        self.page_size = _page_size(_first(self._page_size_arg, extra.get("page_size")))
 
         session = requests.Session()
         session.headers.update({"Accept": "application/json", "User-Agent": "airflow-voipstudio"})
@@ -134,28 +172,10 @@ class VoIPstudioHook(ReadsMixin, WritesMixin, DownloadsMixin, HttpHook):
         else:
             session.headers["X-Auth-Token"] = self._token
         session.verify = _as_bool(extra.get("verify_ssl", extra.get("verify", True)))
-        session.trust_env = True
-        if self.keep_alive_adapter is not None:
-            session.mount("http://", self.keep_alive_adapter)
-            session.mount("https://", self.keep_alive_adapter)
+        keep_alive = TCPKeepAliveAdapter(**KEEP_ALIVE)
+        session.mount("http://", keep_alive)
+        session.mount("https://", keep_alive)
         return session
-
-    def _resolve_timeout(self, extra_timeout: Any) -> tuple[float, float]:
-        value = self._timeout_arg if self._timeout_arg is not None else extra_timeout
-        if value in (None, ""):
-            return (DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT)
-        if isinstance(value, list | tuple):
-            connect, read = (float(v) for v in value)
-            return (connect, read)
-        read = float(value)
-        return (min(DEFAULT_CONNECT_TIMEOUT, read), read)
-
-    def _resolve_page_size(self, extra_page_size: Any) -> int:
-        value = self._page_size_arg if self._page_size_arg is not None else extra_page_size
-        size = int(value) if value not in (None, "") else DEFAULT_PAGE_SIZE
-        if size < 1:
-            raise ValueError(f"page_size must be at least 1, got {size}")
-        return min(size, MAX_PAGE_SIZE)
 
     def close(self) -> None:
         """Close the HTTP session; the next call opens a new one."""
@@ -168,6 +188,165 @@ class VoIPstudioHook(ReadsMixin, WritesMixin, DownloadsMixin, HttpHook):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # -- retries --------------------------------------------------------------------------
+
+    def _with_retries(
+        self,
+        label: str,
+        attempt_once: Callable[[], T],
+        may_retry: Callable[[VoIPstudioError], bool] = lambda error: True,
+    ) -> T:
+        """Run ``attempt_once`` until it succeeds, raises an error that is not retryable (or
+        that ``may_retry`` refuses), or ``max_attempts`` tries are spent; the last error is
+        raised as it is, its token scrubbed and ``after_retry`` set when it was not the first.
+        """
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.max_attempts),
+            wait=retry_wait(self.backoff_base, self.backoff_cap),
+            retry=tenacity.retry_if_exception(lambda e: is_retryable(e) and may_retry(e)),
+            before_sleep=lambda state: self._log_retry(label, state),
+            reraise=True,
+        )
+        for attempt in retrying:
+            with attempt:
+                try:
+                    return attempt_once()
+                except VoIPstudioError as error:
+                    scrub_token(error, self._token)
+                    if attempt.retry_state.attempt_number > 1:
+                        error.after_retry = True
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover - tenacity raises or returns
+
+    def _log_retry(self, label: str, state: tenacity.RetryCallState) -> None:
+        self.log.warning(
+            "VoIPstudio %s failed (%s); attempt %d of %d, retrying in %.2f s",
+            label,
+            state.outcome.exception() if state.outcome else None,
+            state.attempt_number,
+            self.max_attempts,
+            state.upcoming_sleep,
+        )
+
+    # -- one request, and its answer as an error -----------------------------------------
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        data: Any = None,
+        stream: bool = False,
+        headers: dict[str, str] | None = None,
+        timeout: float | tuple[float, float] | None = None,
+        filters: list[dict[str, Any]] | None = None,
+    ) -> requests.Response:
+        """One request; a non-2xx answer or a transport failure raises a VoIPstudioError
+        (a 400 to a request carrying ``filters`` names the filters the service refused)."""
+        session = self.get_conn()
+        try:
+            response = session.request(
+                method,
+                self.base_url + path,
+                params=params,
+                json=json,
+                data=data,
+                stream=stream,
+                headers=headers,
+                timeout=timeout or self.timeout,
+            )
+        except requests.RequestException as exc:
+            raise error_from_transport(exc, method, path) from None
+        if response.status_code < 400:
+            return response
+        with response:
+            error = error_from_response(response, method, path, self.retry_after_cap)
+        if filters and isinstance(error, VoIPstudioValidationError):
+            error = filter_error(error, filters)
+        raise error
+
+    def _json(
+        self, ep: Endpoint, path: str, *, params=None, json=None, filters=None
+    ) -> tuple[Any, int]:
+        """Call a JSON endpoint with retries; return the decoded body (or None) and status."""
+
+        def attempt() -> tuple[Any, int]:
+            response = self._send(ep.method, path, params=params, json=json, filters=filters)
+            if response.status_code == 204 or not response.content.strip():
+                return None, response.status_code
+            try:
+                return response.json(), response.status_code
+            except ValueError:
+                raise malformed_json_error(ep.method, path, response.status_code) from None
+
+        return self._with_retries(request_label(ep.method, path), attempt)
+
+    # -- generic entry points -----------------------------------------------------------
+
+    def run(
+        self,
+        endpoint: str | None = None,
+        data: Any = None,
+        headers: dict[str, Any] | None = None,
+        extra_options: dict[str, Any] | None = None,
+        *,
+        json: Any = None,
+    ) -> requests.Response:
+        """Send ``self.method`` (``GET`` unless set) to a path under the base URL.
+
+        Shaped like ``HttpHook.run`` and sent with this hook's retries, timeouts and error
+        types: a non-2xx answer raises a
+        :class:`~voipstudio_provider.exceptions.VoIPstudioError` subclass, and the token
+        never appears in a message. ``data`` is the query of a ``GET``, the body of other
+        methods (a dict or list goes as JSON); ``extra_options`` takes ``timeout`` only.
+        A ``DELETE`` of a whole collection (``/voicemessages``) or of anything but a list
+        of ids below it is refused before a request is sent: only :meth:`delete_all`
+        sends one. Prefer :meth:`call`, which knows every endpoint by name.
+
+        ``hook.run("cdrs", data={"limit": 5, "sort": "id", "dir": "ASC"}).json()["total"]``
+        """
+        method = (self.method or "GET").upper()
+        request = run_request(method, endpoint, data, json, extra_options)
+        return self._with_retries(
+            request_label(method, request.path),
+            lambda: self._send(
+                method,
+                request.path,
+                params=request.params,
+                json=request.json,
+                data=request.data,
+                headers=headers,
+                timeout=request.timeout,
+            ),
+        )
+
+    def call(
+        self,
+        operation: str,
+        *,
+        id: int | None = None,
+        ids: Iterable[int] | None = None,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+    ) -> Any:
+        """Call any JSON endpoint of the table by its operation name; return the decoded body.
+
+        A ``filter`` in ``params`` may be a list of :class:`Filter` or dicts. Downloads go
+        through :meth:`download`; whole-collection deletes only through :meth:`delete_all`.
+
+        ``hook.call("list_cdrs", params={"limit": 10, "sort": "id", "dir": "ASC"})``
+        """
+        ep = endpoint(operation)
+        if ep.shape is Shape.DOWNLOAD:
+            raise ValueError(f"{operation} returns a file: use download()")
+        if ep.shape is Shape.DELETE_ALL:
+            raise ValueError(f"{operation} deletes a whole collection: use delete_all()")
+        path = path_of(ep, id=id, ids=ids)
+        body, _ = self._json(ep, path, params=encoded_query(params), json=json)
+        return body
 
     # -- checks of the connection ------------------------------------------------------
 
@@ -196,6 +375,311 @@ class VoIPstudioHook(ReadsMixin, WritesMixin, DownloadsMixin, HttpHook):
             self.max_attempts = attempts
         return True, f"Connected to {self.base_url}: {answer.get('response', 'ok')}"
 
+    # -- reads: records, pages, keyset walks, counts -------------------------------------
+
+    def get_record(self, resource: str, record_id: int) -> dict[str, Any]:
+        """One record by id, e.g. ``hook.get_record("monitors", 42)["size"]``."""
+        ep = endpoint_for(resource, Shape.GET)
+        return self.call(ep.operation, id=record_id)["data"]
+
+    def get_dictionaries(self, resource: str) -> Any:
+        """The labels of a resource's enumerated fields: ``hook.get_dictionaries("cdrs")``."""
+        ep = endpoint_for(resource, Shape.DICTIONARY)
+        return (self.call(ep.operation) or {}).get("data")
+
+    def get_cdr_notes(self, cdr_id: int) -> Any:
+        """The notes written on a CDR: ``hook.get_cdr_notes(1234)``."""
+        return (self.call("get_cdr_notes", id=cdr_id) or {}).get("data")
+
+    def list_page(
+        self,
+        resource: str,
+        *,
+        page: int = 1,
+        limit: int | None = None,
+        filters: Iterable[FilterLike] | None = None,
+        sort: str | None = None,
+        direction: str | None = None,
+        operation: str | None = None,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """One page of a collection and the ``total`` of matching rows.
+
+        ``rows, total = hook.list_page("cdrs", page=2, limit=100, sort="id", direction="ASC")``
+        """
+        ep = self._list_endpoint(operation, resource)
+        self.get_conn()  # the page size may come from the connection
+        params: dict[str, Any] = {"page": positive_id(page, "page")}
+        params["limit"] = min(positive_id(limit or self.page_size, "limit"), MAX_PAGE_SIZE)
+        entries = filter_entries(filters)
+        if entries:
+            params["filter"] = encode_json(entries)
+        if sort:
+            params["sort"] = sort
+        if direction:
+            if direction.upper() not in ("ASC", "DESC"):
+                raise ValueError(f"direction must be ASC or DESC, got {direction!r}")
+            params["dir"] = direction.upper()
+        rows, total = self._page(ep, params)
+        return rows, len(rows) if total is None else total
+
+    def iter_records(
+        self,
+        resource: str,
+        *,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        filters: Iterable[FilterLike] | None = None,
+        page_size: int | None = None,
+        operation: str | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Every matching record, ids ascending, walking the collection by keyset.
+
+        Each page asks for ``id > last id seen`` sorted by id, so rows added or deleted while
+        walking never make it skip or repeat one. The walk ends on the page that holds all
+        the answer's ``total`` (the rows left), or on an empty page; a service that sends
+        pages shorter than asked is still walked to the end. ``since`` is inclusive and
+        ``until`` exclusive, on the resource's own date field.
+
+        ``for monitor in hook.iter_records("monitors", since=start, until=end): ...``
+        """
+        ep = self._list_endpoint(operation, resource)
+        self.get_conn()  # the page size may come from the connection
+        limit = min(positive_id(page_size or self.page_size, "page_size"), MAX_PAGE_SIZE)
+        fixed = filter_entries(filters) + date_filters(ep.resource, since, until)
+        last_id: int | None = None
+        while True:
+            rows, total = self._page(ep, keyset_params(fixed, last_id, limit))
+            for row in rows:
+                row_id = row.get("id")
+                if last_id is not None and (not isinstance(row_id, int) or row_id <= last_id):
+                    raise VoIPstudioError(
+                        f"{ep.operation} did not honour sort=id ASC (id {row_id!r} after "
+                        f"{last_id}); refusing to page further"
+                    )
+                last_id = row_id
+                yield row
+            # "total" counts the rows left after the keyset filter: a page holding all of them
+            # is the last. A service that caps pages below ``limit`` still gets walked whole.
+            last_page = len(rows) >= total if total is not None else len(rows) < limit
+            if not rows or last_page:
+                return
+
+    def count(
+        self,
+        resource: str,
+        *,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        filters: Iterable[FilterLike] | None = None,
+    ) -> int:
+        """How many records match, from a one-row page's ``total``: ``hook.count("sms")``."""
+        entries = filter_entries(filters) + date_filters(resource, since, until)
+        return self.list_page(resource, limit=1, filters=entries)[1]
+
+    def _list_endpoint(self, operation: str | None, resource: str) -> Endpoint:
+        if operation is None:
+            return endpoint_for(resource, Shape.LIST)
+        ep = endpoint(operation)
+        if ep.shape is not Shape.LIST:
+            raise ValueError(f"{operation} is a {ep.shape.value} endpoint, not {Shape.LIST.value}")
+        return ep
+
+    def _page(
+        self, ep: Endpoint, params: dict[str, Any]
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """One list answer's rows and its ``total`` (``None`` when the answer has none)."""
+        path = path_of(ep)
+        filters = json.loads(params["filter"]) if "filter" in params else None
+        body, status = self._json(ep, path, params=params, filters=filters)
+        if not isinstance(body, dict) or not isinstance(body.get("data"), list):
+            raise malformed_json_error(ep.method, path, status)
+        total = body.get("total")
+        return body["data"], None if total is None else int(total)
+
+    # -- writes and deletes ---------------------------------------------------------------
+
+    def update_records(self, resource: str, rows: list[dict[str, Any]]) -> Any:
+        """Bulk PATCH of partial records carrying ``id`` (cdrs, voicemessages).
+
+        ``hook.update_records("voicemessages", [{"id": 7, "folder": "Old"}])``
+        """
+        ep = endpoint_for(resource, Shape.UPDATE)
+        rows = list(rows)
+        if not rows:
+            return None
+        for row in rows:
+            positive_id(row.get("id") if isinstance(row, dict) else None, "each row's id")
+        return self.call(ep.operation, json=rows)
+
+    def delete_records(self, resource: str, ids: Iterable[int]) -> list[int]:
+        """Delete records by id; return the ids deleted, ascending.
+
+        The ids go in as few requests as keep each full URL below ``MAX_URL_LENGTH``; each
+        request is all-or-nothing. If one fails, its error's ``deleted_ids`` lists what
+        earlier requests deleted. ``hook.delete_records("monitors", [3, 1, 2])``
+        """
+        ep = endpoint_for(resource, Shape.DELETE_IDS)
+        id_list = sorted({positive_id(i) for i in ids})
+        self.get_conn()  # the URL's length depends on the connection's base URL
+        deleted: list[int] = []
+        for chunk in url_chunks(self.base_url, ep, id_list):
+            try:
+                self._json(ep, path_of(ep, ids=chunk))
+            except VoIPstudioError as error:
+                error.deleted_ids = list(deleted)  # type: ignore[attr-defined]
+                raise
+            deleted.extend(chunk)
+        return deleted
+
+    def delete_all(self, resource: str, *, confirm: str) -> int:
+        """Delete a whole collection; return the status (202: the rows go shortly after).
+
+        Only runs when ``confirm`` is exactly ``"DELETE ALL <resource>"``:
+        ``hook.delete_all("chatmsgs", confirm="DELETE ALL chatmsgs")``
+        """
+        expected = f"DELETE ALL {resource}"
+        if confirm != expected:
+            raise ValueError(f"deleting every {resource} record needs confirm={expected!r}")
+        ep = endpoint_for(resource, Shape.DELETE_ALL)
+        _, status = self._json(ep, path_of(ep))
+        return status
+
+    # -- downloads ----------------------------------------------------------------------
+
+    def download(
+        self,
+        operation: str,
+        record_id: int,
+        fileobj: IO[bytes],
+        *,
+        expected_size: int | None = None,
+        max_size: int | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> DownloadResult:
+        """Stream a file endpoint into ``fileobj``, counting and hashing what is written.
+
+        Raises :class:`VoIPstudioUnexpectedContentError` when the answer's media type is not
+        the endpoint's (a JSON or HTML page instead of the file; nothing is written), and
+        :class:`VoIPstudioIncompleteDownloadError` when the body is empty or the bytes
+        written differ from ``Content-Length`` or ``expected_size``. Both are tried again;
+        a broken body only if ``fileobj`` is seekable (it is rewound and truncated first).
+        A body longer than ``expected_size``, its ``Content-Length``, ``max_size`` or the
+        hook's ``max_download_size`` stops as soon as it passes the limit, before the byte
+        past it is written, and is not tried again.
+
+        ``hook.download("download_monitor_mp3", 42, f, expected_size=monitor["size"])``
+        """
+        ep = endpoint(operation)
+        if ep.shape is not Shape.DOWNLOAD:
+            raise ValueError(f"{operation} is not a file endpoint")
+        limits = [m for m in (max_size, self.max_download_size) if m is not None]
+
+        def receive(response: requests.Response, label: str) -> DownloadResult:
+            check_media_type(response, ep.content_type, label)
+            return write_body(
+                response, fileobj, label, expected_size, max_size=min(limits, default=None)
+            )
+
+        path = path_of(ep, id=record_id)
+        return self._stream(ep, path, encoded_query(params), fileobj, receive)
+
+    def export_user_cdrs_csv(
+        self,
+        user_id: int,
+        fileobj: IO[bytes],
+        *,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        filters: Iterable[FilterLike] | None = None,
+    ) -> DownloadResult | ExportJob:
+        """Ask ``/users/{id}/cdrs.csv`` for a user's CDRs; stream a CSV answer into ``fileobj``.
+
+        The real service queues an export job and answers ``202`` with JSON: that answer is
+        returned as an :class:`ExportJob` and nothing is written. A ``200`` with ``text/csv``
+        is streamed like :meth:`download` (counted, hashed, checked, retried). To build a
+        user's CSV that must exist, use :func:`voipstudio_provider.export.export_user_day`,
+        which builds it from ``GET /cdrs``.
+
+        ``hook.export_user_cdrs_csv(12, f, since=day_start, until=day_end)``
+        """
+        ep = endpoint("export_user_cdrs_csv")
+        path = path_of(ep, id=user_id)
+        entries = filter_entries(filters) + date_filters("cdrs", since, until)
+
+        def receive(response: requests.Response, label: str) -> DownloadResult | ExportJob:
+            if response.status_code == 202:
+                job = read_export_job(response, ep.method, path)
+                self.log.info("%s: export job accepted (202), no file delivered", label)
+                return job
+            check_media_type(response, ep.content_type, label)
+            return write_body(response, fileobj, label, None, max_size=self.max_download_size)
+
+        params = {"filter": encode_json(entries)} if entries else {}
+        return self._stream(ep, path, params, fileobj, receive, filters=entries)
+
+    def _stream(
+        self,
+        ep: Endpoint,
+        path: str,
+        params: dict[str, Any],
+        fileobj: IO[bytes],
+        receive: Callable[[requests.Response, str], T],
+        *,
+        filters: list[dict[str, Any]] | None = None,
+    ) -> T:
+        """Send a streamed request and hand each answer to ``receive``, with retries.
+
+        A seekable ``fileobj`` is rewound and truncated before every try; into one that is
+        not, a broken body is not tried again (written bytes cannot be taken back).
+        """
+        seekable = is_seekable(fileobj)
+        start = fileobj.tell() if seekable else 0
+        label = request_label(ep.method, path)
+
+        def attempt() -> T:
+            if seekable:
+                fileobj.seek(start)
+                fileobj.truncate()
+            # identity: Content-Length then counts the very bytes written to the file.
+            response = self._send(
+                ep.method,
+                path,
+                params=params,
+                stream=True,
+                headers={"Accept-Encoding": "identity"},
+                filters=filters,
+            )
+            return receive(response, label)
+
+        def may_retry(error: VoIPstudioError) -> bool:
+            return seekable or not isinstance(error, VoIPstudioIncompleteDownloadError)
+
+        return self._with_retries(label, attempt, may_retry)
+
+
+def _first(argument: Any, extra: Any) -> Any:
+    """The hook's argument when given, else the connection's extra."""
+    return argument if argument is not None else extra
+
+
+def _timeout(value: Any) -> tuple[float, float]:
+    """``(connect, read)`` seconds from a number (read; connecting waits at most 10 s), a
+    pair, or nothing (the defaults)."""
+    if value in (None, ""):
+        return (DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT)
+    if isinstance(value, list | tuple):
+        connect, read = (float(v) for v in value)
+        return (connect, read)
+    read = float(value)
+    return (min(DEFAULT_CONNECT_TIMEOUT, read), read)
+
+
+def _page_size(value: Any) -> int:
+    size = int(value) if value not in (None, "") else DEFAULT_PAGE_SIZE
+    if size < 1:
+        raise ValueError(f"page_size must be at least 1, got {size}")
+    return min(size, MAX_PAGE_SIZE)
+
 
 def _as_bool(value: Any) -> bool:
     if isinstance(value, str):
@@ -203,4 +687,4 @@ def _as_bool(value: Any) -> bool:
     return bool(value)
 
 
-__all__ = ["DownloadResult", "VoIPstudioHook", "filter_entries", "positive_id"]
+__all__ = ["DownloadResult", "ExportJob", "VoIPstudioHook", "filter_entries", "positive_id"]

@@ -310,7 +310,7 @@ class VoIPstudioDownloadOperator(_VoIPstudioOperator):
                         fileobj,
                         expected_size=None if expected in (None, "") else int(expected),
                     )
-            from voipstudio_provider.hooks.reads import ExportJob
+            from voipstudio_provider.hooks.downloads import ExportJob
 
             if isinstance(result, ExportJob):
                 job = result
