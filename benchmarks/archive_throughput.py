@@ -56,7 +56,13 @@ def _archive_with_provider(records: list[dict], job: dict) -> int:
     target = ArchiveTarget(bucket=job["bucket"], prefix="bench")
     with VoIPstudioHook("voipstudio_default") as hook:
         outcomes = archive_batch(
-            hook, s3, ARCHIVE_KINDS["monitors"], records, target, max_streams=job["streams"]
+            hook,
+            s3,
+            ARCHIVE_KINDS["monitors"],
+            records,
+            target,
+            max_streams=job["streams"],
+            upload_streams=job.get("upload_streams"),
         )
     wanted = "skipped" if job.get("rerun") else "archived"
     failed = [o for o in outcomes if o.status != wanted]
@@ -214,6 +220,7 @@ def _measure(
     workdir: Path,
     streams: int,
     rerun_bucket: str | None = None,
+    upload_streams: int | None = None,
 ) -> dict:
     s3 = servers["s3"]
     bucket = rerun_bucket or f"bench-{method.replace('_', '-')}-{uuid.uuid4().hex[:8]}"
@@ -226,6 +233,7 @@ def _measure(
         "records": records,
         "bucket": bucket,
         "streams": streams,
+        "upload_streams": upload_streams,
         "base_url": servers["sandbox"].base_url,
         "token": servers["sandbox"].token,
         "s3_endpoint": s3.endpoint_url,
@@ -307,6 +315,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--voicemails", type=int, default=20_000, help="0 skips them")
     parser.add_argument("--voicemail-size", type=int, default=50_000, help="bytes per voicemail")
     parser.add_argument("--streams", type=int, default=4, help="transfers at a time")
+    parser.add_argument(
+        "--upload-streams",
+        type=int,
+        help="the provider's records being stored while --streams download (its default)",
+    )
     parser.add_argument("--scale", type=int, default=1, help="the sandbox's --scale")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated")
     parser.add_argument("--tiny", action="store_true", help="8 x 50 kB, one 6 MiB, 20 x 5 kB")
@@ -360,14 +373,19 @@ def main(argv: list[str] | None = None) -> int:
             for title, count, size in workloads:
                 records = _add_recordings(sandbox, count, size)
                 ways = [m for m in methods if m != "http_to_s3" or count <= 5000]
-                rows = [_measure(m, records, servers, workdir, args.streams) for m in ways]
+                rows = [
+                    _measure(m, records, servers, workdir, args.streams, None, args.upload_streams)
+                    for m in ways
+                ]
                 print(_table(f"{title}, {args.streams} streams", rows), end="\n\n", flush=True)
                 provider = next((r for r in rows if r["method"] == "provider"), None)
                 if first is None and provider:
                     first = (records, provider["bucket"])
             if first:
                 records, bucket = first
-                row = _measure("provider", records, servers, workdir, args.streams, bucket)
+                row = _measure(
+                    "provider", records, servers, workdir, args.streams, bucket, args.upload_streams
+                )
                 title = "re-run of the provider over the first workload's archived window"
                 print(_rerun_table(title, row), end="\n\n", flush=True)
     return 0

@@ -19,9 +19,11 @@ import json
 import logging
 import tempfile
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -57,6 +59,10 @@ MIN_CHUNK_SIZE = 5 * 1024 * 1024
 SSE_ALGORITHMS = ("AES256", "aws:kms")
 OBJECT_LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
 ARCHIVED, SKIPPED, FAILED = "archived", "skipped", "failed"
+#: Seconds between two progress lines of a long batch.
+PROGRESS_INTERVAL = 30.0
+#: How many skipped ids the batch's skip line names.
+SKIPPED_IDS_LOGGED = 10
 
 
 @dataclass(frozen=True)
@@ -352,11 +358,15 @@ def _skip_or_prepare(
     return None
 
 
-def _stream_to_s3(voip_hook, s3_client, kind, record, target, key, pool) -> dict[str, Any]:
+def _stream_to_s3(
+    voip_hook, s3_client, kind, record, target, key, pool, downloads=None
+) -> dict[str, Any]:
     """Download ``record``'s body straight into S3 (one PUT, or parts as they arrive).
 
     A body that breaks cannot be rewound: the upload is aborted (no part stays) and the
     record is downloaded again from the start, as often as the hook tries a request.
+    ``downloads`` (a semaphore) is held while the body downloads only: the PUT of a small
+    body and the completion of a multipart upload happen while another record downloads.
     """
     attempts = max(1, int(getattr(voip_hook, "max_attempts", 3)))
     for attempt in range(1, attempts + 1):
@@ -369,13 +379,14 @@ def _stream_to_s3(voip_hook, s3_client, kind, record, target, key, pool) -> dict
             pool,
         )
         try:
-            result = voip_hook.download(
-                kind.operation,
-                int(record["id"]),
-                upload,
-                expected_size=record.get("size"),
-                max_size=target.max_size,
-            )
+            with downloads or nullcontext():
+                result = voip_hook.download(
+                    kind.operation,
+                    int(record["id"]),
+                    upload,
+                    expected_size=record.get("size"),
+                    max_size=target.max_size,
+                )
             stored = upload.finish(result.sha256)
         except VoIPstudioIncompleteDownloadError as error:
             upload.abort()
@@ -420,6 +431,7 @@ def archive_record(
     *,
     listing: ArchiveListing | None = None,
     pool: UploadPool | None = None,
+    downloads: threading.Semaphore | None = None,
 ) -> ArchiveOutcome:
     """Archive one record's binary unless it is already archived in the bucket.
 
@@ -440,6 +452,8 @@ def archive_record(
     :param listing: the bucket's date folders as listed by :class:`ArchiveListing`, to
         skip archived records without a request each (a HEAD where it cannot decide).
     :param pool: the batch's part uploads (a pool of two when omitted).
+    :param downloads: a semaphore bounding the batch's downloads at a time; it is held
+        while the body downloads, not while it is stored.
     """
     record_id = int(record["id"])
     try:
@@ -461,11 +475,14 @@ def archive_record(
     if isinstance(prepared, str):
         return failed("verify", prepared)
     if not kind.sidecar:
-        return _archive_spooled(voip_hook, s3_client, kind, record, target, key, failed)
+        with downloads or nullcontext():
+            return _archive_spooled(voip_hook, s3_client, kind, record, target, key, failed)
 
     own_pool = UploadPool(2) if pool is None else None
     try:
-        stored = _stream_to_s3(voip_hook, s3_client, kind, record, target, key, pool or own_pool)
+        stored = _stream_to_s3(
+            voip_hook, s3_client, kind, record, target, key, pool or own_pool, downloads
+        )
     except VoIPstudioError as error:
         return failed("download", error)
     except Exception as error:
@@ -487,7 +504,7 @@ def archive_record(
         _write_sidecar(s3_client, kind, record, target, described)
     except Exception as error:
         return failed("check", error)
-    log.info("archived %s %s to %s (%d bytes)", kind.name, record_id, key, result.size)
+    log.debug("archived %s %s to %s (%d bytes)", kind.name, record_id, key, result.size)
     answer = stored["answer"]
     return ArchiveOutcome(
         kind.name, record_id, ARCHIVED, key, result.size, result.sha256,
@@ -533,7 +550,7 @@ def _archive_spooled(voip_hook, s3_client, kind, record, target, key, failed) ->
         stored = _check_stored(s3_client, target, key, result.size, checksum)
     except Exception as error:
         return failed("check", error)
-    log.info("archived %s %s to %s (%d bytes)", kind.name, record_id, key, result.size)
+    log.debug("archived %s %s to %s (%d bytes)", kind.name, record_id, key, result.size)
     return ArchiveOutcome(
         kind.name, record_id, ARCHIVED, key, result.size, result.sha256,
         s3_checksum=stored.get("ChecksumSHA256"), etag=stored.get("ETag"),
@@ -551,6 +568,54 @@ def _hook_per_thread(voip_hook) -> Callable[[], Any]:
     return lambda: type(voip_hook)(voip_hook.voipstudio_conn_id, **settings)
 
 
+class _BatchLog:
+    """The operator's view of a batch: a progress line at most every ``interval`` seconds,
+    and at the end one line of what was skipped and one summary line. No line per record."""
+
+    def __init__(self, kind: ArchiveKind, total: int, interval: float) -> None:
+        self.kind, self.total, self.interval = kind, total, interval
+        self.lock = threading.Lock()
+        self.start = self.last = time.monotonic()
+        self.done = 0
+        self.bytes = 0
+
+    def count(self, outcome: ArchiveOutcome) -> None:
+        with self.lock:
+            self.done += 1
+            if outcome.status == ARCHIVED:
+                self.bytes += outcome.size or 0
+            now = time.monotonic()
+            if now - self.last < self.interval or self.done == self.total:
+                return
+            self.last = now
+            done, moved, seconds = self.done, self.bytes, now - self.start
+        log.info(
+            "%s batch progress: %d of %d done, %.1f MB archived, %.1f MB/s",
+            self.kind.name, done, self.total, moved / 1e6, moved / 1e6 / max(seconds, 1e-9),
+        )  # fmt: skip
+
+    def finish(self, outcomes: list[ArchiveOutcome]) -> None:
+        counts = summarize(outcomes)
+        skipped = [o.record_id for o in outcomes if o.status == SKIPPED]
+        if skipped:
+            shown = ", ".join(map(str, skipped[:SKIPPED_IDS_LOGGED]))
+            more = (
+                f" and {len(skipped) - SKIPPED_IDS_LOGGED} more"
+                if len(skipped) > SKIPPED_IDS_LOGGED
+                else ""
+            )
+            log.info(
+                "%s: %d skipped as already archived: %s%s",
+                self.kind.name, len(skipped), shown, more,
+            )  # fmt: skip
+        log.info(
+            "%s batch done: %d archived, %d skipped (already archived), %d failed, "
+            "%.1f MB in %.1f s",
+            self.kind.name, counts[ARCHIVED], counts[SKIPPED], counts[FAILED],
+            counts["bytes"] / 1e6, time.monotonic() - self.start,
+        )  # fmt: skip
+
+
 def archive_batch(
     voip_hook,
     s3_client,
@@ -559,12 +624,21 @@ def archive_batch(
     target: ArchiveTarget,
     max_streams: int = 4,
     hook_factory: Callable[[], Any] | None = None,
+    *,
+    upload_streams: int | None = None,
+    progress_interval: float = PROGRESS_INTERVAL,
 ) -> list[ArchiveOutcome]:
-    """Archive many records with at most ``max_streams`` downloads and uploads at a time.
+    """Archive many records with at most ``max_streams`` downloads at a time.
 
     What is already archived is found from one ``ListObjectsV2`` walk per date folder
-    (:class:`ArchiveListing`). Memory stays within about ``max_streams`` times twice
-    ``target.chunk_size``. A failed record does not stop the others.
+    (:class:`ArchiveListing`). While ``max_streams`` records download, up to
+    ``upload_streams`` more store what they downloaded (the binary's PUT or the end of its
+    multipart upload, then the sidecar's PUT): a record is ``archived`` only once both
+    were accepted. Memory stays within about ``max_streams + upload_streams`` bodies under
+    ``target.chunk_size`` and ``max_streams`` times twice ``target.chunk_size`` for larger
+    ones. A failed record does not stop the others. The batch logs one summary line at
+    the end, the skipped ids, and a progress line at most every ``progress_interval``
+    seconds.
 
     :param voip_hook: a VoIPstudio hook; with more than one stream, each stream uses a hook
         of its own built like this one (same connection and retry settings).
@@ -573,23 +647,37 @@ def archive_batch(
     :param kind: what kind of binary to archive.
     :param records: the API records.
     :param target: where and how to write.
-    :param max_streams: parallel streams.
+    :param max_streams: parallel downloads.
     :param hook_factory: builds the hook of each stream, instead of copying ``voip_hook``.
+    :param upload_streams: records being stored while others download (default
+        ``max_streams``; ``0`` stores each record in the thread that downloaded it).
+    :param progress_interval: seconds between two progress lines.
     :return: one outcome per record, in the order of ``records``.
     """
     if max_streams < 1:
         raise ValueError("max_streams must be at least 1")
+    upload_streams = max_streams if upload_streams is None else int(upload_streams)
+    if upload_streams < 0:
+        raise ValueError("upload_streams must be at least 0")
     records = list(records)
     listing = ArchiveListing(s3_client, target.bucket)
+    progress = _BatchLog(kind, len(records), progress_interval)
+    workers = max_streams + upload_streams if len(records) > 1 else 1
+    downloads = threading.BoundedSemaphore(max_streams) if workers > max_streams else None
     with UploadPool(max_streams) as parts:
 
         def archive(hook, record: dict) -> ArchiveOutcome:
-            return archive_record(
-                hook, s3_client, kind, record, target, listing=listing, pool=parts
-            )
+            outcome = archive_record(
+                hook, s3_client, kind, record, target,
+                listing=listing, pool=parts, downloads=downloads,
+            )  # fmt: skip
+            progress.count(outcome)
+            return outcome
 
-        if max_streams == 1 or len(records) <= 1:
-            return [archive(voip_hook, r) for r in records]
+        if workers == 1:
+            outcomes = [archive(voip_hook, r) for r in records]
+            progress.finish(outcomes)
+            return outcomes
 
         make_hook = hook_factory or _hook_per_thread(voip_hook)
         local = threading.local()
@@ -605,23 +693,26 @@ def archive_batch(
             return archive(hook, record)
 
         try:
-            with ThreadPoolExecutor(max_workers=max_streams, thread_name_prefix="archive") as pool:
-                return list(pool.map(archive_one, records))
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="archive") as pool:
+                outcomes = list(pool.map(archive_one, records))
         finally:
             for hook in made:
                 close = getattr(hook, "close", None)
                 if close is not None:
                     close()
+    progress.finish(outcomes)
+    return outcomes
 
 
 def s3_client_for(aws_conn_id: str | None, max_streams: int):
-    """A boto3 S3 client of the Amazon connection with a connection pool for every stream
-    and its parts in flight (the connection's own botocore ``config`` kept)."""
+    """A boto3 S3 client of the Amazon connection with a connection pool for every request
+    :func:`archive_batch` has in flight (the connection's own botocore ``config`` kept)."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
     from botocore.config import Config
 
     base = S3Hook(aws_conn_id=aws_conn_id).conn_config.botocore_config or Config()
-    pool = max(10, 2 * int(max_streams) + 2)
+    # Each stream's download thread, as many storing threads, their parts, the listing.
+    pool = max(10, 4 * int(max_streams) + 2)
     return S3Hook(
         aws_conn_id=aws_conn_id, config=base.merge(Config(max_pool_connections=pool))
     ).get_conn()

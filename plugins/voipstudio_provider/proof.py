@@ -34,6 +34,10 @@ VERIFY_MODES = ("checksum", "download")
 #: Metadata of binaries without a sidecar: the checksum S3 reports and the part size.
 CHECKSUM_METADATA, PART_SIZE_METADATA = "checksum-sha256", "part-size"
 _READ_CHUNK = 1024 * 1024
+#: Keys asked for per listing page. Every archived recording has two keys (binary and
+#: sidecar); AWS S3 answers at most 1,000 keys a page whatever is asked, servers such as
+#: SeaweedFS answer as many as asked, so a re-run lists a folder in fewer requests.
+LISTING_PAGE_KEYS = 10_000
 
 
 @dataclass(frozen=True)
@@ -314,7 +318,9 @@ class ArchiveListing:
             if folder not in self._folders:
                 objects: dict[str, dict] = {}
                 pages = self.s3_client.get_paginator("list_objects_v2").paginate(
-                    Bucket=self.bucket, Prefix=folder
+                    Bucket=self.bucket,
+                    Prefix=folder,
+                    PaginationConfig={"PageSize": LISTING_PAGE_KEYS},
                 )
                 for page in pages:
                     self.requests += 1

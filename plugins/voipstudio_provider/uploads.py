@@ -98,7 +98,10 @@ class StreamingUpload(io.RawIOBase):
             view = view[room:]
             self._send_part(self._take())
         if len(view):
-            self.chunks.append(bytes(view))
+            # A whole chunk of bytes is kept as it is; a slice or a buffer is copied once.
+            self.chunks.append(
+                chunk if len(view) == written and type(chunk) is bytes else bytes(view)
+            )
             self.buffered += len(view)
         return written
 

@@ -7,6 +7,7 @@ import copy
 import datetime as dt
 import hashlib
 import json
+import logging
 import urllib.request
 import uuid
 
@@ -331,6 +332,57 @@ def test_batch_keeps_order_and_goes_on_after_a_failure(sandbox, hook, s3, target
     assert summary["archived"] == 5 and summary["failed_ids"] == [987654321]
     assert summary["bytes"] == sum(m["size"] for m in monitors)
     assert len(stored_keys(s3, target)) == 10  # five binaries and their sidecars
+
+
+def test_batch_logs_progress_a_skip_line_and_one_summary(sandbox, hook, s3, target, caplog):
+    monitors = small_monitors(sandbox, 4)
+    caplog.set_level(logging.INFO, logger="voipstudio_provider.archive")
+
+    archive_batch(hook, s3, MONITORS, monitors, target, max_streams=2, progress_interval=0)
+
+    lines = [r.getMessage() for r in caplog.records]
+    size_mb = sum(m["size"] for m in monitors) / 1e6
+    (summary,) = [line for line in lines if "batch done" in line]
+    counts = "4 archived, 0 skipped (already archived), 0 failed"
+    assert summary.startswith(f"monitors batch done: {counts}, {size_mb:.1f} MB in ")
+    progress = [line for line in lines if "batch progress" in line]
+    assert progress and all(" of 4 done, " in line for line in progress)
+    assert not any("skipped as already archived" in line for line in lines)
+    assert not any(str(monitors[0]["id"]) in line for line in lines)  # no line per record
+
+    caplog.clear()
+    ghost = {**monitors[0], "id": 987654321}
+    archive_batch(hook, s3, MONITORS, [*monitors, ghost], target, max_streams=2)
+
+    lines = [r.getMessage() for r in caplog.records]
+    ids = ", ".join(str(m["id"]) for m in monitors)
+    assert f"monitors: 4 skipped as already archived: {ids}" in lines
+    (summary,) = [line for line in lines if "batch done" in line]
+    assert "0 archived, 4 skipped (already archived), 1 failed, 0.0 MB in " in summary
+    assert not any("batch progress" in line for line in lines)  # 30 s between two
+
+
+def test_a_record_whose_sidecar_is_refused_is_failed_not_archived(sandbox, hook, s3, target):
+    monitors = small_monitors(sandbox, 3)
+    refused = sidecar_key(target.prefix, MONITORS, monitors[1])
+
+    def refuse(params, **_):
+        if params.get("Key") == refused:
+            raise RuntimeError("the sidecar PUT was refused")
+
+    s3.meta.events.register("provide-client-params.s3.PutObject", refuse)
+    try:
+        outcomes = archive_batch(hook, s3, MONITORS, monitors, target, max_streams=2)
+    finally:
+        s3.meta.events.unregister("provide-client-params.s3.PutObject", refuse)
+
+    assert [o.status for o in outcomes] == ["archived", "failed", "archived"]
+    assert outcomes[1].error == "check: RuntimeError: the sidecar PUT was refused"
+    assert refused not in stored_keys(s3, target)
+    assert not verify_archive(s3, MONITORS, monitors[1], target).ok
+    again = archive_batch(hook, s3, MONITORS, monitors, target, max_streams=2)
+    assert [o.status for o in again] == ["skipped", "archived", "skipped"]
+    assert verify_archive(s3, MONITORS, monitors[1], target).ok
 
 
 @pytest.mark.parametrize(
