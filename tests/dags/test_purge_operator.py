@@ -138,3 +138,34 @@ def test_a_confirmed_purge_notes_what_it_deleted_and_kept(airflow_env, run_dag):
     assert deleted > 0 and kept > 0
     assert run_note(dag_run) == f"PURGED: {deleted} deleted, {kept} kept"
     assert xcom(dag_run, "set_run_note")["via"] == "metadata_db"
+
+
+def test_without_the_api_connection_the_note_is_reported_not_set(airflow_env, caplog):
+    from voipstudio_provider.run_notes import set_run_note
+
+    # Outside a task there is neither the connection nor the in-process metadata path.
+    result = set_run_note(DAG_ID, "manual__nothing", "DRY RUN: 0 planned")
+
+    assert result == {
+        "note": "DRY RUN: 0 planned",
+        "set": False,
+        "via": None,
+        "why_not": "no Airflow connection 'airflow_api' to the API server",
+    }
+    assert "run note not set (no Airflow connection 'airflow_api'" in caplog.text
+
+
+def test_an_unreachable_api_server_never_fails_the_note(airflow_env, caplog):
+    from voipstudio_devstack import free_port
+    from voipstudio_provider.run_notes import set_run_note
+
+    url = f"http://127.0.0.1:{free_port()}"
+    airflow_env.monkeypatch.setenv(
+        "AIRFLOW_CONN_AIRFLOW_API", f'{{"conn_type": "http", "host": "{url}", "password": "t0k"}}'
+    )
+
+    result = set_run_note(DAG_ID, "manual__nothing", "REFUSED: why")
+
+    assert (result["set"], result["via"]) == (False, "rest_api")
+    assert result["why_not"].startswith("ConnectionError")
+    assert "t0k" not in caplog.text and "t0k" not in result["why_not"]
