@@ -97,7 +97,13 @@ def voipstudio_archive_pcaps():
 
     @task(trigger_rule="all_done", retries=0, outlets=[archiving.PCAPS_ASSET])
     def summarize_archive(params=None, ti=None, outlet_events=None):
-        summary = archiving.summarize_run(ti, "archive_pcap_batch", "list_pcaps_to_archive", params)
+        summary = archiving.summarize_run(
+            ti,
+            "archive_pcap_batch",
+            "list_pcaps_to_archive",
+            params,
+            interval=run_interval(),
+        )
         ti.xcom_push(key="summary", value=summary)
         archiving.raise_if_run_incomplete(summary)
         outlet_events[archiving.PCAPS_ASSET].extra = summary

@@ -93,7 +93,11 @@ def voipstudio_archive_recordings():
     @task(trigger_rule="all_done", retries=0, outlets=[archiving.RECORDINGS_ASSET])
     def summarize_archive(params=None, ti=None, outlet_events=None):
         summary = archiving.summarize_run(
-            ti, "archive_recording_batch", "list_recordings_to_archive", params
+            ti,
+            "archive_recording_batch",
+            "list_recordings_to_archive",
+            params,
+            interval=run_interval(),
         )
         ti.xcom_push(key="summary", value=summary)
         archiving.raise_if_run_incomplete(summary)

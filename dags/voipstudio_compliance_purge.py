@@ -21,6 +21,7 @@ match, are not held and are verified.
 - `dry_run` (default **on**): plan and report only.
 - `confirm`: type `PURGE` to delete. Anything else (`purge`, `PURGE `) deletes nothing
   and fails the run.
+- A run with neither `older_than` nor `phone_number` is refused by `plan_purge` at once.
 - `require_archive` (default on): delete a recording or voicemail only if its archived
   copy checks out (size, sha256 metadata against the sidecar); chats are archived first.
   Off, items are deleted without an archive.
@@ -44,9 +45,11 @@ listed apart in the plan and never deleted or masked.
 
 #### Output
 
-The plan: `{prefix}/audit/voipstudio_compliance_purge/{run_id}.plan.json`
-(criteria, and per resource the count, the ids and the held ids; a confirmed run keeps a
-copy of the reviewed plan under its own run id, naming the dry run it came from).
+The plan: `{prefix}/audit/voipstudio_compliance_purge/{run_id}.plan.json` (criteria, and
+per resource the count, the ids and the held ids; a confirmed run keeps a copy of the
+reviewed plan under its own run id, naming the dry run it came from), and beside it the
+same plan to open in a spreadsheet, `{run_id}.plan.csv`: one row per item with resource,
+id, date, matched_number, held (yes/no) and hold_reason.
 The audit log, one line per item deleted, masked or kept, with the reason and the
 archive key checked: `{prefix}/audit/voipstudio_compliance_purge/{run_id}.jsonl`.
 The archived copies in the bucket are not touched by a purge.
@@ -56,7 +59,11 @@ The archived copies in the bucket are not touched by a purge.
 `plan_purge` → `check_confirmation` → `purge_planned_records` (mapped over the
 resources, pool `voipstudio_api`) → `mask_matching_cdrs`; `write_audit_log` joins the
 audit parts, also after a failure, and fails the run when it cannot;
-`fail_if_a_task_failed` runs only when another task failed, and fails the run.
+`fail_if_a_task_failed` runs only when another task failed, and fails the run;
+`set_run_note` always runs and sets the run's note: `DRY RUN: N planned`,
+`REFUSED: <why>` or `PURGED: N deleted, M kept` (through the connection `airflow_api`
+to the API server; without it the note is in its log and XCom). A resource not among
+`resources`, and `mask_matching_cdrs` with `mask_cdrs` off, end *skipped*.
 """
 
 from __future__ import annotations
@@ -64,7 +71,7 @@ from __future__ import annotations
 import datetime as dt
 
 from airflow.sdk import Param, dag, task
-from voipstudio_provider import purge, retention
+from voipstudio_provider import purge, retention, run_notes
 from voipstudio_provider.settings import API_POOL, dag_default_args
 
 
@@ -112,7 +119,10 @@ from voipstudio_provider.settings import API_POOL, dag_default_args
             None,
             type=["null", "string"],
             title="Confirm",
-            description="type PURGE (capitals) to delete; ignored in a dry run",
+            description=(
+                "Type PURGE to delete the planned records at the source (with Dry run off). "
+                "Anything else: a dry run that only writes the plan."
+            ),
         ),
         "require_archive": Param(
             True,
@@ -172,6 +182,13 @@ def voipstudio_compliance_purge():
     def fail_if_a_task_failed():
         retention.fail_run()
 
+    @task(trigger_rule="all_done", retries=0)
+    def set_run_note(params=None, dag_run=None, ti=None):
+        plan_summary = ti.xcom_pull(task_ids="plan_purge")
+        purged = ti.xcom_pull(task_ids="purge_planned_records")
+        note = purge.purge_note(params, plan_summary, purged)
+        return run_notes.set_run_note(dag_run.dag_id, dag_run.run_id, note)
+
     plan = plan_purge()
     resources = check_confirmation(plan)
     purged = purge_planned_records.expand(resource=resources)
@@ -180,6 +197,8 @@ def voipstudio_compliance_purge():
     # A teardown that may fail the run is the run's only leaf: this task keeps a refused
     # confirmation or a failed resource failing the run too.
     [plan, resources, purged, masked] >> fail_if_a_task_failed()
+    # Beside the audit teardown, not after it, so that the teardown stays a leaf.
+    [plan, resources, purged, masked] >> set_run_note()
 
 
 voipstudio_compliance_purge()

@@ -47,8 +47,9 @@ a write-ahead intent in S3 and confirmed by asking for exactly its ids.
 
 `read_retention_policy` checks both Variables and computes the cutoffs;
 `delete_expired_records` is mapped over the resources (pool `voipstudio_api`, one at a
-time); `write_audit_log` reconciles what an interrupted attempt left and joins the audit
-parts even when a resource task failed, and fails the run when it cannot;
+time; a resource the policy keeps forever ends *skipped*); `write_audit_log` reconciles
+what an interrupted attempt left and joins the audit parts even when a resource task
+failed, and fails the run when it cannot;
 `fail_if_a_task_failed` runs only when another task failed, and fails the run.
 
 #### Params

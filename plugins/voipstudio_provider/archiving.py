@@ -486,12 +486,19 @@ def id_ranges(
 
 
 def summarize_run(
-    ti, batch_task_id: str, plan_task_id: str, params: Mapping[str, Any], *, s3_client=None
+    ti,
+    batch_task_id: str,
+    plan_task_id: str,
+    params: Mapping[str, Any],
+    *,
+    s3_client=None,
+    interval: tuple[dt.datetime, dt.datetime] | None = None,
 ) -> dict:
     """Pull the plan and every batch summary of this run, add them up, and move each kind's
     high-water mark as far as the run archived without a gap.
 
     :param s3_client: where the marks are written (default: the ``aws_default`` client).
+    :param interval: the run's ``(start, end)``: the window named when no plan was written.
     """
     batches = ti.xcom_pull(task_ids=plan_task_id)
     plan = ti.xcom_pull(task_ids=plan_task_id, key=PLAN_KEY)
@@ -500,6 +507,9 @@ def summarize_run(
     summary = combine_summaries(batches, summaries, bucket=bucket, prefix=prefix)
     if plan:
         summary["since"], summary["until"] = plan["since"], plan["until"]
+    elif interval is not None and summary["since"] is None:
+        since, until = archive_window(*interval, params.get("lookback_hours", 0))
+        summary["since"], summary["until"] = since.isoformat(), until.isoformat()
     summary["window"] = {"since": summary["since"], "until": summary["until"]}
     summary["id_ranges"] = id_ranges(plan, batches, [s for s in summaries if s])
     if plan:

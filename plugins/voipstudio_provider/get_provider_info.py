@@ -8,6 +8,10 @@ from typing import Any
 from voipstudio_provider import __version__
 
 INTEGRATION = "VoIPstudio"
+#: What the form shows until changed: the hook's own defaults (this module does not import
+#: the hook, so that the API server draws the form without it; a test keeps them equal).
+FORM_PAGE_SIZE = 1000
+FORM_TIMEOUT = 300
 
 
 def get_provider_info() -> dict[str, Any]:
@@ -62,21 +66,30 @@ def get_provider_info() -> dict[str, Any]:
                         "host": "https://l7api.com/v1.1/voipstudio",
                         "login": "numeric user id: Basic auth instead of X-Auth-Token",
                         "password": "an API key from the dashboard or POST /apitokens",
-                        "page_size": "1000",
-                        "timeout": "300",
+                        "page_size": str(FORM_PAGE_SIZE),
+                        "timeout": str(FORM_TIMEOUT),
                     },
                 },
                 "conn-fields": {
                     "page_size": {
                         "label": "Page size",
                         "description": "Rows per page when walking a collection (at most 5000).",
-                        "schema": {"type": ["integer", "null"], "minimum": 1, "maximum": 5000},
+                        "schema": {
+                            "type": ["integer", "null"],
+                            "minimum": 1,
+                            "maximum": 5000,
+                            "default": FORM_PAGE_SIZE,
+                        },
                     },
                     "timeout": {
                         "label": "Read timeout (seconds)",
                         "description": "Seconds to wait for the server between bytes; "
                         "connecting waits at most 10 seconds.",
-                        "schema": {"type": ["number", "null"], "exclusiveMinimum": 0},
+                        "schema": {
+                            "type": ["number", "null"],
+                            "exclusiveMinimum": 0,
+                            "default": FORM_TIMEOUT,
+                        },
                     },
                     "verify_ssl": {
                         "label": "Verify TLS certificate",

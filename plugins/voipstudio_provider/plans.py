@@ -8,8 +8,10 @@ request to the API.
 from __future__ import annotations
 
 import base64
+import csv
 import datetime as dt
 import hashlib
+import io
 import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -24,6 +26,63 @@ if TYPE_CHECKING:
 PLAN_MAX_AGE = dt.timedelta(hours=72)
 #: Criteria a confirmed run must share with the plan it executes.
 PLAN_CRITERIA = ("resources", "older_than", "phone_number", "require_archive", "mask_cdrs")
+#: The columns of the plan as CSV, one row per planned or held item.
+PLAN_CSV_COLUMNS = ("resource", "id", "date", "matched_number", "held", "hold_reason")
+#: A spreadsheet reads a cell starting with one of these as a formula.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def plan_csv_key(plan_json_key: str) -> str:
+    """Where the CSV of a plan goes: beside its JSON, ``….plan.json`` -> ``….plan.csv``."""
+    return plan_json_key.removesuffix(".json") + ".csv"
+
+
+def _as_text(value: Any) -> str:
+    """A cell a spreadsheet shows as the text it is (``'`` before a formula start)."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def plan_rows(plan: Mapping[str, Any]) -> list[dict[str, str]]:
+    """One row per item of the plan: what would be deleted (``held`` no), what the legal
+    hold keeps (``held`` yes, with why), and the CDRs to mask (resource ``cdrs``)."""
+    entries = list(plan.get("resources", {}).items())
+    if "cdrs_to_mask" in plan:
+        entries.append(("cdrs", plan["cdrs_to_mask"]))
+    rows = []
+    for resource, entry in entries:
+        dates, matched = entry.get("dates", {}), entry.get("matched", {})
+        reasons = entry.get("hold_reasons", {})
+        items = [(i, False) for i in entry.get("ids", [])] + [
+            (i, True) for i in entry.get("held", [])
+        ]
+        for record_id, held in sorted(items, key=lambda item: item[0]):
+            rows.append({
+                "resource": resource,
+                "id": str(record_id),
+                "date": _as_text(dates.get(str(record_id))),
+                "matched_number": _as_text(matched.get(str(record_id))),
+                "held": "yes" if held else "no",
+                "hold_reason": (reasons.get(str(record_id)) or "legal_hold") if held else "",
+            })  # fmt: skip
+    return rows
+
+
+def write_plan_csv(
+    s3_client, bucket: str, key: str, plan: Mapping[str, Any], write_args: dict | None = None
+) -> str:
+    """Write the plan as CSV (:data:`PLAN_CSV_COLUMNS`) with S3's SHA-256 check.
+
+    :return: the CSV's digest (hex).
+    """
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=PLAN_CSV_COLUMNS, lineterminator="\r\n")
+    writer.writeheader()
+    writer.writerows(plan_rows(plan))
+    return put_checked(
+        s3_client, bucket, key, text.getvalue().encode(), content_type="text/csv",
+        write_args=dict(write_args or {}),
+    )  # fmt: skip
 
 
 def write_plan(

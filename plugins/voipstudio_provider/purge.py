@@ -25,7 +25,17 @@ from dataclasses import asdict, dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from voipstudio_provider.audit import MASKED, SKIPPED, WOULD_MASK, AuditLog, audit_part
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from voipstudio_provider.audit import (
+    DELETED,
+    FAILED,
+    MASKED,
+    SKIPPED,
+    WOULD_MASK,
+    AuditLog,
+    audit_part,
+)
 from voipstudio_provider.endpoints import RESOURCES
 from voipstudio_provider.evidence import deletion_attempt, evidence_args, fetch_by_ids, probe_bucket
 from voipstudio_provider.layout import parse_api_datetime, plan_key
@@ -39,9 +49,11 @@ from voipstudio_provider.phone_numbers import (
 )
 from voipstudio_provider.plans import (
     load_reviewed_plan,
+    plan_csv_key,
     read_plan,
     reviewed_digest,
     write_plan,
+    write_plan_csv,
 )
 from voipstudio_provider.policy import LegalHold
 from voipstudio_provider.retention import (
@@ -165,7 +177,10 @@ def parse_purge_request(params: Mapping[str, Any], region: str | None = None) ->
         region = region or load_default_region()
         phone = to_e164(parse_number(phone, region, source="phone_number"))
     if older_than is None and phone is None:
-        raise ValueError("a purge needs older_than, phone_number, or both")
+        raise ValueError(
+            "nothing to purge by: set older_than (a date), phone_number, or both; "
+            "nothing was planned or deleted"
+        )
     mask = bool(params.get("mask_cdrs", False))
     if mask and phone is None:
         raise ValueError("mask_cdrs needs a phone_number")
@@ -192,21 +207,29 @@ def parse_purge_request(params: Mapping[str, Any], region: str | None = None) ->
 
 
 def _plan_records(hook, request: PurgeRequest, resource: str, hold: LegalHold) -> dict:
-    ids, held, matched = [], [], {}
+    ids, held, matched, dates, reasons = [], [], {}, {}, {}
+    date_field = RESOURCES[resource].date_field
     for record in hook.iter_records(resource, until=request.cutoff):
         text = request.match(resource, record)
         if request.phone_number is not None and text is None:
             continue
-        (held if hold.reason(resource, record) else ids).append(record["id"])
+        reason = hold.reason(resource, record)
+        (held if reason else ids).append(record["id"])
+        dates[str(record["id"])] = record.get(date_field) if date_field else None
+        if reason:
+            reasons[str(record["id"])] = reason
         if text is not None:
             matched[str(record["id"])] = text
-    return _entry(request, ids, held, matched)
+    return _entry(request, ids, held, matched, dates, reasons)
 
 
-def _entry(request: PurgeRequest, ids: list, held: list, matched: dict) -> dict:
-    """A resource's plan: ``count``, ``ids``, ``held`` and, for a number, ``matched``
-    (id -> the number text found in that record, held ones included)."""
-    entry = {"count": len(ids), "ids": ids, "held": held}
+def _entry(
+    request: PurgeRequest, ids: list, held: list, matched: dict, dates: dict, reasons: dict
+) -> dict:
+    """A resource's plan: ``count``, ``ids``, ``held``, ``dates`` (id -> the record's own
+    date), ``hold_reasons`` (held id -> why) and, for a number, ``matched`` (id -> the
+    number text found in that record, held ones included)."""
+    entry = {"count": len(ids), "ids": ids, "held": held, "dates": dates, "hold_reasons": reasons}
     if request.phone_number is not None:
         entry["matched"] = matched
     return entry
@@ -226,41 +249,50 @@ def _plan_chat_messages(hook, request: PurgeRequest, hold: LegalHold) -> dict:
             held_chats.add(chat_id)
 
     seen: set[int] = set()
+    dates: dict[str, str] = {}
     for message in hook.iter_records("chatmsgs"):
         seen.add(message["chat_id"])
         read(message["chat_id"], "chatmsgs", message)
         created = parse_api_datetime(message["created_at"])
         if request.cutoff is None or created < request.cutoff:
             candidates.append((message["id"], message["chat_id"]))
+            dates[str(message["id"])] = message["created_at"]
     for chat in hook.iter_records("chats"):
         if chat["id"] in seen:
             read(chat["id"], "chats", chat)
 
-    def held(message_id: int, chat_id: int) -> bool:
-        return (
-            hold.held_id("chatmsgs", message_id)
-            or hold.held_id("chats", chat_id)
-            or chat_id in held_chats
-        )
+    def held(message_id: int, chat_id: int) -> str | None:
+        if hold.held_id("chatmsgs", message_id) or hold.held_id("chats", chat_id):
+            return "legal_hold_id"
+        return "legal_hold_number" if chat_id in held_chats else None
 
-    ids, kept, chats, matched = [], [], set(), {}
+    ids, kept, chats, matched, reasons, planned_dates = [], [], set(), {}, {}, {}
     for message_id, chat_id in candidates:
         if request.phone_number is None or chat_id in chat_match:
-            (kept if held(message_id, chat_id) else ids).append(message_id)
+            reason = held(message_id, chat_id)
+            (kept if reason else ids).append(message_id)
             chats.add(chat_id)
+            planned_dates[str(message_id)] = dates[str(message_id)]
+            if reason:
+                reasons[str(message_id)] = reason
             if chat_id in chat_match:
                 matched[str(message_id)] = chat_match[chat_id]
-    return {**_entry(request, ids, kept, matched), "chat_ids": sorted(chats)}
+    entry = _entry(request, ids, kept, matched, planned_dates, reasons)
+    return {**entry, "chat_ids": sorted(chats)}
 
 
 def _plan_cdr_masks(hook, request: PurgeRequest, hold: LegalHold) -> dict:
-    ids, held, matched = [], [], {}
+    ids, held, matched, dates, reasons = [], [], {}, {}, {}
     for cdr in hook.iter_records("cdrs", until=request.cutoff):
         text = request.match("cdrs", cdr)
         if text is not None:
-            (held if hold.reason("cdrs", cdr) else ids).append(cdr["id"])
+            reason = hold.reason("cdrs", cdr)
+            (held if reason else ids).append(cdr["id"])
             matched[str(cdr["id"])] = text
-    return _entry(request, ids, held, matched)
+            dates[str(cdr["id"])] = cdr.get(RESOURCES["cdrs"].date_field)
+            if reason:
+                reasons[str(cdr["id"])] = reason
+    return _entry(request, ids, held, matched, dates, reasons)
 
 
 def build_plan(hook, request: PurgeRequest, hold: LegalHold) -> dict[str, Any]:
@@ -430,7 +462,10 @@ def run_plan(params: Mapping[str, Any], dag_id: str, run_id: str, ti=None) -> di
     :param ti: the task instance, to read the dry run's reported plan digest.
     :return: the plan's key, digest and counts, and whether the run may delete.
     """
-    request = parse_purge_request(params)
+    try:
+        request = parse_purge_request(params)
+    except ValueError as error:  # the form is wrong: a retry would be refused again
+        raise AirflowFailException(f"refused: {error}") from None
     bucket, prefix, target = _context(params)
     key = plan_key(prefix, dag_id, run_id)
     if request.confirmed:
@@ -452,11 +487,20 @@ def run_plan(params: Mapping[str, Any], dag_id: str, run_id: str, ti=None) -> di
         hook, s3_client = clients("voipstudio_default", "aws_default")
         plan = build_plan(hook, request, hold)
         plan.update(dag_id=dag_id, run_id=run_id, planned_at=dt.datetime.now(dt.UTC).isoformat())
-    digest = write_plan(s3_client, bucket, key, plan, evidence_args(target, lock=True))
+    write_args = evidence_args(target, lock=True)
+    digest = write_plan(s3_client, bucket, key, plan, write_args)
+    csv_key = plan_csv_key(key)
+    write_plan_csv(s3_client, bucket, csv_key, plan, write_args)
     counts = plan_counts(plan)
-    log.info("purge plan s3://%s/%s (sha256 %s): %s", bucket, key, digest,
-             json.dumps(counts, sort_keys=True))  # fmt: skip
-    return {"plan_key": key, "plan_sha256": digest, "counts": counts, "dry_run": request.dry_run}
+    log.info("purge plan s3://%s/%s (sha256 %s), to read: s3://%s/%s: %s", bucket, key, digest,
+             bucket, csv_key, json.dumps(counts, sort_keys=True))  # fmt: skip
+    return {
+        "plan_key": key,
+        "plan_csv_key": csv_key,
+        "plan_sha256": digest,
+        "counts": counts,
+        "dry_run": request.dry_run,
+    }
 
 
 def planned_deletions(counts: Mapping[str, Any], resources: Iterable[str]) -> int:
@@ -473,22 +517,31 @@ def check_confirmation(params: Mapping[str, Any], plan_summary: Mapping[str, Any
     :return: the resources to go through (for the mapped purge task).
     """
     request = parse_purge_request(params)
+    refused = refusal(request, plan_summary)
+    if refused:
+        raise AirflowFailException(refused)
+    mode = "dry run" if request.dry_run else "confirmed"
+    log.info("purge %s: %s", mode, json.dumps(plan_summary["counts"], sort_keys=True))
+    return list(PURGE_RESOURCES)
+
+
+def refusal(request: PurgeRequest, plan_summary: Mapping[str, Any]) -> str | None:
+    """Why a planned purge may not go on (a wrong ``confirm``, a plan larger than
+    ``max_deletions``), or ``None``."""
     if not (request.dry_run or request.confirmed):
-        raise PermissionError(
+        return (
             f"dry_run is off but confirm is {request.confirm!r}, not exactly "
             f"{CONFIRM_PHRASE!r}: nothing was deleted. The plan is {plan_summary['plan_key']}."
         )
     planned = planned_deletions(plan_summary["counts"], request.resources)
     if planned > request.max_deletions:
-        raise ValueError(
+        return (
             f"the plan holds {planned} items to delete, more than max_deletions "
             f"{request.max_deletions}: nothing was deleted. Read the plan "
             f"{plan_summary['plan_key']}; to purge it, trigger again with max_deletions "
             f"raised to at least {planned}."
         )
-    mode = "dry run" if request.dry_run else "confirmed"
-    log.info("purge %s: %s", mode, json.dumps(plan_summary["counts"], sort_keys=True))
-    return list(request.resources)
+    return None
 
 
 def run_purge(
@@ -499,6 +552,8 @@ def run_purge(
     Probes the bucket and reconciles earlier attempts' delete intents first.
     """
     request = parse_purge_request(params)
+    if resource not in request.resources:
+        raise AirflowSkipException(f"{resource} is not among this purge's resources")
     bucket, prefix, target = _context(params)
     hook, s3_client = clients("voipstudio_default", "aws_default")
     plan = read_plan(s3_client, bucket, plan_key(prefix, dag_id, run_id))
@@ -525,8 +580,7 @@ def run_masking(
     """Task: mask the number in the planned CDRs, when ``mask_cdrs`` is on."""
     request = parse_purge_request(params)
     if not request.mask_cdrs:
-        log.info("mask_cdrs is off: CDRs are left as they are")
-        return {"masked": 0}
+        raise AirflowSkipException("mask_cdrs is off: CDRs are left as they are")
     hold = load_legal_hold()
     bucket, prefix, target = _context(params)
     hook, s3_client = clients("voipstudio_default", "aws_default")
@@ -538,3 +592,54 @@ def run_masking(
         summary = audit.summary()
     log.info("cdr masking: %s", json.dumps(summary, sort_keys=True))
     return {"masked": masked, **summary}
+
+
+def _as_list(pulled: Any) -> list[dict]:
+    """XComs of a mapped task as a list (one mapped instance comes back alone)."""
+    if pulled is None:
+        return []
+    items = [pulled] if isinstance(pulled, Mapping) else list(pulled)
+    return [item for item in items if item]
+
+
+def purge_note(
+    params: Mapping[str, Any], plan_summary: Mapping[str, Any] | None, purged: Any
+) -> str:
+    """The run's note: ``DRY RUN: N planned``, ``REFUSED: <why>`` or
+    ``PURGED: N deleted, M kept`` (``FAILED: ...`` when a task failed otherwise).
+
+    :param plan_summary: what ``plan_purge`` returned, ``None`` when it failed.
+    :param purged: the XComs of ``purge_planned_records`` (one dict or a list of them).
+    """
+    try:
+        request = parse_purge_request(params)
+    except ValueError as error:
+        return f"REFUSED: {error}"
+    if plan_summary is None:
+        return "FAILED: no plan was written; the log of plan_purge says why"
+    refused = refusal(request, plan_summary)
+    if refused:
+        return f"REFUSED: {refused}"
+    results = _as_list(purged)
+    where = plan_summary.get("plan_csv_key") or plan_summary["plan_key"]
+    if request.dry_run:
+        counts = plan_summary["counts"]
+        planned = planned_deletions(counts, request.resources)
+        held = sum(counts.get(r, {}).get("held", 0) for r in request.resources)
+        return f"DRY RUN: {planned} planned, {held} held; plan {where}"
+    totals = {DELETED: 0, SKIPPED: 0, FAILED: 0, "gone": 0}
+    for result in results:
+        for entry in result.get("resources", {}).values():
+            gone = entry.get("reasons", {}).get("gone", 0)
+            totals["gone"] += gone
+            totals[DELETED] += entry.get(DELETED, 0)
+            totals[SKIPPED] += entry.get(SKIPPED, 0) - gone
+            totals[FAILED] += entry.get(FAILED, 0)
+    done = {result["resource"] for result in results if "resource" in result}
+    missing = sorted(set(request.resources) - done)
+    note = f"PURGED: {totals[DELETED]} deleted, {totals[SKIPPED] + totals[FAILED]} kept"
+    if totals["gone"]:
+        note += f", {totals['gone']} already gone"
+    if missing:
+        note = f"FAILED: {', '.join(missing)} not purged (see their logs); " + note[8:]
+    return note

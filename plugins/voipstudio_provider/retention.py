@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from voipstudio_provider.audit import AuditLog, deletions_so_far, merge_audit_parts
 from voipstudio_provider.chats import ChatArchive
@@ -129,8 +129,8 @@ def load_legal_hold() -> LegalHold:
 
 
 def retention_windows(data_interval_end: dt.datetime) -> list[dict[str, Any]]:
-    """One ``{"resource", "days", "cutoff", ...}`` per resource the policy does not keep
-    forever.
+    """One ``{"resource", "days", "cutoff", ...}`` per resource; one the policy keeps
+    forever has ``days`` and ``cutoff`` ``None`` (its task ends skipped).
 
     Reads and checks the policy and the legal hold Variables, so a typo in either fails
     the run before anything is deleted. Without a policy the windows of the built-in days
@@ -154,12 +154,11 @@ def retention_windows(data_interval_end: dt.datetime) -> list[dict[str, Any]]:
         {
             "resource": r,
             "days": d,
-            "cutoff": retention_cutoff(d, reference).isoformat(),
+            "cutoff": None if d is None else retention_cutoff(d, reference).isoformat(),
             "policy_set": policy_set,
             "max_deletions": budgets.get(r),
         }
         for r, d in policy.items()
-        if d is not None
     ]
 
 
@@ -222,6 +221,10 @@ def run_retention(
     :raises BudgetSpentError: after the audit, when the budget stopped a real run.
     """
     resource = window["resource"]
+    if window.get("cutoff") is None:
+        raise AirflowSkipException(
+            f"{resource}: the retention policy keeps it forever (null): nothing to delete"
+        )
     cutoff = dt.datetime.fromisoformat(window["cutoff"])
     target = deletion_target()
     why_dry = None if window.get("policy_set", True) else NO_POLICY

@@ -138,3 +138,22 @@ def test_an_empty_run_still_names_its_window(airflow_env):
         "above_id": None,
         "mark": None,
     }
+
+
+def test_a_run_that_could_not_list_still_names_its_window(airflow_env):
+    env = airflow_env
+    outage = {"path": "/v1.1/voipstudio/*", "methods": ["GET"], "kind": "503", "rate": 1}
+    env.sandbox.control("PUT", "faults", {"seed": 3, "rules": [outage]})
+    try:
+        dag_run = run_hourly(THIS_HOUR, {"lookback_hours": 2})
+    finally:
+        env.sandbox.control("DELETE", "faults")
+    assert dag_run.state == "failed"
+    summary = xcom(dag_run, "summarize_archive", "summary")
+    assert summary["planned"] is False
+    # From the run's own interval (the hour before), widened by the look-back.
+    assert summary["window"] == {
+        "since": (THIS_HOUR - dt.timedelta(hours=3)).isoformat(),
+        "until": THIS_HOUR.isoformat(),
+    }
+    assert asset_events(dag_run) == []  # an incomplete archive announces nothing

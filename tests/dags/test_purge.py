@@ -7,6 +7,7 @@ import datetime as dt
 import json
 
 import pytest
+from airflow.sdk.exceptions import AirflowFailException
 from voipstudio_provider.audit import read_audit
 from voipstudio_provider.layout import ARCHIVE_KINDS, archive_key, audit_key, plan_key
 from voipstudio_provider.policy import normalize_number
@@ -232,7 +233,7 @@ def test_plan_larger_than_max_deletions_fails_before_deleting(airflow_env, run_d
 
     summary = {"plan_key": "k", "counts": plan_counts(plan)}
     conf = {**conf, "dry_run": False, "confirm": "PURGE", "plan_run_id": dag_run.run_id}
-    with pytest.raises(ValueError, match="max_deletions"):
+    with pytest.raises(AirflowFailException, match="max_deletions"):
         check_confirmation({**conf, "max_deletions": planned - 1}, summary)
     assert check_confirmation({**conf, "max_deletions": planned}, summary) == list(PURGED)
 
@@ -286,8 +287,13 @@ def test_a_failed_audit_log_or_task_fails_the_run(airflow_env, dag_id):
     # That teardown is then the only leaf; the watcher keeps any failed task failing the run.
     watcher = dag.get_task("fail_if_a_task_failed")
     assert watcher.trigger_rule == "one_failed" and not watcher.downstream_task_ids
-    work = {t.task_id for t in dag.tasks} - {"write_audit_log", "fail_if_a_task_failed"}
+    reports = {"write_audit_log", "fail_if_a_task_failed", "set_run_note"}
+    work = {t.task_id for t in dag.tasks} - reports
     assert work == watcher.upstream_task_ids
+    if dag_id == DAG_ID:  # the note is set whatever happened, and never hides a failure
+        note = dag.get_task("set_run_note")
+        assert note.trigger_rule == "all_done" and not note.downstream_task_ids
+        assert note.upstream_task_ids == work
 
 
 def test_confirmed_purge_executes_the_reviewed_plan_after_the_source_changed(airflow_env, run_dag):

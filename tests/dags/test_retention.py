@@ -433,3 +433,21 @@ def test_a_bucket_that_fails_the_probe_deletes_nothing(airflow_env, run_dag, cap
     assert [e for e in env.sandbox.control("GET", "requests")["data"]] == []
     out, err = capfd.readouterr()
     assert "probe: writing s3://" in out + err
+
+
+def test_a_resource_kept_forever_ends_skipped_and_the_run_succeeds(airflow_env, run_dag):
+    env = airflow_env
+    env.set_variable("voipstudio_retention_policy", {**POLICY, "chatmsgs": None})
+    before = truth(env.sandbox, "chatmsgs")
+
+    dag_run = run_dag(DAG_ID, logical_date=today(), conf={"dry_run": True})
+
+    assert dag_run.state == "success"
+    states = {(ti.task_id, ti.map_index): ti.state for ti in dag_run.get_task_instances()}
+    assert states[("delete_expired_records", 0)] == "success"  # monitors
+    assert states[("delete_expired_records", 1)] == "success"  # voicemessages
+    assert states[("delete_expired_records", 2)] == "skipped"  # chatmsgs: kept forever
+    assert states[("write_audit_log", -1)] == "success"
+    assert states[("fail_if_a_task_failed", -1)] == "skipped"
+    assert truth(env.sandbox, "chatmsgs") == before
+    assert {x["resource"] for x in audit_lines(env, dag_run)} <= {"monitors", "voicemessages"}

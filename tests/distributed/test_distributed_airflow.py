@@ -196,3 +196,38 @@ def test_retention_deletes_exactly_the_archived_records_past_their_policy(
         assert logged == deleted[resource], resource
     held_lines = [ln for ln in lines if ln["resource"] == "monitors" and ln["id"] == held]
     assert [(ln["action"], ln["reason"]) for ln in held_lines] == [("skipped", "legal_hold_id")]
+
+
+def test_a_run_without_a_logical_date_succeeds_and_notes_what_it_did(
+    airflow_cluster, sandbox_server, archive_window
+):
+    """A dry-run purge triggered with ``"logical_date": null``; its note arrives through
+    the REST API with the ``airflow_api`` connection, as in a deployment."""
+    since, _ = archive_window
+    airflow_cluster.api(
+        "POST",
+        "/api/v2/connections",
+        {
+            "connection_id": "airflow_api",
+            "conn_type": "http",
+            "host": airflow_cluster.api_url,
+            "login": "ops",
+            "password": airflow_cluster.password,
+        },
+    )
+    before = {r: sandbox_rows(sandbox_server, r) for r in ("monitors", "voicemessages")}
+    older_than = since.date().isoformat()
+    run = run_to_completion(
+        airflow_cluster,
+        "voipstudio_compliance_purge",
+        {"logical_date": None, "conf": {"older_than": older_than, "dry_run": True}},
+    )
+    assert run["logical_date"] is None
+    assert {r: sandbox_rows(sandbox_server, r) for r in before} == before
+    states = {(ti["task_id"], ti["map_index"]): ti["state"] for ti in run["task_instances"]}
+    assert states[("mask_matching_cdrs", -1)] == "skipped"
+    assert states[("set_run_note", -1)] == "success"
+    stored = airflow_cluster.api(
+        "GET", f"/api/v2/dags/voipstudio_compliance_purge/dagRuns/{run['dag_run_id']}"
+    )
+    assert stored["note"].startswith("DRY RUN: ") and " planned, " in stored["note"]

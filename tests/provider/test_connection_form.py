@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from voipstudio_devstack import free_port
 from voipstudio_provider.get_provider_info import get_provider_info
-from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
+from voipstudio_provider.hooks.voipstudio import (
+    DEFAULT_PAGE_SIZE,
+    DEFAULT_READ_TIMEOUT,
+    VoIPstudioHook,
+)
 
 
 def test_provider_info_declares_the_connection_type():
@@ -32,6 +36,13 @@ def test_providers_manager_knows_the_voipstudio_form():
     for name in ("page_size", "timeout", "verify_ssl"):
         assert f"extra__voipstudio__{name}" in widgets
     assert widgets["extra__voipstudio__verify_ssl"].field["schema"]["type"] == ["boolean", "null"]
+    # The form shows the hook's own defaults, so an untouched form means what the hook does.
+    assert widgets["extra__voipstudio__page_size"].field["schema"]["default"] == 1000
+    assert widgets["extra__voipstudio__timeout"].field["schema"]["default"] == 300
+    assert widgets["extra__voipstudio__page_size"].field["value"] == 1000  # what the form shows
+    assert widgets["extra__voipstudio__timeout"].field["value"] == 300
+    assert widgets["extra__voipstudio__verify_ssl"].field["schema"]["default"] is True
+    assert DEFAULT_PAGE_SIZE == 1000 and DEFAULT_READ_TIMEOUT == 300
 
     behaviour = manager.field_behaviours["voipstudio"]
     assert {"schema", "port"} <= set(behaviour["hidden_fields"])
