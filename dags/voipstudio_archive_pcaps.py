@@ -55,8 +55,13 @@ from __future__ import annotations
 import datetime as dt
 
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
-from voipstudio_provider import archiving
-from voipstudio_provider.settings import API_POOL, dag_default_args, location_params, run_interval
+from voipstudio_provider.tasks import archive
+from voipstudio_provider.tasks.settings import (
+    API_POOL,
+    dag_default_args,
+    location_params,
+    run_interval,
+)
 
 
 @dag(
@@ -71,33 +76,33 @@ from voipstudio_provider.settings import API_POOL, dag_default_args, location_pa
     default_args=dag_default_args(retry_minutes=5),
     params={
         **location_params(),
-        **archiving.batch_params(),
+        **archive.batch_params(),
         "include_traces": Param(
             False,
             type="boolean",
             title="Include SIP traces",
             description="also archive each call's .trace (the SIP messages as text)",
         ),
-        **archiving.s3_option_params(),
+        **archive.s3_option_params(),
     },
 )
 def voipstudio_archive_pcaps():
     @task(pool=API_POOL)
     def list_pcaps_to_archive(params=None, ti=None):
-        kinds = archiving.PCAP_KINDS + (archiving.TRACE_KINDS if params["include_traces"] else ())
-        return archiving.plan_archive_run(ti, params, kinds, *run_interval())
+        kinds = archive.PCAP_KINDS + (archive.TRACE_KINDS if params["include_traces"] else ())
+        return archive.plan_archive_run(ti, params, kinds, *run_interval())
 
-    @task(pool=API_POOL, map_index_template=archiving.BATCH_NAME_TEMPLATE)
+    @task(pool=API_POOL, map_index_template=archive.BATCH_NAME_TEMPLATE)
     def archive_pcap_batch(batch: dict, params=None, ti=None):
-        summary = archiving.archive_one_batch(
-            batch, archiving.archive_target(params), max_streams=params["max_streams"]
+        summary = archive.archive_one_batch(
+            batch, archive.archive_target(params), max_streams=params["max_streams"]
         )
-        ti.xcom_push(key=archiving.BATCH_SUMMARY_KEY, value=summary)
-        archiving.raise_if_batch_failed(summary)
+        ti.xcom_push(key=archive.BATCH_SUMMARY_KEY, value=summary)
+        archive.raise_if_batch_failed(summary)
 
-    @task(trigger_rule="all_done", retries=0, outlets=[archiving.PCAPS_ASSET])
+    @task(trigger_rule="all_done", retries=0, outlets=[archive.PCAPS_ASSET])
     def summarize_archive(params=None, ti=None, outlet_events=None):
-        summary = archiving.summarize_run(
+        summary = archive.summarize_run(
             ti,
             "archive_pcap_batch",
             "list_pcaps_to_archive",
@@ -105,8 +110,8 @@ def voipstudio_archive_pcaps():
             interval=run_interval(),
         )
         ti.xcom_push(key="summary", value=summary)
-        archiving.raise_if_run_incomplete(summary)
-        outlet_events[archiving.PCAPS_ASSET].extra = summary
+        archive.raise_if_run_incomplete(summary)
+        outlet_events[archive.PCAPS_ASSET].extra = summary
 
     batches = list_pcaps_to_archive()
     archive_pcap_batch.expand(batch=batches) >> summarize_archive()

@@ -57,8 +57,13 @@ from __future__ import annotations
 import datetime as dt
 
 from airflow.sdk import CronDataIntervalTimetable, dag, task
-from voipstudio_provider import archiving
-from voipstudio_provider.settings import API_POOL, dag_default_args, location_params, run_interval
+from voipstudio_provider.tasks import archive
+from voipstudio_provider.tasks.settings import (
+    API_POOL,
+    dag_default_args,
+    location_params,
+    run_interval,
+)
 
 
 @dag(
@@ -73,26 +78,26 @@ from voipstudio_provider.settings import API_POOL, dag_default_args, location_pa
     default_args=dag_default_args(retry_minutes=2),
     params={
         **location_params(),
-        **archiving.batch_params(),
-        **archiving.s3_option_params(),
+        **archive.batch_params(),
+        **archive.s3_option_params(),
     },
 )
 def voipstudio_archive_recordings():
     @task(pool=API_POOL)
     def list_recordings_to_archive(params=None, ti=None):
-        return archiving.plan_archive_run(ti, params, archiving.RECORDING_KINDS, *run_interval())
+        return archive.plan_archive_run(ti, params, archive.RECORDING_KINDS, *run_interval())
 
-    @task(pool=API_POOL, map_index_template=archiving.BATCH_NAME_TEMPLATE)
+    @task(pool=API_POOL, map_index_template=archive.BATCH_NAME_TEMPLATE)
     def archive_recording_batch(batch: dict, params=None, ti=None):
-        summary = archiving.archive_one_batch(
-            batch, archiving.archive_target(params), max_streams=params["max_streams"]
+        summary = archive.archive_one_batch(
+            batch, archive.archive_target(params), max_streams=params["max_streams"]
         )
-        ti.xcom_push(key=archiving.BATCH_SUMMARY_KEY, value=summary)
-        archiving.raise_if_batch_failed(summary)
+        ti.xcom_push(key=archive.BATCH_SUMMARY_KEY, value=summary)
+        archive.raise_if_batch_failed(summary)
 
-    @task(trigger_rule="all_done", retries=0, outlets=[archiving.RECORDINGS_ASSET])
+    @task(trigger_rule="all_done", retries=0, outlets=[archive.RECORDINGS_ASSET])
     def summarize_archive(params=None, ti=None, outlet_events=None):
-        summary = archiving.summarize_run(
+        summary = archive.summarize_run(
             ti,
             "archive_recording_batch",
             "list_recordings_to_archive",
@@ -100,8 +105,8 @@ def voipstudio_archive_recordings():
             interval=run_interval(),
         )
         ti.xcom_push(key="summary", value=summary)
-        archiving.raise_if_run_incomplete(summary)
-        outlet_events[archiving.RECORDINGS_ASSET].extra = summary
+        archive.raise_if_run_incomplete(summary)
+        outlet_events[archive.RECORDINGS_ASSET].extra = summary
 
     batches = list_recordings_to_archive()
     archive_recording_batch.expand(batch=batches) >> summarize_archive()

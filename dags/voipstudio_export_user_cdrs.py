@@ -48,8 +48,8 @@ from __future__ import annotations
 import datetime as dt
 
 from airflow.sdk import CronDataIntervalTimetable, Param, Variable, dag, task
-from voipstudio_provider import export
-from voipstudio_provider.settings import (
+from voipstudio_provider.tasks import export
+from voipstudio_provider.tasks.settings import (
     API_POOL,
     AWS_CONN_ID,
     VOIPSTUDIO_CONN_ID,

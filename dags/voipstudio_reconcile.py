@@ -36,8 +36,13 @@ from __future__ import annotations
 import datetime as dt
 
 from airflow.sdk import CronDataIntervalTimetable, dag, task
-from voipstudio_provider import reconciling
-from voipstudio_provider.settings import API_POOL, dag_default_args, location_params, run_interval
+from voipstudio_provider.tasks import reconcile
+from voipstudio_provider.tasks.settings import (
+    API_POOL,
+    dag_default_args,
+    location_params,
+    run_interval,
+)
 
 
 @dag(
@@ -50,22 +55,22 @@ from voipstudio_provider.settings import API_POOL, dag_default_args, location_pa
     doc_md=__doc__,
     tags=["voipstudio", "archive", "reconciliation"],
     default_args=dag_default_args(retry_minutes=10),
-    params={**location_params(), **reconciling.reconcile_params()},
+    params={**location_params(), **reconcile.reconcile_params()},
 )
 def voipstudio_reconcile():
     @task(pool=API_POOL)
     def reconcile_archive(params=None, ti=None):
-        summary = reconciling.reconcile_task(params, run_interval()[1])
+        summary = reconcile.reconcile_task(params, run_interval()[1])
         ti.xcom_push(key="summary", value=summary)
         return summary
 
     @task(retries=0)
     def verify_manifests(summary: dict, params=None):
-        reconciling.verify_task(params, summary)
+        reconcile.verify_task(params, summary)
 
     @task(retries=0)
     def check_gaps(summary: dict, params=None):
-        reconciling.raise_if_overdue(summary, params["gap_hours"])
+        reconcile.raise_if_overdue(summary, params["gap_hours"])
 
     summary = reconcile_archive()
     verify_manifests(summary)

@@ -64,8 +64,8 @@ from __future__ import annotations
 import datetime as dt
 
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
-from voipstudio_provider import retention
-from voipstudio_provider.settings import (
+from voipstudio_provider.tasks import retention
+from voipstudio_provider.tasks.settings import (
     API_POOL,
     dag_default_args,
     fail_on_configuration_error,

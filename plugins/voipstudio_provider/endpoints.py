@@ -11,6 +11,7 @@ under "Assumptions where the real API is undocumented".
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 from dataclasses import dataclass, field
 
@@ -497,3 +498,24 @@ class Filter:
 
     def as_dict(self) -> dict[str, object]:
         return {"property": self.property, "operator": self.operator, "value": self.value}
+
+
+# -- the API's dates (UTC, ``YYYY-MM-DD HH:MM:SS``) ---------------------------------------
+
+
+def parse_api_datetime(value: str) -> dt.datetime:
+    """Parse the API's ``YYYY-MM-DD HH:MM:SS`` (UTC) into an aware datetime."""
+    return dt.datetime.strptime(value, DATE_FORMAT).replace(tzinfo=dt.UTC)
+
+
+def as_utc(moment: dt.datetime) -> dt.datetime:
+    """A plain aware UTC datetime from any aware one. Through a timestamp, because a pendulum
+    DateTime (what Airflow's context holds) loses its zone in ``astimezone()``."""
+    return dt.datetime.fromtimestamp(moment.timestamp(), dt.UTC)
+
+
+def format_api_datetime(value: dt.datetime) -> str:
+    """Format an aware (or naive UTC) datetime as the API expects in filters."""
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.UTC)
+    return value.strftime(DATE_FORMAT)

@@ -16,7 +16,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from voipstudio_provider.manifests import manifest_index, read_bytes, sha256_hex
+from voipstudio_provider.engine.manifests import manifest_index, read_bytes, sha256_hex
 
 #: The folders whose binaries a day's manifest lists (sidecars are copies of the record).
 BINARY_FOLDERS = {

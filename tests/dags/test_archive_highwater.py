@@ -6,7 +6,12 @@ import datetime as dt
 import json
 
 import pytest
-from voipstudio_provider.layout import ARCHIVE_KINDS, archive_key, highwater_key, parse_api_datetime
+from voipstudio_provider.engine.layout import (
+    ARCHIVE_KINDS,
+    archive_key,
+    highwater_key,
+    parse_api_datetime,
+)
 
 from tests.dags.conftest import load_dag
 from tests.dags.test_archive_recordings import asset_events, xcom

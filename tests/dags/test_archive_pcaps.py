@@ -9,7 +9,8 @@ import io
 import dpkt
 import pytest
 import requests
-from voipstudio_provider.layout import ARCHIVE_KINDS, archive_key, parse_api_datetime
+from voipstudio_provider.endpoints import parse_api_datetime
+from voipstudio_provider.engine.layout import ARCHIVE_KINDS, archive_key
 
 from tests.dags.conftest import load_dag
 

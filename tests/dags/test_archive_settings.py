@@ -14,7 +14,7 @@ def no_variables(monkeypatch):
 
 
 def test_defaults_then_variables_then_params(no_variables, monkeypatch):
-    from voipstudio_provider.settings import resolve_bucket_and_prefix, resolve_s3_options
+    from voipstudio_provider.tasks.settings import resolve_bucket_and_prefix, resolve_s3_options
 
     assert resolve_bucket_and_prefix({}) == ("voipstudio-archive", "voipstudio")
     monkeypatch.setenv("AIRFLOW_VAR_VOIPSTUDIO_S3_BUCKET", "from-variable")

@@ -10,8 +10,8 @@ import io
 import json
 
 import pytest
-from voipstudio_provider.endpoints import RESOURCES
-from voipstudio_provider.layout import cdr_csv_key, parse_api_datetime
+from voipstudio_provider.endpoints import RESOURCES, parse_api_datetime
+from voipstudio_provider.engine.layout import cdr_csv_key
 
 from tests.dags.conftest import load_dag
 
@@ -120,7 +120,7 @@ def test_extra_fields_and_integer_enumerations_reach_the_csv(airflow_env):
 def test_calls_whose_ids_do_not_rise_with_calldate_are_written_in_calldate_order(
     airflow_env, monkeypatch
 ):
-    from voipstudio_provider import export
+    from voipstudio_provider.tasks import export
 
     monkeypatch.setattr(export, "SORT_RUN_RECORDS", 3)  # several sorted runs to merge
     sandbox = airflow_env.sandbox
@@ -159,8 +159,8 @@ class _CallArrivesAfterTheWalk:
 
 
 def test_a_csv_whose_rows_differ_from_the_apis_total_is_not_written(airflow_env):
-    from voipstudio_provider.export import ExportMismatchError, export_user_day
     from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
+    from voipstudio_provider.tasks.export import ExportMismatchError, export_user_day
 
     sandbox = airflow_env.sandbox
     today = dt.datetime.now(dt.UTC).date()
@@ -172,7 +172,7 @@ def test_a_csv_whose_rows_differ_from_the_apis_total_is_not_written(airflow_env)
 
 
 def test_records_of_another_user_or_day_are_refused():
-    from voipstudio_provider.export import CdrSpool, ExportMismatchError
+    from voipstudio_provider.tasks.export import CdrSpool, ExportMismatchError
 
     spool = CdrSpool(io.BytesIO(), 1001, dt.date(2026, 5, 4))
     spool.add({"id": 1, "user_id": 1001, "calldate": "2026-05-04 10:00:00"})
@@ -186,7 +186,7 @@ def test_records_of_another_user_or_day_are_refused():
 def test_records_are_put_in_calldate_then_id_order_through_sorted_runs(monkeypatch):
     from contextlib import ExitStack
 
-    from voipstudio_provider import export
+    from voipstudio_provider.tasks import export
 
     monkeypatch.setattr(export, "SORT_RUN_RECORDS", 2)
     spool = export.CdrSpool(io.BytesIO(), 7, dt.date(2026, 5, 4))
@@ -199,7 +199,7 @@ def test_records_are_put_in_calldate_then_id_order_through_sorted_runs(monkeypat
 
 
 def test_csv_columns_are_the_reference_then_further_fields_by_name():
-    from voipstudio_provider.export import csv_cell, csv_columns
+    from voipstudio_provider.tasks.export import csv_cell, csv_columns
 
     columns = csv_columns(["zeta", "labels", "id", "alpha"])
     assert columns == [*RESOURCES["cdrs"].fields, "alpha", "labels", "zeta"]
@@ -223,7 +223,7 @@ def test_scheduled_run_exports_the_day_before_its_interval_end(airflow_env):
 
 
 def test_export_day_is_the_day_before_the_interval_end_unless_given():
-    from voipstudio_provider.export import export_day
+    from voipstudio_provider.tasks.export import export_day
 
     end = dt.datetime(2026, 11, 20, 3, tzinfo=dt.UTC)
     assert export_day(end) == dt.date(2026, 11, 19)

@@ -8,10 +8,10 @@ import json
 
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
-from voipstudio_provider.audit import read_audit
-from voipstudio_provider.layout import ARCHIVE_KINDS, archive_key, audit_key, plan_key
-from voipstudio_provider.policy import normalize_number
-from voipstudio_provider.purge import PURGE_RESOURCES, check_confirmation, plan_counts
+from voipstudio_provider.engine.audit import read_audit
+from voipstudio_provider.engine.layout import ARCHIVE_KINDS, archive_key, audit_key, plan_key
+from voipstudio_provider.engine.policy import normalize_number
+from voipstudio_provider.tasks.purge import PURGE_RESOURCES, check_confirmation, plan_counts
 
 from tests.dags.conftest import load_dag
 from tests.dags.test_retention import archive_old, assert_token_nowhere, older_than, today, truth
@@ -369,8 +369,8 @@ def test_a_confirmed_purge_without_a_reviewed_plan_fails_before_any_request(airf
 
 
 def test_a_reviewed_plan_is_refused_when_changed_old_or_for_other_criteria(airflow_env, run_dag):
-    from voipstudio_provider.archive import ArchiveTarget
-    from voipstudio_provider.purge import load_reviewed_plan, parse_purge_request
+    from voipstudio_provider.engine.archive import ArchiveTarget
+    from voipstudio_provider.tasks.purge import load_reviewed_plan, parse_purge_request
 
     env = airflow_env
     older = (today() - dt.timedelta(days=150)).date().isoformat()

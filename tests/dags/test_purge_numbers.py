@@ -6,7 +6,7 @@ import datetime as dt
 import json
 
 import pytest
-from voipstudio_provider.layout import plan_key
+from voipstudio_provider.engine.layout import plan_key
 
 from tests.dags.test_purge import reviewed_purge
 from tests.dags.test_retention import run_dag as run_dag  # noqa: F401 (fixture, no retries)

@@ -6,7 +6,8 @@ import datetime as dt
 import json
 
 import pytest
-from voipstudio_provider.layout import ARCHIVE_KINDS, archive_key, parse_api_datetime
+from voipstudio_provider.endpoints import parse_api_datetime
+from voipstudio_provider.engine.layout import ARCHIVE_KINDS, archive_key
 
 from tests.dags.conftest import load_dag
 from tests.dags.test_archive_recordings import run_archive, xcom

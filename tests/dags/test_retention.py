@@ -6,16 +6,16 @@ import datetime as dt
 import json
 
 import pytest
-from voipstudio_provider.archive import ArchiveTarget, archive_batch
-from voipstudio_provider.audit import read_audit
-from voipstudio_provider.layout import (
+from voipstudio_provider.engine.archive import ArchiveTarget, archive_batch
+from voipstudio_provider.engine.audit import read_audit
+from voipstudio_provider.engine.layout import (
     ARCHIVE_KINDS,
     archive_key,
     audit_key,
     parse_api_datetime,
     sidecar_key,
 )
-from voipstudio_provider.policy import normalize_number
+from voipstudio_provider.engine.policy import normalize_number
 
 DAG_ID = "voipstudio_retention"
 DATE_FIELDS = {"monitors": "timestamp", "voicemessages": "origtime", "chatmsgs": "created_at"}

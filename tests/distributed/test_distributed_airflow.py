@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from voipstudio_provider.endpoints import RESOURCES
-from voipstudio_provider.layout import (
+from voipstudio_provider.engine.layout import (
     ARCHIVE_KINDS,
     archive_key,
     audit_key,

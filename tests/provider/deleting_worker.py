@@ -14,11 +14,11 @@ import time
 
 import boto3
 from botocore.config import Config
-from voipstudio_provider.archive import ArchiveTarget
-from voipstudio_provider.deletion import SourceDeleter
-from voipstudio_provider.evidence import deletion_attempt
+from voipstudio_provider.engine.archive import ArchiveTarget
+from voipstudio_provider.engine.deletion import SourceDeleter
+from voipstudio_provider.engine.evidence import deletion_attempt
+from voipstudio_provider.engine.policy import LegalHold
 from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
-from voipstudio_provider.policy import LegalHold
 
 
 def main(config: dict) -> None:

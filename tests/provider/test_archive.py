@@ -12,14 +12,14 @@ import urllib.request
 import uuid
 
 import pytest
-from voipstudio_provider.archive import (
+from voipstudio_provider.engine.archive import (
     ArchiveTarget,
     archive_batch,
     archive_record,
     summarize,
     verify_archive,
 )
-from voipstudio_provider.layout import ARCHIVE_KINDS, archive_key, sidecar_key
+from voipstudio_provider.engine.layout import ARCHIVE_KINDS, archive_key, sidecar_key
 
 MONITORS = ARCHIVE_KINDS["monitors"]
 MP3_PATHS = "/v1.1/voipstudio/monitors/*.mp3"
@@ -336,7 +336,7 @@ def test_batch_keeps_order_and_goes_on_after_a_failure(sandbox, hook, s3, target
 
 def test_batch_logs_progress_a_skip_line_and_one_summary(sandbox, hook, s3, target, caplog):
     monitors = small_monitors(sandbox, 4)
-    caplog.set_level(logging.INFO, logger="voipstudio_provider.archive")
+    caplog.set_level(logging.INFO, logger="voipstudio_provider.engine.archive")
 
     archive_batch(hook, s3, MONITORS, monitors, target, max_streams=2, progress_interval=0)
 

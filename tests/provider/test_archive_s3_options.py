@@ -14,8 +14,13 @@ import uuid
 
 import pytest
 from voipstudio_devstack import SeaweedS3
-from voipstudio_provider.archive import ArchiveTarget, archive_record, put_json, verify_archive
-from voipstudio_provider.layout import ARCHIVE_KINDS, sidecar_key
+from voipstudio_provider.engine.archive import (
+    ArchiveTarget,
+    archive_record,
+    put_json,
+    verify_archive,
+)
+from voipstudio_provider.engine.layout import ARCHIVE_KINDS, sidecar_key
 
 MONITORS = ARCHIVE_KINDS["monitors"]
 

@@ -14,7 +14,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from voipstudio_provider.layout import cdr_csv_key
+from voipstudio_provider.engine.layout import cdr_csv_key
 
 CALLS = 200_000
 USER_ID = 1004
@@ -29,7 +29,7 @@ EXPORT_ONE = textwrap.dedent(
     import psutil
 
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-    from voipstudio_provider.export import export_user_day
+    from voipstudio_provider.tasks.export import export_user_day
     from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
 
     bucket, user_id, day = sys.argv[1], int(sys.argv[2]), dt.date.fromisoformat(sys.argv[3])

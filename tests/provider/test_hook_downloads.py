@@ -9,12 +9,11 @@ import socketserver
 import threading
 
 import pytest
-from voipstudio_provider.endpoints import RESOURCES
+from voipstudio_provider.endpoints import RESOURCES, parse_api_datetime
 from voipstudio_provider.exceptions import (
     VoIPstudioIncompleteDownloadError,
     VoIPstudioUnexpectedContentError,
 )
-from voipstudio_provider.layout import parse_api_datetime
 
 MP3_PATHS = "/v1.1/voipstudio/monitors/*.mp3"
 

@@ -9,8 +9,7 @@ from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
 import requests
-from voipstudio_provider.endpoints import MAX_PAGE_SIZE, Filter
-from voipstudio_provider.layout import parse_api_datetime
+from voipstudio_provider.endpoints import MAX_PAGE_SIZE, Filter, parse_api_datetime
 
 
 def _query(entry) -> dict:

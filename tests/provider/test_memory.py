@@ -22,9 +22,9 @@ ARCHIVE_ONE = textwrap.dedent(
 
     import psutil
 
-    from voipstudio_provider.archive import ArchiveTarget, archive_record
+    from voipstudio_provider.engine.archive import ArchiveTarget, archive_record
     from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
-    from voipstudio_provider.layout import ARCHIVE_KINDS
+    from voipstudio_provider.engine.layout import ARCHIVE_KINDS
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
     record, bucket = json.loads(sys.argv[1]), sys.argv[2]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from voipstudio_provider.phone_numbers import (
+from voipstudio_provider.engine.phone_numbers import (
     find_match,
     normalize_number,
     numbers_in_text,
@@ -13,7 +13,7 @@ from voipstudio_provider.phone_numbers import (
     record_numbers,
     uri_user_part,
 )
-from voipstudio_provider.policy import parse_legal_hold
+from voipstudio_provider.engine.policy import parse_legal_hold
 
 HELD = "+44 20 7946 0321"
 #: The same London number as people, the API, SIP and tel URIs write it.

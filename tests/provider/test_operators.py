@@ -7,8 +7,13 @@ import hashlib
 
 import pytest
 from airflow.providers.common.compat.sdk import AirflowException
-from voipstudio_provider.endpoints import ENDPOINTS, RESOURCES, Shape, endpoints_of
-from voipstudio_provider.layout import parse_api_datetime
+from voipstudio_provider.endpoints import (
+    ENDPOINTS,
+    RESOURCES,
+    Shape,
+    endpoints_of,
+    parse_api_datetime,
+)
 from voipstudio_provider.operators.voipstudio import (
     VoIPstudioDeleteAllOperator,
     VoIPstudioDeleteOperator,

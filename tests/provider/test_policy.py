@@ -6,14 +6,14 @@ import datetime as dt
 
 import pendulum
 import pytest
-from voipstudio_provider.phone_numbers import record_numbers
-from voipstudio_provider.policy import (
+from voipstudio_provider.engine.phone_numbers import record_numbers
+from voipstudio_provider.engine.policy import (
     DEFAULT_RETENTION_DAYS,
     parse_legal_hold,
     parse_retention_policy,
     retention_cutoff,
 )
-from voipstudio_provider.purge import parse_purge_request
+from voipstudio_provider.tasks.purge import parse_purge_request
 
 
 @pytest.mark.parametrize("unset", [None, "", "  "])

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from voipstudio_provider.audit import (
+from voipstudio_provider.engine.audit import (
     audit_part,
     audit_parts_prefix,
     deletions_so_far,
     merge_audit_parts,
     read_audit,
 )
-from voipstudio_provider.layout import audit_key
+from voipstudio_provider.engine.layout import audit_key
 
 DAG, RUN, PREFIX = "voipstudio_retention", "manual__2026-11-20T00:00:00+00:00", "vs"
 

@@ -8,17 +8,17 @@ import uuid
 from pathlib import Path
 
 import pytest
-from voipstudio_provider import archiving
-from voipstudio_provider.archive import ArchiveTarget
-from voipstudio_provider.audit import AuditLog
-from voipstudio_provider.layout import (
+from voipstudio_provider.engine.archive import ArchiveTarget
+from voipstudio_provider.engine.audit import AuditLog
+from voipstudio_provider.engine.layout import (
     ARCHIVE_KINDS,
     archive_key,
     audit_key,
     manifest_key,
     parse_api_datetime,
 )
-from voipstudio_provider.reconciling import run_reconciliation
+from voipstudio_provider.tasks import archive as archive_steps
+from voipstudio_provider.tasks.reconcile import run_reconciliation
 from voipstudio_provider.verify_manifest import main as verify_main
 from voipstudio_provider.verify_manifest import verify
 
@@ -45,13 +45,13 @@ def at(day: dt.date) -> dt.datetime:
 def archive_range(hook, target, first: dt.date, last: dt.date) -> int:
     """Archive the recordings and voicemail of the days as the archive DAG's batches do."""
     since, until = at(first), at(last + dt.timedelta(days=1))
-    batches = archiving.plan_batches(hook, RESOURCES, since, until, 10)
-    return sum(archiving.archive_one_batch(b, target)["archived"] for b in batches)
+    batches = archive_steps.plan_batches(hook, RESOURCES, since, until, 10)
+    return sum(archive_steps.archive_one_batch(b, target)["archived"] for b in batches)
 
 
 def reconcile(hook, s3, target, rearchive: bool = False) -> dict:
     def archive(batch):
-        return archiving.archive_one_batch(batch, target)
+        return archive_steps.archive_one_batch(batch, target)
 
     return run_reconciliation(
         hook,
@@ -198,9 +198,9 @@ def test_a_late_record_writes_a_new_manifest_version_and_edits_break_the_chain(
 
 
 def test_per_user_csvs_and_archived_chats_are_reconciled_by_listing(hook, s3, target, truth):
-    from voipstudio_provider.archive import put_json
-    from voipstudio_provider.export import export_user_day, users_to_export
-    from voipstudio_provider.layout import cdr_csv_key, chat_key
+    from voipstudio_provider.engine.archive import put_json
+    from voipstudio_provider.engine.layout import cdr_csv_key, chat_key
+    from voipstudio_provider.tasks.export import export_user_day, users_to_export
 
     by_day: dict[dt.date, set[int]] = {}
     for cdr in truth("cdrs"):
@@ -280,7 +280,7 @@ def test_the_auditors_shell_check_of_one_day(hook, s3, target, truth, tmp_path):
 
 
 def test_manifests_are_locked_like_the_binaries(s3):
-    from voipstudio_provider.manifests import manifest_index, write_day
+    from voipstudio_provider.engine.manifests import manifest_index, write_day
 
     bucket = f"locked-{uuid.uuid4().hex[:12]}"
     s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)

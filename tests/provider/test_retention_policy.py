@@ -6,15 +6,15 @@ import datetime as dt
 
 import pendulum
 import pytest
-from voipstudio_provider.policy import (
+from voipstudio_provider.engine.policy import (
     parse_retention_budgets,
     parse_retention_policy,
     retention_cutoff,
     retention_policy_is_set,
     retention_reference,
 )
-from voipstudio_provider.purge import parse_purge_request
-from voipstudio_provider.retention import resource_budget
+from voipstudio_provider.tasks.purge import parse_purge_request
+from voipstudio_provider.tasks.retention import resource_budget
 
 
 @pytest.mark.parametrize(

@@ -15,14 +15,15 @@ import uuid
 from urllib.parse import parse_qs
 
 import pytest
-from voipstudio_provider.archive import ArchiveTarget, archive_batch
-from voipstudio_provider.audit import AuditLog, audit_part, deletions_so_far, read_audit
-from voipstudio_provider.deletion import DeletionUnconfirmedError
-from voipstudio_provider.evidence import deletion_attempt, pending_intents
+from voipstudio_provider.endpoints import parse_api_datetime
+from voipstudio_provider.engine.archive import ArchiveTarget, archive_batch
+from voipstudio_provider.engine.audit import AuditLog, audit_part, deletions_so_far, read_audit
+from voipstudio_provider.engine.deletion import DeletionUnconfirmedError
+from voipstudio_provider.engine.evidence import deletion_attempt, pending_intents
+from voipstudio_provider.engine.layout import ARCHIVE_KINDS
+from voipstudio_provider.engine.policy import LegalHold
 from voipstudio_provider.exceptions import VoIPstudioNotFoundError, VoIPstudioServerError
-from voipstudio_provider.layout import ARCHIVE_KINDS, parse_api_datetime
-from voipstudio_provider.policy import LegalHold
-from voipstudio_provider.retention import SourceDeleter
+from voipstudio_provider.tasks.retention import SourceDeleter
 
 DAG, RUN, PREFIX = "voipstudio_retention", "manual__2026-11-20T00:00:00+00:00", "vs"
 

@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 from airflow.providers.common.compat.sdk import AirflowException
-from voipstudio_provider.archive import verify_archive
-from voipstudio_provider.layout import ARCHIVE_KINDS, sidecar_key
+from voipstudio_provider.engine.archive import verify_archive
+from voipstudio_provider.engine.layout import ARCHIVE_KINDS, sidecar_key
 from voipstudio_provider.operators.voipstudio import VoIPstudioListOperator
 from voipstudio_provider.transfers.voipstudio_to_s3 import VoIPstudioToS3Operator
 

@@ -23,8 +23,8 @@ from voipstudio_provider.endpoints import (
     Filter,
     Shape,
     endpoints_of,
+    format_api_datetime,
 )
-from voipstudio_provider.layout import format_api_datetime
 
 FilterLike = Filter | dict[str, Any]
 

@@ -9,14 +9,14 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
-from voipstudio_provider.archive import (
+from voipstudio_provider.engine.archive import (
     FAILED,
     ArchiveOutcome,
     ArchiveTarget,
     archive_batch,
     summarize,
 )
-from voipstudio_provider.layout import ARCHIVE_KINDS, ArchiveKind
+from voipstudio_provider.engine.layout import ARCHIVE_KINDS, ArchiveKind
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -31,7 +31,7 @@ class VoIPstudioToS3Operator(BaseOperator):
     """Archive the binaries of VoIPstudio records to S3, streaming, verified, resumable.
 
     Records already complete in the bucket (see
-    :func:`~voipstudio_provider.archive.verify_archive`) are skipped without a download.
+    :func:`~voipstudio_provider.engine.archive.verify_archive`) are skipped without a download.
     Every other body is streamed into S3 while it is hashed (one checked PUT, or parts
     uploaded as they arrive), then described in its sidecar; at most ``max_streams``
     transfers run at a time. A failed record does not stop the
@@ -119,7 +119,7 @@ class VoIPstudioToS3Operator(BaseOperator):
     def s3_client(self):
         """One boto3 S3 client, shared by the streams (boto3 clients are thread-safe), with
         a connection for each stream and each part in flight."""
-        from voipstudio_provider.archive import s3_client_for
+        from voipstudio_provider.engine.archive import s3_client_for
 
         return s3_client_for(self.aws_conn_id, int(self.max_streams))
 

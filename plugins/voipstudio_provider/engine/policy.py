@@ -5,7 +5,7 @@ days to keep per resource, ``voipstudio_legal_hold`` the ids per resource and th
 numbers that are never deleted. This module only parses and answers questions; it reads
 no Variable and calls no API, so it is tested without Airflow.
 
-Phone numbers are read and compared by :mod:`voipstudio_provider.phone_numbers` (E.164, with
+Phone numbers are read and compared by :mod:`voipstudio_provider.engine.phone_numbers` (E.164, with
 libphonenumber). Every held number must be one valid number, or the hold is refused.
 """
 
@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from voipstudio_provider.layout import as_utc
+from voipstudio_provider.endpoints import as_utc
 
 # CHAT_VISITOR_FIELDS and normalize_number are re-exported for code of earlier releases.
-from voipstudio_provider.phone_numbers import CHAT_VISITOR_FIELDS as CHAT_VISITOR_FIELDS
-from voipstudio_provider.phone_numbers import (
+from voipstudio_provider.engine.phone_numbers import CHAT_VISITOR_FIELDS as CHAT_VISITOR_FIELDS
+from voipstudio_provider.engine.phone_numbers import (
     FoundNumber,
     find_match,
     parse_number,
@@ -30,7 +30,7 @@ from voipstudio_provider.phone_numbers import (
     regions_of,
     to_e164,
 )
-from voipstudio_provider.phone_numbers import normalize_number as normalize_number
+from voipstudio_provider.engine.phone_numbers import normalize_number as normalize_number
 
 #: The resources retention deletes at the source, and their days to keep when the
 #: Variable ``voipstudio_retention_policy`` is unset.

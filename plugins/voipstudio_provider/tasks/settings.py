@@ -3,7 +3,7 @@
 A DAG param of a run wins, else the Airflow Variable, else the default:
 ``bucket`` / ``voipstudio_s3_bucket`` / ``voipstudio-archive`` and
 ``prefix`` / ``voipstudio_s3_prefix`` / ``voipstudio``. The DAGs that delete at the source
-pass no params (:func:`~voipstudio_provider.retention.deletion_target`): for them the
+pass no params (:func:`~voipstudio_provider.tasks.retention.deletion_target`): for them the
 Variables decide alone.
 """
 
@@ -92,7 +92,7 @@ def resolve_s3_options(params: Mapping[str, Any] | None = None) -> dict[str, Any
     :param params: the run's DAG params (``sse``, ``kms_key_id``, ``storage_class``,
         ``object_lock_mode``, ``object_lock_days``).
     :return: only the options that are set, as keyword arguments of
-        :class:`~voipstudio_provider.archive.ArchiveTarget`.
+        :class:`~voipstudio_provider.engine.archive.ArchiveTarget`.
     """
     params = params or {}
     raw = _variable(S3_OPTIONS_VARIABLE, None)

@@ -15,8 +15,8 @@ from typing import Any
 from airflow.sdk import Param
 from airflow.sdk.exceptions import AirflowException
 
-from voipstudio_provider.layout import ARCHIVE_KINDS
-from voipstudio_provider.reconciliation import (
+from voipstudio_provider.engine.layout import ARCHIVE_KINDS
+from voipstudio_provider.engine.reconciliation import (
     FINDINGS,
     RECONCILED_KINDS,
     RECONCILED_RESOURCES,
@@ -122,7 +122,7 @@ def rearchive(
 ) -> dict[str, dict[str, int]]:
     """Archive the given ids again through the archive DAGs' own batch step.
 
-    :param archive: :func:`~voipstudio_provider.archiving.archive_one_batch` bound to a target.
+    :param archive: :func:`~voipstudio_provider.tasks.archive.archive_one_batch` bound to a target.
     """
     since = dt.datetime.combine(first, dt.time(), dt.UTC)
     until = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), dt.UTC)
@@ -170,9 +170,9 @@ def run_reconciliation(
     unknown = set(resources) - set(RECONCILED_RESOURCES)
     if unknown:
         raise ValueError(f"cannot reconcile {sorted(unknown)}; known: {RECONCILED_RESOURCES}")
-    from voipstudio_provider.layout import report_key
-    from voipstudio_provider.ledger import put_bytes
-    from voipstudio_provider.manifests import manifest_index, write_day
+    from voipstudio_provider.engine.layout import report_key
+    from voipstudio_provider.engine.ledger import put_bytes
+    from voipstudio_provider.engine.manifests import manifest_index, write_day
 
     requests = count_requests(s3_client)
     kinds = [k for k in RECONCILED_KINDS if k in resources]
@@ -311,11 +311,11 @@ def reconcile_task(params: Mapping[str, Any], data_interval_end: dt.datetime) ->
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
     from airflow.sdk import Variable
 
-    from voipstudio_provider import archiving
-    from voipstudio_provider.export import listed_user_ids
+    from voipstudio_provider.endpoints import as_utc
     from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
-    from voipstudio_provider.layout import as_utc
-    from voipstudio_provider.settings import (
+    from voipstudio_provider.tasks import archive as archive_steps
+    from voipstudio_provider.tasks.export import listed_user_ids
+    from voipstudio_provider.tasks.settings import (
         AWS_CONN_ID,
         VOIPSTUDIO_CONN_ID,
         check_connections,
@@ -325,13 +325,13 @@ def reconcile_task(params: Mapping[str, Any], data_interval_end: dt.datetime) ->
     run_day = as_utc(data_interval_end).date()
     with fail_on_configuration_error("reconciliation's params, Variables or connections"):
         first, last = reconcile_range(params, run_day)
-        target = archiving.archive_target(params)
+        target = archive_steps.archive_target(params)
         listed_users = listed_user_ids(Variable.get("voipstudio_export_user_ids", default=None))
         check_connections(VOIPSTUDIO_CONN_ID, AWS_CONN_ID)
     log.info("reconciling %s .. %s (run day %s)", first, last, run_day)
 
     def archive(batch: dict) -> Mapping[str, Any]:
-        return archiving.archive_one_batch(batch, target)
+        return archive_steps.archive_one_batch(batch, target)
 
     report = run_reconciliation(
         VoIPstudioHook(),
@@ -355,7 +355,7 @@ def verify_task(params: Mapping[str, Any], summary: Mapping[str, Any]) -> dict[s
     reconciled range that should exist (days before the report's day)."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-    from voipstudio_provider.settings import AWS_CONN_ID, resolve_bucket_and_prefix
+    from voipstudio_provider.tasks.settings import AWS_CONN_ID, resolve_bucket_and_prefix
     from voipstudio_provider.verify_manifest import verify
 
     bucket, prefix = resolve_bucket_and_prefix(params)

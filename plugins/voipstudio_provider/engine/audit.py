@@ -36,7 +36,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-from voipstudio_provider.layout import audit_key
+from voipstudio_provider.engine.layout import audit_key
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class AuditLog:
     :param run_id: the DAG run's id, written on every line.
     :param key: the object this log is uploaded to, when it has one.
     :param write_args: S3 write arguments of the uploads (encryption), see
-        :func:`~voipstudio_provider.evidence.evidence_args`.
+        :func:`~voipstudio_provider.engine.evidence.evidence_args`.
     """
 
     def __init__(

@@ -35,9 +35,8 @@ from typing import IO, Any
 from airflow.sdk import Asset
 from airflow.sdk.exceptions import AirflowException
 
-from voipstudio_provider.endpoints import RESOURCES
-from voipstudio_provider.layout import as_utc
-from voipstudio_provider.settings import AWS_CONN_ID, VOIPSTUDIO_CONN_ID
+from voipstudio_provider.endpoints import RESOURCES, as_utc
+from voipstudio_provider.tasks.settings import AWS_CONN_ID, VOIPSTUDIO_CONN_ID
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +251,7 @@ def export_user_day(
     :return: ``{"user_id", "key", "rows", "bytes", "sha256"}``.
     """
     from voipstudio_provider.endpoints import Filter
-    from voipstudio_provider.layout import cdr_csv_key
+    from voipstudio_provider.engine.layout import cdr_csv_key
 
     since, until = day_bounds(day)
     key = cdr_csv_key(prefix, user_id, day)
@@ -379,7 +378,7 @@ def describe_export(summary: Mapping[str, Any]) -> str:
 
 def summarize_run(ti, batch_task_id: str, plan_task_id: str, params: Mapping[str, Any]) -> dict:
     """Pull the plan and every batch summary of this run, add them up and log the totals."""
-    from voipstudio_provider.settings import resolve_bucket_and_prefix
+    from voipstudio_provider.tasks.settings import resolve_bucket_and_prefix
 
     planned = ti.xcom_pull(task_ids=plan_task_id)
     summaries = ti.xcom_pull(task_ids=batch_task_id, key=BATCH_SUMMARY_KEY)

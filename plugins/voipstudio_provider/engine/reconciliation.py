@@ -3,9 +3,9 @@
 For each day and each archived resource the source is listed once (the API, by its date
 field) and the bucket is listed once by the day's prefix (one LIST per 1,000 keys). An
 object is ``verified`` when the listing's size and ETag equal what the archiver recorded
-in its ledger (:mod:`~voipstudio_provider.ledger`); an object with no ledger line (archived
+in its ledger (:mod:`~voipstudio_provider.engine.ledger`); an object with no ledger line (archived
 before ledgers existed) gets the byte-level check of
-:func:`~voipstudio_provider.archive.verify_archive`, one HEAD. The findings:
+:func:`~voipstudio_provider.engine.archive.verify_archive`, one HEAD. The findings:
 
 - ``missing``: a source record whose archive object is absent;
 - ``unverified``: the object is there but differs from what was archived, or cannot be
@@ -24,8 +24,13 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from voipstudio_provider.layout import ARCHIVE_KINDS, archive_key, parse_api_datetime, sidecar_key
-from voipstudio_provider.ledger import bare_etag, read_day
+from voipstudio_provider.engine.layout import (
+    ARCHIVE_KINDS,
+    archive_key,
+    parse_api_datetime,
+    sidecar_key,
+)
+from voipstudio_provider.engine.ledger import bare_etag, read_day
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +95,7 @@ class Reconciler:
 
     :param voip_hook: a :class:`~voipstudio_provider.hooks.voipstudio.VoIPstudioHook`.
     :param s3_client: a boto3 S3 client.
-    :param target: the :class:`~voipstudio_provider.archive.ArchiveTarget` (bucket, prefix).
+    :param target: the :class:`~voipstudio_provider.engine.archive.ArchiveTarget` (bucket, prefix).
     :param kinds: the binary kinds to reconcile.
     """
 
@@ -119,7 +124,7 @@ class Reconciler:
 
     def deleted(self) -> set[tuple[str, int]]:
         """``(resource, id)`` of every deletion the audit logs record (read once, lazily)."""
-        from voipstudio_provider.audit import read_audit
+        from voipstudio_provider.engine.audit import read_audit
 
         if self._deleted is None:
             self._deleted = set()
@@ -136,8 +141,8 @@ class Reconciler:
         """What the archive recorded for ``day``: the day's latest manifest, updated by the
         ledger objects stored since (from an hour before it: a batch may have written its
         ledger while the manifest was being computed)."""
-        from voipstudio_provider.layout import manifest_key
-        from voipstudio_provider.manifests import manifest_index, read_lines
+        from voipstudio_provider.engine.layout import manifest_key
+        from voipstudio_provider.engine.manifests import manifest_index, read_lines
 
         if self._manifests is None:
             self._manifests = manifest_index(
@@ -162,7 +167,7 @@ class Reconciler:
         listing: Mapping[str, tuple[int, str | None]],
         ledger: Mapping[str, dict],
     ) -> DayResult:
-        from voipstudio_provider.archive import verify_archive
+        from voipstudio_provider.engine.archive import verify_archive
 
         result = DayResult()
         date_field = _date_field(kind.resource)
@@ -268,7 +273,7 @@ def csv_findings(
 ) -> DayResult:
     """Per-user CSVs: one per user with calls on a day; a CSV without calls is orphaned
     unless its user is listed for export every day (``voipstudio_export_user_ids``)."""
-    from voipstudio_provider.layout import cdr_csv_key
+    from voipstudio_provider.engine.layout import cdr_csv_key
 
     result = DayResult()
     listed = {int(u) for u in listed_users}

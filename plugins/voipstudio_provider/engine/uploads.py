@@ -21,7 +21,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from voipstudio_provider.proof import checksum_of, composite_checksum
+from voipstudio_provider.engine.proof import checksum_of, composite_checksum
 
 log = logging.getLogger(__name__)
 

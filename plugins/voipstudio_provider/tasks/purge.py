@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from voipstudio_provider.audit import (
+from voipstudio_provider.endpoints import RESOURCES, parse_api_datetime
+from voipstudio_provider.engine.audit import (
     DELETED,
     FAILED,
     MASKED,
@@ -36,10 +37,14 @@ from voipstudio_provider.audit import (
     AuditLog,
     audit_part,
 )
-from voipstudio_provider.endpoints import RESOURCES
-from voipstudio_provider.evidence import deletion_attempt, evidence_args, fetch_by_ids, probe_bucket
-from voipstudio_provider.layout import parse_api_datetime, plan_key
-from voipstudio_provider.phone_numbers import (
+from voipstudio_provider.engine.evidence import (
+    deletion_attempt,
+    evidence_args,
+    fetch_by_ids,
+    probe_bucket,
+)
+from voipstudio_provider.engine.layout import plan_key
+from voipstudio_provider.engine.phone_numbers import (
     CDR_NAME_FIELDS,
     find_match,
     numbers_in_value,
@@ -47,7 +52,7 @@ from voipstudio_provider.phone_numbers import (
     record_numbers,
     to_e164,
 )
-from voipstudio_provider.plans import (
+from voipstudio_provider.engine.plans import (
     load_reviewed_plan,
     plan_csv_key,
     read_plan,
@@ -55,8 +60,8 @@ from voipstudio_provider.plans import (
     write_plan,
     write_plan_csv,
 )
-from voipstudio_provider.policy import LegalHold
-from voipstudio_provider.retention import (
+from voipstudio_provider.engine.policy import LegalHold
+from voipstudio_provider.tasks.retention import (
     DEFAULT_MAX_DELETIONS,
     SourceDeleter,
     batched,
@@ -69,7 +74,7 @@ from voipstudio_provider.retention import (
 if TYPE_CHECKING:
     from phonenumbers import PhoneNumber
 
-    from voipstudio_provider.phone_numbers import FoundNumber
+    from voipstudio_provider.engine.phone_numbers import FoundNumber
 
 log = logging.getLogger(__name__)
 
@@ -331,7 +336,7 @@ def plan_counts(plan: Mapping[str, Any]) -> dict[str, Any]:
 
 def planned_records(hook, resource: str, ids: Iterable[int]) -> Iterator[dict]:
     """The planned records the API still has, ids ascending, asking for exactly those ids
-    (:func:`~voipstudio_provider.evidence.fetch_by_ids`)."""
+    (:func:`~voipstudio_provider.engine.evidence.fetch_by_ids`)."""
     wanted = set(ids)
     for record in fetch_by_ids(hook, resource, wanted):
         if record["id"] in wanted:

@@ -18,8 +18,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from voipstudio_provider.layout import manifest_key, manifests_prefix
-from voipstudio_provider.ledger import jsonl, put_bytes
+from voipstudio_provider.engine.layout import manifest_key, manifests_prefix
+from voipstudio_provider.engine.ledger import jsonl, put_bytes
 
 FORMAT = "voipstudio-archive-manifest/1"
 LINE_FIELDS = ("key", "size", "sha256", "s3_checksum", "etag", "record_id", "kind", "archived_at")
@@ -80,7 +80,7 @@ def write_day(
 ) -> dict[str, Any] | None:
     """Write ``day``'s manifest unless its latest version already lists exactly ``entries``.
 
-    :param target: the :class:`~voipstudio_provider.archive.ArchiveTarget`; its Object Lock
+    :param target: the :class:`~voipstudio_provider.engine.archive.ArchiveTarget`; its Object Lock
         and encryption options apply to the manifests as to the binaries.
     :param index: :func:`manifest_index`, updated with what is written.
     :return: the written ``manifest.json`` document, or ``None`` when nothing changed.

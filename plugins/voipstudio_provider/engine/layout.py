@@ -9,7 +9,13 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from voipstudio_provider.endpoints import DATE_FORMAT, RESOURCES, Endpoint, endpoint
+from voipstudio_provider.endpoints import (
+    RESOURCES,
+    Endpoint,
+    as_utc,
+    endpoint,
+    parse_api_datetime,
+)
 
 
 @dataclass(frozen=True)
@@ -56,24 +62,6 @@ ARCHIVE_KINDS: dict[str, ArchiveKind] = {
         ArchiveKind("msdr_traces", "download_msdr_trace", "pcaps/msdrs", sidecar=False),
     )
 }
-
-
-def parse_api_datetime(value: str) -> dt.datetime:
-    """Parse the API's ``YYYY-MM-DD HH:MM:SS`` (UTC) into an aware datetime."""
-    return dt.datetime.strptime(value, DATE_FORMAT).replace(tzinfo=dt.UTC)
-
-
-def as_utc(moment: dt.datetime) -> dt.datetime:
-    """A plain aware UTC datetime from any aware one. Through a timestamp, because a pendulum
-    DateTime (what Airflow's context holds) loses its zone in ``astimezone()``."""
-    return dt.datetime.fromtimestamp(moment.timestamp(), dt.UTC)
-
-
-def format_api_datetime(value: dt.datetime) -> str:
-    """Format an aware (or naive UTC) datetime as the API expects in filters."""
-    if value.tzinfo is not None:
-        value = value.astimezone(dt.UTC)
-    return value.strftime(DATE_FORMAT)
 
 
 def record_day(resource: str, record: dict) -> dt.date:

@@ -2,7 +2,7 @@
 
 :func:`retain_resource` walks one resource's records dated before its cutoff by keyset
 (``id gt last id``), so its own deletes and calls arriving meanwhile never make it skip a
-row, and hands them to :class:`~voipstudio_provider.deletion.SourceDeleter`. The rest of
+row, and hands them to :class:`~voipstudio_provider.engine.deletion.SourceDeleter`. The rest of
 this module is the bodies of the retention DAG's tasks: read the policy, probe the
 bucket, delete one resource, write the run's audit.
 
@@ -21,9 +21,9 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from voipstudio_provider.audit import AuditLog, deletions_so_far, merge_audit_parts
-from voipstudio_provider.chats import ChatArchive
-from voipstudio_provider.deletion import (
+from voipstudio_provider.engine.audit import AuditLog, deletions_so_far, merge_audit_parts
+from voipstudio_provider.engine.chats import ChatArchive
+from voipstudio_provider.engine.deletion import (
     CONFIRM_TIMEOUT,
     DELETE_BATCH,
     GO_REASONS,
@@ -31,7 +31,7 @@ from voipstudio_provider.deletion import (
     SourceDeleter,
     batched,
 )
-from voipstudio_provider.evidence import (
+from voipstudio_provider.engine.evidence import (
     DeleteIntents,
     deletion_attempt,
     evidence_args,
@@ -39,8 +39,8 @@ from voipstudio_provider.evidence import (
     probe_bucket,
     reconcile_run,
 )
-from voipstudio_provider.phone_numbers import REGION_VARIABLE, parse_region
-from voipstudio_provider.policy import (
+from voipstudio_provider.engine.phone_numbers import REGION_VARIABLE, parse_region
+from voipstudio_provider.engine.policy import (
     LegalHold,
     parse_legal_hold,
     parse_retention_budgets,
@@ -177,8 +177,8 @@ def deletion_target():
     ``voipstudio_s3_bucket``, ``voipstudio_s3_prefix`` and ``voipstudio_s3_options``: a run
     of a deleting DAG can never point the archive check elsewhere.
     """
-    from voipstudio_provider.archive import ArchiveTarget
-    from voipstudio_provider.settings import resolve_bucket_and_prefix, resolve_s3_options
+    from voipstudio_provider.engine.archive import ArchiveTarget
+    from voipstudio_provider.tasks.settings import resolve_bucket_and_prefix, resolve_s3_options
 
     bucket, prefix = resolve_bucket_and_prefix(None)
     return ArchiveTarget(bucket=bucket, prefix=prefix, **resolve_s3_options(None))

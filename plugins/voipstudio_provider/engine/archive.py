@@ -4,7 +4,7 @@ An archived binary is complete when S3's own SHA-256 checksum of the object at
 :func:`~.layout.archive_key` equals the checksum computed from the bytes the API served,
 as recorded in its JSON sidecar (or, for kinds without one, in its metadata at upload),
 and the sidecar describes the very record. :func:`verify_archive`
-(:mod:`~voipstudio_provider.proof`) checks exactly that; :func:`archive_record` downloads
+(:mod:`~voipstudio_provider.engine.proof`) checks exactly that; :func:`archive_record` downloads
 only what does not pass it, and keeps a failed copy aside before replacing it. This module
 holds no Airflow operator code so that DAGs and tasks can call it with any hook and boto3
 client.
@@ -31,9 +31,8 @@ from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 from s3transfer.utils import ChunksizeAdjuster
 
-from voipstudio_provider.exceptions import VoIPstudioError, VoIPstudioIncompleteDownloadError
-from voipstudio_provider.layout import ArchiveKind, archive_key, quarantine_key, sidecar_key
-from voipstudio_provider.proof import (
+from voipstudio_provider.engine.layout import ArchiveKind, archive_key, quarantine_key, sidecar_key
+from voipstudio_provider.engine.proof import (
     ARCHIVE_STORAGE_CLASSES,
     CHECKSUM_METADATA,
     PART_SIZE_METADATA,
@@ -44,7 +43,8 @@ from voipstudio_provider.proof import (
     not_found,
     verify_archive,
 )
-from voipstudio_provider.uploads import StreamingUpload, UploadPool
+from voipstudio_provider.engine.uploads import StreamingUpload, UploadPool
+from voipstudio_provider.exceptions import VoIPstudioError, VoIPstudioIncompleteDownloadError
 
 __all__ = [
     "ARCHIVED", "FAILED", "SKIPPED", "ArchiveOutcome", "ArchiveTarget", "Verification",
@@ -435,7 +435,7 @@ def archive_record(
 ) -> ArchiveOutcome:
     """Archive one record's binary unless it is already archived in the bucket.
 
-    Recordings and voicemail stream straight into S3 (:mod:`~voipstudio_provider.uploads`):
+    Recordings and voicemail stream straight into S3 (:mod:`~voipstudio_provider.engine.uploads`):
     one PUT for a body under ``chunk_size``, parts uploaded as they arrive for a larger
     one. PCAPs and traces, which have no sidecar, are spooled first so that their digests
     can go into the object's metadata. A verified copy is never overwritten; a stored copy

@@ -28,7 +28,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from voipstudio_provider.audit import (
+from voipstudio_provider.endpoints import Filter
+from voipstudio_provider.engine.audit import (
     DELETED,
     DELETED_UNCONFIRMED,
     FAILED,
@@ -38,8 +39,7 @@ from voipstudio_provider.audit import (
     audit_part,
     audit_parts_prefix,
 )
-from voipstudio_provider.endpoints import Filter
-from voipstudio_provider.layout import audit_key
+from voipstudio_provider.engine.layout import audit_key
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def evidence_args(target, *, lock: bool) -> dict[str, Any]:
     Encryption and tags as the archive gets them; never a cold storage class (the audit
     must be readable at once); Object Lock only for what is final (``lock``).
 
-    :param target: an :class:`~voipstudio_provider.archive.ArchiveTarget`.
+    :param target: an :class:`~voipstudio_provider.engine.archive.ArchiveTarget`.
     """
     args = {k: v for k, v in target.object_args().items() if k != "StorageClass"}
     if not lock:
@@ -99,7 +99,7 @@ def probe_key(prefix: str, dag_id: str, run_id: str, part: str) -> str:
 def probe_bucket(s3_client, target, dag_id: str, run_id: str, part: str) -> None:
     """Write, head with checksum and read back a small object; raise when any step fails.
 
-    :param target: the run's :class:`~voipstudio_provider.archive.ArchiveTarget`.
+    :param target: the run's :class:`~voipstudio_provider.engine.archive.ArchiveTarget`.
     :param part: names this task attempt's probe object (e.g. ``monitors.try1``).
     :raises BucketProbeError: naming what failed; nothing must be deleted then.
     """
@@ -152,7 +152,7 @@ class DeleteIntents:
     """The write-ahead intents of one task attempt.
 
     :param s3_client: a boto3 S3 client.
-    :param target: the run's :class:`~voipstudio_provider.archive.ArchiveTarget`.
+    :param target: the run's :class:`~voipstudio_provider.engine.archive.ArchiveTarget`.
     :param dag_id: the DAG's id.
     :param run_id: the DAG run's id.
     :param part: the attempt's name, e.g. ``monitors.try2``.

@@ -6,7 +6,7 @@ under legal hold (re-read before every batch), kept because its archived copy is
 does not check out or cannot be checked, or deleted. When the resource's budget
 (``max_deletions``) is spent the walk stops with one audit line saying how many were
 left. Before each delete request a write-ahead intent is stored in S3
-(:class:`~voipstudio_provider.evidence.DeleteIntents`); each batch is then confirmed by
+(:class:`~voipstudio_provider.engine.evidence.DeleteIntents`); each batch is then confirmed by
 asking for exactly its ids, with a bounded wait, before ``deleted`` is written.
 """
 
@@ -19,7 +19,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from voipstudio_provider.audit import (
+from voipstudio_provider.endpoints import RESOURCES, Filter, parse_api_datetime
+from voipstudio_provider.engine.audit import (
     DELETED,
     DELETED_UNCONFIRMED,
     FAILED,
@@ -27,12 +28,11 @@ from voipstudio_provider.audit import (
     WOULD_DELETE,
     AuditLog,
 )
-from voipstudio_provider.chats import ChatArchive
-from voipstudio_provider.endpoints import RESOURCES, Filter
-from voipstudio_provider.evidence import DeleteIntents, present_ids
+from voipstudio_provider.engine.chats import ChatArchive
+from voipstudio_provider.engine.evidence import DeleteIntents, present_ids
+from voipstudio_provider.engine.layout import ARCHIVE_KINDS, archive_key
+from voipstudio_provider.engine.policy import LegalHold
 from voipstudio_provider.exceptions import VoIPstudioError, VoIPstudioNotFoundError
-from voipstudio_provider.layout import ARCHIVE_KINDS, archive_key, parse_api_datetime
-from voipstudio_provider.policy import LegalHold
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class SourceDeleter:
 
     :param hook: a :class:`~voipstudio_provider.hooks.voipstudio.VoIPstudioHook`.
     :param s3_client: a boto3 S3 client for the archive bucket.
-    :param target: the :class:`~voipstudio_provider.archive.ArchiveTarget` (bucket, prefix)
+    :param target: the :class:`~voipstudio_provider.engine.archive.ArchiveTarget` (bucket, prefix)
         archived copies are checked in.
     :param audit: where each decision is written.
     :param resource: ``monitors``, ``voicemessages`` or ``chatmsgs``.
@@ -188,7 +188,7 @@ class SourceDeleter:
             return reason, None, key
         if not self.require_archive:
             return "archive_not_required", None, key
-        from voipstudio_provider.archive import verify_archive
+        from voipstudio_provider.engine.archive import verify_archive
 
         verification = verify_archive(self.s3_client, self.kind, record, self.target)
         if verification.ok:

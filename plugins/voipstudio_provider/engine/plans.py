@@ -16,11 +16,11 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from voipstudio_provider.evidence import put_checked, stored_checksum
-from voipstudio_provider.layout import plan_key
+from voipstudio_provider.engine.evidence import put_checked, stored_checksum
+from voipstudio_provider.engine.layout import plan_key
 
 if TYPE_CHECKING:
-    from voipstudio_provider.purge import PurgeRequest
+    from voipstudio_provider.tasks.purge import PurgeRequest
 
 #: The oldest reviewed plan a confirmed purge executes; an older one must be planned again.
 PLAN_MAX_AGE = dt.timedelta(hours=72)

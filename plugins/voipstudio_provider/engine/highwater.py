@@ -17,7 +17,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from voipstudio_provider.layout import highwater_key
+from voipstudio_provider.engine.layout import highwater_key
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def write_mark(
 
     :param about: what to record beside the id (the DAG run, the window).
     """
-    from voipstudio_provider.archive import ArchiveTarget, put_json
+    from voipstudio_provider.engine.archive import ArchiveTarget, put_json
 
     current = read_mark(s3_client, bucket, prefix, kind_name)
     if current is not None and current >= mark:

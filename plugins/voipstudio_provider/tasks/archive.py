@@ -18,8 +18,8 @@ from typing import Any
 from airflow.sdk import Asset, Param
 from airflow.sdk.exceptions import AirflowException
 
-from voipstudio_provider.layout import as_utc
-from voipstudio_provider.settings import (
+from voipstudio_provider.endpoints import as_utc
+from voipstudio_provider.tasks.settings import (
     AWS_CONN_ID,
     VOIPSTUDIO_CONN_ID,
     check_connections,
@@ -150,7 +150,7 @@ def archive_window(
 
 
 def _kind(name: str):
-    from voipstudio_provider.layout import ARCHIVE_KINDS
+    from voipstudio_provider.engine.layout import ARCHIVE_KINDS
 
     try:
         return ARCHIVE_KINDS[name]
@@ -179,13 +179,13 @@ def plan_batches(
     kept in memory; the batches carry id ranges, so XCom stays small.
 
     :param voip_hook: a :class:`~voipstudio_provider.hooks.voipstudio.VoIPstudioHook`.
-    :param kinds: archive kind names (see :data:`~voipstudio_provider.layout.ARCHIVE_KINDS`).
+    :param kinds: archive kind names (see :data:`~voipstudio_provider.engine.layout.ARCHIVE_KINDS`).
     :param since: window start (inclusive) on each resource's date field.
     :param until: window end (exclusive).
     :param batch_size: records per batch; raised when the window would need more than
         ``max_batches`` batches.
     :param max_batches: the most batches a run maps over.
-    :param marks: each kind's high-water mark (see :mod:`~voipstudio_provider.highwater`);
+    :param marks: each kind's high-water mark (see :mod:`~voipstudio_provider.engine.highwater`);
         a kind without one (``None``, or absent) is planned from its window only.
     :return: ``[{"kind", "first_id", "last_id", "count", "since", "until", "above_id"}, ...]``,
         ``above_id`` being the kind's mark.
@@ -255,7 +255,7 @@ def plan_run(
     :return: the batches, and the plan the summary reports (window and marks), which an
         empty run reports too.
     """
-    from voipstudio_provider.highwater import read_mark
+    from voipstudio_provider.engine.highwater import read_mark
 
     marks = {name: read_mark(s3_client, bucket, prefix, name) for name in kinds}
     batches = plan_batches(voip_hook, kinds, since, until, batch_size, marks=marks)
@@ -274,8 +274,7 @@ def batch_records(voip_hook, batch: Mapping[str, Any]) -> list[dict]:
 
     Records deleted since planning are simply absent; nothing outside the range is added.
     """
-    from voipstudio_provider.endpoints import RESOURCES, Filter
-    from voipstudio_provider.layout import parse_api_datetime
+    from voipstudio_provider.endpoints import RESOURCES, Filter, parse_api_datetime
 
     kind = _kind(batch["kind"])
     first, last = int(batch["first_id"]), int(batch["last_id"])
@@ -297,8 +296,8 @@ def batch_records(voip_hook, batch: Mapping[str, Any]) -> list[dict]:
 
 
 def archive_target(params: Mapping[str, Any] | None, chunk_size: int | None = None):
-    """The :class:`~voipstudio_provider.archive.ArchiveTarget` of a run, from its params."""
-    from voipstudio_provider.archive import ArchiveTarget
+    """The :class:`~voipstudio_provider.engine.archive.ArchiveTarget` of a run, from its params."""
+    from voipstudio_provider.engine.archive import ArchiveTarget
 
     bucket, prefix = resolve_bucket_and_prefix(params)
     options = resolve_s3_options(params)
@@ -326,9 +325,9 @@ def archive_one_batch(
         ``archived``, ``skipped``, ``failed``, ``bytes``, ``failed_ids`` (bounded),
         ``errors`` (the first few, for people) and ``ledgers`` (ledger objects written).
     """
-    from voipstudio_provider.archive import FAILED, archive_batch, s3_client_for, summarize
+    from voipstudio_provider.engine.archive import FAILED, archive_batch, s3_client_for, summarize
+    from voipstudio_provider.engine.ledger import write_ledger
     from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
-    from voipstudio_provider.ledger import write_ledger
 
     kind = _kind(batch["kind"])
     voip_hook = VoIPstudioHook(voipstudio_conn_id=voipstudio_conn_id)
@@ -466,7 +465,7 @@ def id_ranges(
     summaries: Iterable[Mapping[str, Any]],
 ) -> dict[str, dict[str, Any]]:
     """Per kind: the id range the run covered, the mark it was planned with, the new mark."""
-    from voipstudio_provider.highwater import advance
+    from voipstudio_provider.engine.highwater import advance
 
     marks = dict((plan or {}).get("marks") or {})
     done: dict[str, dict[tuple[int, int], Mapping[str, Any]]] = {}
@@ -513,7 +512,7 @@ def summarize_run(
     summary["window"] = {"since": summary["since"], "until": summary["until"]}
     summary["id_ranges"] = id_ranges(plan, batches, [s for s in summaries if s])
     if plan:
-        from voipstudio_provider.highwater import write_mark
+        from voipstudio_provider.engine.highwater import write_mark
 
         if s3_client is None:
             from airflow.providers.amazon.aws.hooks.s3 import S3Hook

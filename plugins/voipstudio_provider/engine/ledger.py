@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from voipstudio_provider.layout import ledger_key, ledger_prefix
+from voipstudio_provider.engine.layout import ledger_key, ledger_prefix
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def put_bytes(s3_client, target, key: str, body: bytes, content_type: str) -> st
     Written in a storage class that can be read at once (ledgers and manifests are read
     back by every reconciliation), with the target's encryption, Object Lock and tags.
     """
-    from voipstudio_provider.evidence import put_checked
+    from voipstudio_provider.engine.evidence import put_checked
 
     return put_checked(
         s3_client,
@@ -90,7 +90,7 @@ def put_bytes(s3_client, target, key: str, body: bytes, content_type: str) -> st
 def write_ledger(s3_client, target, batch: Mapping[str, Any], outcomes: Iterable[Any]) -> list[str]:
     """PUT one ledger object per day the batch's archived objects fall on.
 
-    :param target: the batch's :class:`~voipstudio_provider.archive.ArchiveTarget`; its
+    :param target: the batch's :class:`~voipstudio_provider.engine.archive.ArchiveTarget`; its
         options (encryption, Object Lock) apply to the ledger too.
     :return: the ledger keys written.
     """

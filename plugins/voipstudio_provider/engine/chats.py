@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from voipstudio_provider.endpoints import Filter
+from voipstudio_provider.engine.layout import chat_key, record_day
+from voipstudio_provider.engine.policy import LegalHold
 from voipstudio_provider.exceptions import VoIPstudioNotFoundError
-from voipstudio_provider.layout import chat_key, record_day
-from voipstudio_provider.policy import LegalHold
 
 
 def _fingerprint(record: Mapping[str, Any]) -> str:
@@ -134,6 +134,6 @@ class ChatArchive:
             "messages": [messages[i] for i in sorted(messages)],
             "archived_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
-        from voipstudio_provider.archive import put_json
+        from voipstudio_provider.engine.archive import put_json
 
         put_json(self.s3_client, self.target, state.key, document, sha256_metadata=True)
