@@ -3,6 +3,10 @@
 The store knows nothing about HTTP. It answers the questions the API asks (a filtered,
 sorted page; one record; deletes and updates with the API's all-or-nothing rules) and keeps
 a pristine copy of the seeded data so that a reset is a page copy, not a regeneration.
+
+It is a little over 400 lines because it is one class, the whole state of the emulated
+service: splitting its queries from its writes would split one SQLite connection and its
+lock between modules.
 """
 
 from __future__ import annotations
