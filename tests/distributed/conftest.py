@@ -62,6 +62,7 @@ def airflow_cluster(tmp_path_factory, sandbox_server, seaweed, archive_bucket, a
                 "AIRFLOW_CONN_AWS_DEFAULT": seaweed.airflow_conn_uri(),
                 "AIRFLOW_VAR_VOIPSTUDIO_S3_BUCKET": archive_bucket,
                 "AIRFLOW_VAR_VOIPSTUDIO_S3_PREFIX": archive_prefix,
+                "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
             },
         )
         try:

@@ -231,3 +231,22 @@ def test_a_run_without_a_logical_date_succeeds_and_notes_what_it_did(
         "GET", f"/api/v2/dags/voipstudio_compliance_purge/dagRuns/{run['dag_run_id']}"
     )
     assert stored["note"].startswith("DRY RUN: ") and " planned, " in stored["note"]
+
+
+def test_the_connection_test_works_through_the_rest_api_but_not_with_port_zero(
+    airflow_cluster, sandbox_server
+):
+    stored = {
+        "connection_id": "voipstudio_default",
+        "conn_type": "voipstudio",
+        "host": sandbox_server.base_url,
+    }
+    answer = airflow_cluster.api("POST", "/api/v2/connections/test", stored)
+    assert answer["status"] is True, answer
+    assert "Pong" in answer["message"]
+    # What the UI's Test button sends for a connection without a port: port 0 and the
+    # masked password.
+    with pytest.raises(RuntimeError, match="host or port to test differs"):
+        airflow_cluster.api(
+            "POST", "/api/v2/connections/test", {**stored, "port": 0, "password": "***"}
+        )
