@@ -71,8 +71,7 @@ from __future__ import annotations
 import datetime as dt
 
 from airflow.sdk import Param, dag, task
-from voipstudio_provider import run_notes
-from voipstudio_provider.tasks import purge, retention
+from voipstudio_provider.tasks import purge, retention, run_notes
 from voipstudio_provider.tasks.settings import API_POOL, dag_default_args
 
 

@@ -141,7 +141,7 @@ def test_a_confirmed_purge_notes_what_it_deleted_and_kept(airflow_env, run_dag):
 
 
 def test_without_the_api_connection_the_note_is_reported_not_set(airflow_env, caplog):
-    from voipstudio_provider.run_notes import set_run_note
+    from voipstudio_provider.tasks.run_notes import set_run_note
 
     # Outside a task there is neither the connection nor the in-process metadata path.
     result = set_run_note(DAG_ID, "manual__nothing", "DRY RUN: 0 planned")
@@ -157,7 +157,7 @@ def test_without_the_api_connection_the_note_is_reported_not_set(airflow_env, ca
 
 def test_an_unreachable_api_server_never_fails_the_note(airflow_env, caplog):
     from voipstudio_devstack import free_port
-    from voipstudio_provider.run_notes import set_run_note
+    from voipstudio_provider.tasks.run_notes import set_run_note
 
     url = f"http://127.0.0.1:{free_port()}"
     airflow_env.monkeypatch.setenv(
