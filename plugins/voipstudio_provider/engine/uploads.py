@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from voipstudio_provider.engine.targets import ArchiveTarget
 
 log = logging.getLogger(__name__)
+#: A record downloaded again is reported where the rest of its archiving is.
+_archive_log = logging.getLogger("voipstudio_provider.engine.archive")
 
 
 class UploadPool:
@@ -275,7 +277,7 @@ def stream_to_s3(
             upload.abort()
             if not error.retryable or attempt == attempts:
                 raise
-            log.info("%s %s: %s; downloading again", kind.name, record["id"], error)
+            _archive_log.info("%s %s: %s; downloading again", kind.name, record["id"], error)
             continue
         except BaseException:
             upload.abort()
