@@ -94,24 +94,18 @@ def voipstudio_archive_pcaps():
 
     @task(pool=API_POOL, map_index_template=archive.BATCH_NAME_TEMPLATE)
     def archive_pcap_batch(batch: dict, params=None, ti=None):
-        summary = archive.archive_one_batch(
-            batch, archive.archive_target(params), max_streams=params["max_streams"]
-        )
-        ti.xcom_push(key=archive.BATCH_SUMMARY_KEY, value=summary)
-        archive.raise_if_batch_failed(summary)
+        archive.archive_batch_task(batch, params, ti)
 
     @task(trigger_rule="all_done", retries=0, outlets=[archive.PCAPS_ASSET])
     def summarize_archive(params=None, ti=None, outlet_events=None):
-        summary = archive.summarize_run(
-            ti,
-            "archive_pcap_batch",
-            "list_pcaps_to_archive",
+        archive.summarize_archive_task(
             params,
-            interval=run_interval(),
+            ti,
+            outlet_events,
+            archive.PCAPS_ASSET,
+            batch_task_id="archive_pcap_batch",
+            plan_task_id="list_pcaps_to_archive",
         )
-        ti.xcom_push(key="summary", value=summary)
-        archive.raise_if_run_incomplete(summary)
-        outlet_events[archive.PCAPS_ASSET].extra = summary
 
     batches = list_pcaps_to_archive()
     archive_pcap_batch.expand(batch=batches) >> summarize_archive()

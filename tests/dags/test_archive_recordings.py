@@ -244,8 +244,8 @@ def test_a_batch_retry_fetches_only_what_failed(airflow_env):
 
 
 def test_a_large_window_gets_larger_batches_not_more_than_the_limit(airflow_env):
+    from voipstudio_provider.engine.batches import plan_batches
     from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
-    from voipstudio_provider.tasks.archive import plan_batches
 
     monitors = [r["id"] for r in records_in_window(airflow_env.sandbox, "monitors")]
     batches = plan_batches(VoIPstudioHook(), ["monitors"], SINCE, LOGICAL_DATE, 1, max_batches=4)

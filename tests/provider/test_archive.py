@@ -13,7 +13,9 @@ import uuid
 
 import pytest
 from voipstudio_provider.engine.archive import (
+    ArchiveOutcome,
     ArchiveTarget,
+    archive_and_summarize,
     archive_batch,
     archive_record,
     summarize,
@@ -332,6 +334,29 @@ def test_batch_keeps_order_and_goes_on_after_a_failure(sandbox, hook, s3, target
     assert summary["archived"] == 5 and summary["failed_ids"] == [987654321]
     assert summary["bytes"] == sum(m["size"] for m in monitors)
     assert len(stored_keys(s3, target)) == 10  # five binaries and their sidecars
+
+
+def test_archive_and_summarize_counts_earlier_failures_and_logs_each(
+    sandbox, hook, s3, target, caplog
+):
+    monitors = small_monitors(sandbox, 2)
+    ghost = {**monitors[0], "id": 987654322}
+    unread = ArchiveOutcome("monitors", 987654323, "failed", "", error="get: gone")
+    caplog.set_level(logging.ERROR, logger="voipstudio_provider.engine.archive")
+
+    done = archive_and_summarize(
+        hook, s3, MONITORS, [*monitors, ghost], target, max_streams=2, earlier=[unread]
+    )
+
+    assert [o.record_id for o in done.outcomes] == [987654323] + [m["id"] for m in monitors] + [
+        987654322
+    ]
+    assert [o.record_id for o in done.failures] == [987654323, 987654322]
+    assert done.counts == summarize(done.outcomes)
+    assert done.counts["archived"] == 2 and done.counts["failed_ids"] == [987654323, 987654322]
+    logged = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert "monitors 987654323 not archived: get: gone" in logged
+    assert any(line.startswith("monitors 987654322 not archived: ") for line in logged)
 
 
 def test_batch_logs_progress_a_skip_line_and_one_summary(sandbox, hook, s3, target, caplog):

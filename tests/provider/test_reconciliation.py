@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from voipstudio_provider.engine.archive import ArchiveTarget
 from voipstudio_provider.engine.audit import AuditLog
+from voipstudio_provider.engine.batches import plan_batches
 from voipstudio_provider.engine.layout import (
     ARCHIVE_KINDS,
     archive_key,
@@ -45,7 +46,7 @@ def at(day: dt.date) -> dt.datetime:
 def archive_range(hook, target, first: dt.date, last: dt.date) -> int:
     """Archive the recordings and voicemail of the days as the archive DAG's batches do."""
     since, until = at(first), at(last + dt.timedelta(days=1))
-    batches = archive_steps.plan_batches(hook, RESOURCES, since, until, 10)
+    batches = plan_batches(hook, RESOURCES, since, until, 10)
     return sum(archive_steps.archive_one_batch(b, target)["archived"] for b in batches)
 
 

@@ -23,7 +23,7 @@ from voipstudio_provider.endpoints import RESOURCES, bare_media_type
 from voipstudio_provider.engine.layout import ArchiveKind, archive_key, sidecar_key
 
 if TYPE_CHECKING:
-    from voipstudio_provider.engine.archive import ArchiveTarget
+    from voipstudio_provider.engine.targets import ArchiveTarget
 
 #: Every reason for an archive that could not be checked starts with this word.
 UNVERIFIABLE = "unverifiable"

@@ -17,13 +17,22 @@ import io
 import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from contextlib import nullcontext
+from typing import IO, TYPE_CHECKING, Any
 
+from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
+from s3transfer.utils import ChunksizeAdjuster
 
 from voipstudio_provider.engine.proof import checksum_of, composite_checksum
+from voipstudio_provider.exceptions import VoIPstudioIncompleteDownloadError
+
+if TYPE_CHECKING:
+    from voipstudio_provider.engine.targets import ArchiveTarget
 
 log = logging.getLogger(__name__)
+#: A record downloaded again is reported where the rest of its archiving is.
+_archive_log = logging.getLogger("voipstudio_provider.engine.archive")
 
 
 class UploadPool:
@@ -198,3 +207,80 @@ class StreamingUpload(io.RawIOBase):
                 log.warning("could not abort the multipart upload of %s", self.key, exc_info=True)
             self.upload_id = None
         self.parts = []
+
+
+def part_size_for(target: ArchiveTarget, size: int) -> int | None:
+    """The part size of a multipart upload of ``size`` bytes, ``None`` for one PUT. It is
+    what boto3 will use (raised for bodies that would need over 10,000 parts)."""
+    if size < target.chunk_size:
+        return None
+    return ChunksizeAdjuster().adjust_chunksize(target.chunk_size, size)
+
+
+def spool_checksum(spool: IO[bytes], sha256: str, part_size: int | None) -> str:
+    """The ``ChecksumSHA256`` S3 will report for the spooled body once uploaded."""
+    if part_size is None:
+        return checksum_of(sha256)
+    spool.seek(0)
+    parts = [hashlib.sha256(c).digest() for c in iter(lambda: spool.read(part_size), b"")]
+    return composite_checksum(parts)
+
+
+def upload_spooled(
+    s3_client, spool: IO[bytes], key: str, args: dict, target: ArchiveTarget, part_size: int | None
+) -> None:
+    if part_size is None:
+        # One PUT: S3 checks the whole body against the SHA-256 we computed while downloading.
+        digest = bytes.fromhex(args["Metadata"]["sha256"])
+        args = {**args, "ChecksumSHA256": base64.b64encode(digest).decode()}
+    config = TransferConfig(
+        multipart_threshold=target.chunk_size,
+        multipart_chunksize=part_size or target.chunk_size,
+        max_concurrency=1,
+        use_threads=False,
+    )
+    spool.seek(0)
+    s3_client.upload_fileobj(spool, target.bucket, key, ExtraArgs=args, Config=config)
+
+
+def stream_to_s3(
+    voip_hook, s3_client, kind, record, target, key, pool, downloads=None
+) -> dict[str, Any]:
+    """Download ``record``'s body straight into S3 (one PUT, or parts as they arrive).
+
+    A body that breaks cannot be rewound: the upload is aborted (no part stays) and the
+    record is downloaded again from the start, as often as the hook tries a request.
+    ``downloads`` (a semaphore) is held while the body downloads only: the PUT of a small
+    body and the completion of a multipart upload happen while another record downloads.
+    """
+    attempts = max(1, int(getattr(voip_hook, "max_attempts", 3)))
+    for attempt in range(1, attempts + 1):
+        upload = StreamingUpload(
+            s3_client,
+            target.bucket,
+            key,
+            {"ContentType": kind.content_type, **target.object_args()},
+            part_size_for(target, record.get("size") or target.chunk_size) or target.chunk_size,
+            pool,
+        )
+        try:
+            with downloads or nullcontext():
+                result = voip_hook.download(
+                    kind.operation,
+                    int(record["id"]),
+                    upload,
+                    expected_size=record.get("size"),
+                    max_size=target.max_size,
+                )
+            stored = upload.finish(result.sha256)
+        except VoIPstudioIncompleteDownloadError as error:
+            upload.abort()
+            if not error.retryable or attempt == attempts:
+                raise
+            _archive_log.info("%s %s: %s; downloading again", kind.name, record["id"], error)
+            continue
+        except BaseException:
+            upload.abort()
+            raise
+        return {"result": result, **stored}
+    raise AssertionError("unreachable")

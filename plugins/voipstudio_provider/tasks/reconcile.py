@@ -120,9 +120,10 @@ def rearchive(
     last: dt.date,
     archive: Callable[[dict], Mapping[str, Any]],
 ) -> dict[str, dict[str, int]]:
-    """Archive the given ids again through the archive DAGs' own batch step.
+    """Archive the given ids again the way the archive DAGs' batches do.
 
-    :param archive: :func:`~voipstudio_provider.tasks.archive.archive_one_batch` bound to a target.
+    :param archive: :func:`~voipstudio_provider.engine.batches.archive_planned_batch` bound
+        to the clients and a target.
     """
     since = dt.datetime.combine(first, dt.time(), dt.UTC)
     until = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), dt.UTC)
@@ -312,26 +313,31 @@ def reconcile_task(params: Mapping[str, Any], data_interval_end: dt.datetime) ->
     from airflow.sdk import Variable
 
     from voipstudio_provider.endpoints import as_utc
+    from voipstudio_provider.engine.batches import archive_planned_batch
+    from voipstudio_provider.engine.targets import ArchiveTarget, s3_client_for
     from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
-    from voipstudio_provider.tasks import archive as archive_steps
     from voipstudio_provider.tasks.export import listed_user_ids
     from voipstudio_provider.tasks.settings import (
         AWS_CONN_ID,
         VOIPSTUDIO_CONN_ID,
         check_connections,
         fail_on_configuration_error,
+        resolve_bucket_and_prefix,
+        resolve_s3_options,
     )
 
     run_day = as_utc(data_interval_end).date()
     with fail_on_configuration_error("reconciliation's params, Variables or connections"):
         first, last = reconcile_range(params, run_day)
-        target = archive_steps.archive_target(params)
+        bucket, prefix = resolve_bucket_and_prefix(params)
+        target = ArchiveTarget(bucket=bucket, prefix=prefix, **resolve_s3_options(params))
         listed_users = listed_user_ids(Variable.get("voipstudio_export_user_ids", default=None))
         check_connections(VOIPSTUDIO_CONN_ID, AWS_CONN_ID)
     log.info("reconciling %s .. %s (run day %s)", first, last, run_day)
 
     def archive(batch: dict) -> Mapping[str, Any]:
-        return archive_steps.archive_one_batch(batch, target)
+        voip_hook = VoIPstudioHook(voipstudio_conn_id=VOIPSTUDIO_CONN_ID)
+        return archive_planned_batch(voip_hook, s3_client_for(AWS_CONN_ID, 4), batch, target)
 
     report = run_reconciliation(
         VoIPstudioHook(),

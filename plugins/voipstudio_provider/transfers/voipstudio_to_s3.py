@@ -9,14 +9,9 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
-from voipstudio_provider.engine.archive import (
-    FAILED,
-    ArchiveOutcome,
-    ArchiveTarget,
-    archive_batch,
-    summarize,
-)
+from voipstudio_provider.engine.archive import archive_and_summarize
 from voipstudio_provider.engine.layout import ARCHIVE_KINDS, ArchiveKind
+from voipstudio_provider.engine.targets import FAILED, ArchiveOutcome, ArchiveTarget
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -31,7 +26,7 @@ class VoIPstudioToS3Operator(BaseOperator):
     """Archive the binaries of VoIPstudio records to S3, streaming, verified, resumable.
 
     Records already complete in the bucket (see
-    :func:`~voipstudio_provider.engine.archive.verify_archive`) are skipped without a download.
+    :func:`~voipstudio_provider.engine.proof.verify_archive`) are skipped without a download.
     Every other body is streamed into S3 while it is hashed (one checked PUT, or parts
     uploaded as they arrive), then described in its sidecar; at most ``max_streams``
     transfers run at a time. A failed record does not stop the
@@ -119,7 +114,7 @@ class VoIPstudioToS3Operator(BaseOperator):
     def s3_client(self):
         """One boto3 S3 client, shared by the streams (boto3 clients are thread-safe), with
         a connection for each stream and each part in flight."""
-        from voipstudio_provider.engine.archive import s3_client_for
+        from voipstudio_provider.engine.targets import s3_client_for
 
         return s3_client_for(self.aws_conn_id, int(self.max_streams))
 
@@ -165,24 +160,24 @@ class VoIPstudioToS3Operator(BaseOperator):
             records, outcomes = self._fetch(kind)
         else:
             records, outcomes = list(self.records or []), []
-        outcomes += archive_batch(
+        done = archive_and_summarize(
             self.voipstudio_hook,
             self.s3_client,
             kind,
             records,
             target,
             max_streams=int(self.max_streams),
+            earlier=outcomes,
+            logger=self.log,
         )
-        summary = {"kind": kind.name, **summarize(outcomes)}
+        outcomes, failed = done.outcomes, done.failures
+        summary = {"kind": kind.name, **done.counts}
         self.log.info(
             "%s to s3://%s/%s: %d archived (%d bytes), %d already there, %d failed",
             kind.name, target.bucket, target.prefix, summary["archived"], summary["bytes"],
             summary["skipped"], summary["failed"],
         )  # fmt: skip
-        failed = [o for o in outcomes if o.status == FAILED]
         if failed:
-            for outcome in failed:
-                self.log.error("%s %s: %s", kind.name, outcome.record_id, outcome.error)
             ti = context.get("ti") if context else None
             if ti is not None:  # the counts stay readable although the task fails
                 ti.xcom_push(key="summary", value=summary)
