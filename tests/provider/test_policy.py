@@ -112,7 +112,7 @@ def test_unset_legal_hold_holds_nothing():
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        ({}, "older_than, phone_number, or both"),
+        ({}, r"set older_than \(a date\), phone_number, or both"),
         ({"older_than": "2026-13-01"}, "older_than must be a date"),
         ({"phone_number": "call me"}, "phone_number: 'call me' is not a valid phone number"),
         ({"phone_number": "7946 0000"}, "not in international form"),

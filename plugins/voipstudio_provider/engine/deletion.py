@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 #: Ids per delete request batch; the hook splits further to keep URLs short.
 DELETE_BATCH = 200
+#: The most items one retention or purge run deletes unless told otherwise.
+DEFAULT_MAX_DELETIONS = 10_000
 #: Seconds to wait for deleted rows to disappear (a 202 delete finishes later). Bounded:
 #: what is still listed then is ``deleted_unconfirmed`` and a later attempt confirms it.
 CONFIRM_TIMEOUT = 20.0

@@ -20,7 +20,7 @@ from voipstudio_provider.engine.evidence import put_checked, stored_checksum
 from voipstudio_provider.engine.layout import plan_key
 
 if TYPE_CHECKING:
-    from voipstudio_provider.tasks.purge import PurgeRequest
+    from voipstudio_provider.engine.purge import PurgeRequest
 
 #: The oldest reviewed plan a confirmed purge executes; an older one must be planned again.
 PLAN_MAX_AGE = dt.timedelta(hours=72)

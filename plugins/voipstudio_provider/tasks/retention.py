@@ -25,6 +25,7 @@ from voipstudio_provider.engine.audit import AuditLog, deletions_so_far, merge_a
 from voipstudio_provider.engine.chats import ChatArchive
 from voipstudio_provider.engine.deletion import (
     CONFIRM_TIMEOUT,
+    DEFAULT_MAX_DELETIONS,
     DELETE_BATCH,
     GO_REASONS,
     DeletionUnconfirmedError,
@@ -103,7 +104,6 @@ def retain_resource(
 
 POLICY_VARIABLE = "voipstudio_retention_policy"
 HOLD_VARIABLE = "voipstudio_legal_hold"
-DEFAULT_MAX_DELETIONS = 10_000
 NO_POLICY = (
     f"the Variable {POLICY_VARIABLE} is not set: this run is a dry run and deletes "
     "nothing; set the policy to let retention delete"
