@@ -30,6 +30,7 @@ from voipstudio_provider.engine.batches import (
 from voipstudio_provider.tasks.settings import (
     AWS_CONN_ID,
     VOIPSTUDIO_CONN_ID,
+    archive_target,
     check_connections,
     fail_on_configuration_error,
     resolve_bucket_and_prefix,
@@ -127,17 +128,6 @@ def s3_option_params() -> dict[str, Param]:
             description=f"retain-until = upload time + days; {from_variable}",
         ),
     }
-
-
-def archive_target(params: Mapping[str, Any] | None, chunk_size: int | None = None):
-    """The :class:`~voipstudio_provider.engine.archive.ArchiveTarget` of a run, from its params."""
-    from voipstudio_provider.engine.archive import ArchiveTarget
-
-    bucket, prefix = resolve_bucket_and_prefix(params)
-    options = resolve_s3_options(params)
-    if chunk_size:
-        options["chunk_size"] = int(chunk_size)
-    return ArchiveTarget(bucket=bucket, prefix=prefix, **options)
 
 
 def archive_one_batch(

@@ -314,23 +314,21 @@ def reconcile_task(params: Mapping[str, Any], data_interval_end: dt.datetime) ->
 
     from voipstudio_provider.endpoints import as_utc
     from voipstudio_provider.engine.batches import archive_planned_batch
-    from voipstudio_provider.engine.targets import ArchiveTarget, s3_client_for
+    from voipstudio_provider.engine.targets import s3_client_for
     from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
     from voipstudio_provider.tasks.export import listed_user_ids
     from voipstudio_provider.tasks.settings import (
         AWS_CONN_ID,
         VOIPSTUDIO_CONN_ID,
+        archive_target,
         check_connections,
         fail_on_configuration_error,
-        resolve_bucket_and_prefix,
-        resolve_s3_options,
     )
 
     run_day = as_utc(data_interval_end).date()
     with fail_on_configuration_error("reconciliation's params, Variables or connections"):
         first, last = reconcile_range(params, run_day)
-        bucket, prefix = resolve_bucket_and_prefix(params)
-        target = ArchiveTarget(bucket=bucket, prefix=prefix, **resolve_s3_options(params))
+        target = archive_target(params)
         listed_users = listed_user_ids(Variable.get("voipstudio_export_user_ids", default=None))
         check_connections(VOIPSTUDIO_CONN_ID, AWS_CONN_ID)
     log.info("reconciling %s .. %s (run day %s)", first, last, run_day)

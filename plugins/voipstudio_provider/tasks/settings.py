@@ -110,6 +110,19 @@ def resolve_s3_options(params: Mapping[str, Any] | None = None) -> dict[str, Any
     return options
 
 
+def archive_target(params: Mapping[str, Any] | None, chunk_size: int | None = None):
+    """The :class:`~voipstudio_provider.engine.targets.ArchiveTarget` of a run, from its params
+    (bucket and prefix as :func:`resolve_bucket_and_prefix`, S3 options as
+    :func:`resolve_s3_options`)."""
+    from voipstudio_provider.engine.targets import ArchiveTarget
+
+    bucket, prefix = resolve_bucket_and_prefix(params)
+    options = resolve_s3_options(params)
+    if chunk_size:
+        options["chunk_size"] = int(chunk_size)
+    return ArchiveTarget(bucket=bucket, prefix=prefix, **options)
+
+
 class ConfigurationError(ValueError):
     """A param, Variable or connection is wrong: retrying cannot help, the run must be fixed."""
 
