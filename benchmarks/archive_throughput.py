@@ -200,17 +200,32 @@ def run_worker(job_path: str) -> None:
     s3_requests = _count_s3_requests()
     # Resident size now, not the peak so far: imports may have peaked higher than that.
     baseline = psutil.Process().memory_info().rss / 1024
+    cpu_before = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
     start = time.perf_counter()
     total = way(records, job)
     seconds = time.perf_counter() - start
+    cpu = sum(resource.getrusage(resource.RUSAGE_SELF)[:2]) - cpu_before
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    result = {"items": len(records), "bytes": total, "seconds": seconds}
+    result = {"items": len(records), "bytes": total, "seconds": seconds, "cpu_seconds": cpu}
     result["s3_requests"] = s3_requests[0]
     result.update(baseline_mib=baseline / 1024, peak_mib=peak / 1024)
     Path(job["result"]).write_text(json.dumps(result))
 
 
 # -- the parent: servers, workloads, table ---------------------------------------------------
+
+
+def _servers_cpu(servers: dict) -> float:
+    """CPU seconds the sandbox and SeaweedFS (with their children) have used so far."""
+    import psutil
+
+    total = 0.0
+    for server in (servers["s3"], servers["sandbox"]):
+        root = psutil.Process(server.process.proc.pid)
+        for proc in [root, *root.children(recursive=True)]:
+            times = proc.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 def _measure(
@@ -243,6 +258,7 @@ def _measure(
     }
     job_path = workdir / f"{bucket}.job.json"
     job_path.write_text(json.dumps(job))
+    servers_cpu = _servers_cpu(servers)
     child = subprocess.run(
         [sys.executable, __file__, "--worker", str(job_path)],
         env=servers["env"],
@@ -252,6 +268,7 @@ def _measure(
     if child.returncode != 0:
         raise RuntimeError(f"{method} failed:\n{child.stderr[-4000:]}")
     result = json.loads(Path(job["result"]).read_text())
+    result["server_cpu_seconds"] = _servers_cpu(servers) - servers_cpu
     log = servers["sandbox"].control("GET", "requests")
     result["api_requests"] = log["total"]
     result["downloads"] = sum(1 for e in log["data"] if e["path"].endswith(".mp3"))
@@ -272,7 +289,7 @@ def _table(title: str, rows: list[dict]) -> str:
     header = (
         f"{'method':<12} {'items':>6} {'MB':>9} {'seconds':>8} {'MB/s':>8} "
         f"{'vs best':>8} {'peak RSS MB':>12} {'RSS growth MB':>14} {'S3 req/rec':>11} "
-        f"{'API req/rec':>12}"
+        f"{'API req/rec':>12} {'CPU ms/rec':>11} {'servers CPU ms/rec':>19}"
     )
     lines = [title, header, "-" * len(header)]
     for row in rows:
@@ -282,7 +299,9 @@ def _table(title: str, rows: list[dict]) -> str:
             f"{row['seconds']:>8.2f} {rate(row):>8.2f} {ratio:>8} {row['peak_mib']:>12.0f} "
             f"{row['peak_mib'] - row['baseline_mib']:>14.0f} "
             f"{row['s3_requests'] / max(1, row['items']):>11.3f} "
-            f"{row['api_requests'] / max(1, row['items']):>12.3f}"
+            f"{row['api_requests'] / max(1, row['items']):>12.3f} "
+            f"{1000 * row['cpu_seconds'] / max(1, row['items']):>11.2f} "
+            f"{1000 * row['server_cpu_seconds'] / max(1, row['items']):>19.2f}"
         )
     if best:
         lines.append(f"fastest reference: {best['method']}")

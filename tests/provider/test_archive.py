@@ -187,6 +187,9 @@ def test_large_bodies_go_up_in_checked_parts(sandbox, hook, s3, target):
     sidecar = json.loads(s3.get_object(Bucket=target.bucket, Key=side)["Body"].read())
     assert hashlib.sha256(body).hexdigest() == sidecar["sha256"] == outcome.sha256
     assert head["ChecksumSHA256"] == sidecar["checksum_sha256"] == outcome.s3_checksum
+    # Labelled once complete, like a body stored in one PUT.
+    assert head["Metadata"] == {"sha256": outcome.sha256, "size": str(size)}
+    assert head["ContentType"] == MONITORS.content_type
     assert no_multipart_uploads(s3, target)
 
 

@@ -23,6 +23,7 @@ from voipstudio_provider.engine.archive import (
 from voipstudio_provider.engine.layout import ARCHIVE_KINDS, sidecar_key
 
 MONITORS = ARCHIVE_KINDS["monitors"]
+MIB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +100,62 @@ def test_object_lock_retains_archived_objects(encrypting_s3, hook, monitor):
     with pytest.raises(encrypting_s3.exceptions.ClientError):
         encrypting_s3.delete_object(Bucket=bucket, Key=outcome.key, VersionId=version)
     assert verify_archive(encrypting_s3, MONITORS, monitor, target).ok
+
+
+def large_monitor(sandbox, size: int) -> dict:
+    (new_id,) = sandbox.control("POST", "records/monitors", {"count": 1, "fields": {"size": size}})[
+        "ids"
+    ]
+    return next(m for m in sandbox.control("GET", "records/monitors")["data"] if m["id"] == new_id)
+
+
+def test_a_multipart_recording_is_labelled_and_kept_in_one_version(encrypting_s3, sandbox, hook):
+    bucket = f"versioned-{uuid.uuid4().hex[:12]}"
+    encrypting_s3.create_bucket(Bucket=bucket)
+    encrypting_s3.put_bucket_versioning(
+        Bucket=bucket, VersioningConfiguration={"Status": "Enabled"}
+    )
+    size = 11 * MIB + 7
+    monitor = large_monitor(sandbox, size)
+    tags = {"source": "voipstudio"}
+    target = ArchiveTarget(bucket=bucket, sse="AES256", tags=tags, chunk_size=5 * MIB)
+
+    outcome = archive_record(hook, encrypting_s3, MONITORS, monitor, target)
+
+    assert outcome.status == "archived", outcome.error
+    head = encrypting_s3.head_object(Bucket=bucket, Key=outcome.key, ChecksumMode="ENABLED")
+    body = encrypting_s3.get_object(Bucket=bucket, Key=outcome.key)["Body"].read()
+    assert head["Metadata"] == {"sha256": hashlib.sha256(body).hexdigest(), "size": str(size)}
+    assert head["ServerSideEncryption"] == "AES256"
+    assert head["ContentType"] == MONITORS.content_type
+    stored_tags = encrypting_s3.get_object_tagging(Bucket=bucket, Key=outcome.key)["TagSet"]
+    assert {t["Key"]: t["Value"] for t in stored_tags} == tags
+    # The unlabelled version that the copy replaced is gone: one version of the bytes.
+    versions = encrypting_s3.list_object_versions(Bucket=bucket, Prefix=outcome.key)
+    assert [v["VersionId"] for v in versions.get("Versions", [])] == [head["VersionId"]]
+    verification = verify_archive(encrypting_s3, MONITORS, monitor, target)
+    assert verification.ok, verification.reason
+
+
+def test_a_locked_multipart_recording_is_not_copied(encrypting_s3, sandbox, hook):
+    bucket = f"locked-{uuid.uuid4().hex[:12]}"
+    encrypting_s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    monitor = large_monitor(sandbox, 11 * MIB + 7)
+    target = ArchiveTarget(
+        bucket=bucket, object_lock_mode="GOVERNANCE", object_lock_days=7, chunk_size=5 * MIB
+    )
+
+    outcome = archive_record(hook, encrypting_s3, MONITORS, monitor, target)
+
+    assert outcome.status == "archived", outcome.error
+    head = encrypting_s3.head_object(Bucket=bucket, Key=outcome.key)
+    assert "sha256" not in head["Metadata"]  # a copy would be a second locked version
+    retention = encrypting_s3.get_object_retention(Bucket=bucket, Key=outcome.key)["Retention"]
+    assert retention["Mode"] == "GOVERNANCE"
+    versions = encrypting_s3.list_object_versions(Bucket=bucket, Prefix=outcome.key)
+    assert len(versions.get("Versions", [])) == 1
+    verification = verify_archive(encrypting_s3, MONITORS, monitor, target)
+    assert verification.ok, verification.reason
 
 
 @pytest.mark.parametrize("binary_class", ["GLACIER", "DEEP_ARCHIVE"])

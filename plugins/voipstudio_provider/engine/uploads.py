@@ -6,7 +6,8 @@ while the next part is being downloaded. Parts in flight are bounded by a
 :class:`UploadPool` shared by the streams of a batch, so memory stays within
 ``streams x part_size x 2``. A body that ends before the first part is full is stored in
 one PUT carrying the body's ``ChecksumSHA256``. Either way the answer of the last request
-(``PutObject`` or ``CompleteMultipartUpload``) says what S3 stored; no HEAD follows.
+(``PutObject``, or the ``CopyObject`` that labels a multipart object) says what S3 stored;
+no HEAD follows.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 #: A record downloaded again is reported where the rest of its archiving is.
 _archive_log = logging.getLogger("voipstudio_provider.engine.archive")
+#: The largest object one ``CopyObject`` copies: a larger multipart object keeps its
+#: ``sha256`` in its sidecar only.
+MAX_COPY_SIZE = 5 * 1024**3
 
 
 class UploadPool:
@@ -69,6 +73,10 @@ class StreamingUpload(io.RawIOBase):
         class, lock, tags).
     :param part_size: bytes per part; a body shorter than this goes up in one PUT.
     :param pool: where parts are uploaded.
+    :param size: the body's announced size; a multipart body of at most
+        :data:`MAX_COPY_SIZE` is labelled with its digest once complete (:meth:`finish`),
+        unless it is Object-Locked: the copy that labels it would leave a second locked
+        version of the whole body for the lock's years, so its sidecar alone has the digest.
     """
 
     def __init__(
@@ -79,6 +87,7 @@ class StreamingUpload(io.RawIOBase):
         args: dict[str, Any],
         part_size: int,
         pool: UploadPool,
+        size: int | None = None,
     ) -> None:
         super().__init__()
         self.s3_client = s3_client
@@ -91,6 +100,9 @@ class StreamingUpload(io.RawIOBase):
         self.buffered = 0
         self.upload_id: str | None = None
         self.parts: list[Future] = []
+        self.written = 0
+        locked = "ObjectLockMode" in args
+        self.label = size is not None and size <= MAX_COPY_SIZE and not locked
 
     def writable(self) -> bool:
         return True
@@ -100,6 +112,7 @@ class StreamingUpload(io.RawIOBase):
 
     def write(self, chunk) -> int:
         written = len(chunk)
+        self.written += written
         view = memoryview(chunk)
         while self.buffered + len(view) >= self.part_size:
             room = self.part_size - self.buffered
@@ -149,8 +162,8 @@ class StreamingUpload(io.RawIOBase):
     def finish(self, sha256: str) -> dict[str, Any]:
         """Store what was written; ``sha256`` (hex) is the whole body's, from the download.
 
-        One PUT carries ``sha256`` and ``size`` metadata; a multipart object cannot (its
-        metadata is set before its first byte is known): its sidecar has them.
+        One PUT carries ``sha256`` and ``size`` metadata. A multipart object's metadata is
+        set before its first byte is known: once complete it is labelled (:meth:`_label`).
 
         :return: ``checksum`` (the ``ChecksumSHA256`` computed here, which S3 must report),
             ``part_size`` (``None`` for one PUT), and S3's ``answer``.
@@ -188,7 +201,66 @@ class StreamingUpload(io.RawIOBase):
                 ]
             },
         )
+        if self.label:
+            return self._label(sha256, checksum, answer)
         return {"checksum": checksum, "part_size": self.part_size, "answer": answer}
+
+    def _label(self, sha256: str, checksum: str, completed: dict[str, Any]) -> dict[str, Any]:
+        """Copy the completed object onto itself with its ``sha256`` and ``size`` metadata.
+
+        S3 copies the bytes server-side and computes the copy's SHA-256 checksum: AWS
+        reports a full-object one (the body's own SHA-256), SeaweedFS keeps the composite.
+        Either proves the bytes; the one reported is what the sidecar records. The composite
+        of the completed upload is checked first (a part list that is not the body). The
+        version the copy replaced is deleted, and so is the unlabelled object if anything
+        fails: only whole, labelled objects stay in the bucket.
+        """
+        version = completed.get("VersionId")
+        reported = completed.get("ChecksumSHA256")
+        args = {k: v for k, v in self.args.items() if k != "Metadata"}
+        if "Tagging" in args:
+            args["TaggingDirective"] = "REPLACE"
+        metadata = {**self.args.get("Metadata", {}), "sha256": sha256, "size": str(self.written)}
+        source = {"Bucket": self.bucket, "Key": self.key}
+        if version:
+            source["VersionId"] = version
+        try:
+            if reported and reported != checksum:
+                raise RuntimeError(f"S3 checksum {reported} != {checksum} of the downloaded body")
+            copied = self.s3_client.copy_object(
+                Bucket=self.bucket,
+                Key=self.key,
+                CopySource=source,
+                MetadataDirective="REPLACE",
+                Metadata=metadata,
+                ChecksumAlgorithm="SHA256",
+                **args,
+            )
+        except BaseException:
+            self._delete(version)
+            raise
+        copy = copied.get("VersionId")
+        result = copied.get("CopyObjectResult", {})
+        stored = result.get("ChecksumSHA256") or reported
+        if stored and stored not in (checksum, checksum_of(sha256)):
+            self._delete(copy)
+            self._delete(version)
+            raise RuntimeError(f"S3 checksum {stored} of the copy is not the body's")
+        if version and copy != version:
+            self._delete(version)
+        answer = {"ETag": result.get("ETag"), "ChecksumSHA256": stored}
+        return {"checksum": stored or checksum, "part_size": self.part_size, "answer": answer}
+
+    def _delete(self, version: str | None) -> None:
+        """Delete one version of the key (the current object without a version id)."""
+        args = {"VersionId": version} if version else {}
+        try:
+            self.s3_client.delete_object(Bucket=self.bucket, Key=self.key, **args)
+        except ClientError:
+            log.warning(
+                "could not delete s3://%s/%s%s", self.bucket, self.key,
+                f" version {version}" if version else "", exc_info=True,
+            )  # fmt: skip
 
     def abort(self) -> None:
         """Drop what was sent: wait for the parts in flight, then abort the upload."""
@@ -262,6 +334,7 @@ def stream_to_s3(
             {"ContentType": kind.content_type, **target.object_args()},
             part_size_for(target, record.get("size") or target.chunk_size) or target.chunk_size,
             pool,
+            record.get("size"),
         )
         try:
             with downloads or nullcontext():
