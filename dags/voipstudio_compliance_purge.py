@@ -71,7 +71,9 @@ from __future__ import annotations
 import datetime as dt
 
 from airflow.sdk import Param, dag, task
-from voipstudio_provider.tasks import purge, retention, run_notes
+from voipstudio_provider.engine.deletion import DEFAULT_MAX_DELETIONS
+from voipstudio_provider.tasks import purge, run_notes
+from voipstudio_provider.tasks.deletion_run import end_deletion_run
 from voipstudio_provider.tasks.settings import API_POOL, dag_default_args
 
 
@@ -137,7 +139,7 @@ from voipstudio_provider.tasks.settings import API_POOL, dag_default_args
             description="replace the phone number by 'masked' in matching CDRs",
         ),
         "max_deletions": Param(
-            retention.DEFAULT_MAX_DELETIONS,
+            DEFAULT_MAX_DELETIONS,
             type="integer",
             minimum=1,
             title="Max deletions",
@@ -174,14 +176,6 @@ def voipstudio_compliance_purge():
     def mask_matching_cdrs(params=None, dag_run=None, ti=None):
         return purge.run_masking(params, dag_run.dag_id, dag_run.run_id, ti.try_number)
 
-    @task
-    def write_audit_log(params=None, dag_run=None):
-        return retention.write_audit_log(params, dag_run.dag_id, dag_run.run_id)
-
-    @task(trigger_rule="one_failed", retries=0)
-    def fail_if_a_task_failed():
-        retention.fail_run()
-
     @task(trigger_rule="all_done", retries=0)
     def set_run_note(params=None, dag_run=None, ti=None):
         plan_summary = ti.xcom_pull(task_ids="plan_purge")
@@ -193,10 +187,9 @@ def voipstudio_compliance_purge():
     resources = check_confirmation(plan)
     purged = purge_planned_records.expand(resource=resources)
     masked = purged >> mask_matching_cdrs()
-    masked >> write_audit_log().as_teardown(on_failure_fail_dagrun=True)
-    # A teardown that may fail the run is the run's only leaf: this task keeps a refused
-    # confirmation or a failed resource failing the run too.
-    [plan, resources, purged, masked] >> fail_if_a_task_failed()
+    # write_audit_log is the teardown; fail_if_a_task_failed keeps a refused confirmation
+    # or a failed resource failing the run too.
+    end_deletion_run(masked, [plan, resources, purged, masked])
     # Beside the audit teardown, not after it, so that the teardown stays a leaf.
     [plan, resources, purged, masked] >> set_run_note()
 

@@ -65,6 +65,7 @@ import datetime as dt
 
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 from voipstudio_provider.tasks import retention
+from voipstudio_provider.tasks.deletion_run import end_deletion_run
 from voipstudio_provider.tasks.settings import (
     API_POOL,
     dag_default_args,
@@ -116,20 +117,11 @@ def voipstudio_retention():
             try_number=ti.try_number,
         )
 
-    @task
-    def write_audit_log(params=None, dag_run=None):
-        return retention.write_audit_log(params, dag_run.dag_id, dag_run.run_id)
-
-    @task(trigger_rule="one_failed", retries=0)
-    def fail_if_a_task_failed():
-        retention.fail_run()
-
     windows = read_retention_policy()
     deleted = delete_expired_records.expand(window=windows)
-    deleted >> write_audit_log().as_teardown(on_failure_fail_dagrun=True)
-    # A teardown that may fail the run is the run's only leaf: this task keeps a failed
-    # resource failing the run too.
-    [windows, deleted] >> fail_if_a_task_failed()
+    # write_audit_log is the teardown; fail_if_a_task_failed keeps a failed resource
+    # failing the run too.
+    end_deletion_run(deleted, [windows, deleted])
 
 
 voipstudio_retention()

@@ -11,7 +11,8 @@ from airflow.sdk.exceptions import AirflowFailException
 from voipstudio_provider.engine.audit import read_audit
 from voipstudio_provider.engine.layout import ARCHIVE_KINDS, archive_key, audit_key, plan_key
 from voipstudio_provider.engine.policy import normalize_number
-from voipstudio_provider.tasks.purge import PURGE_RESOURCES, check_confirmation, plan_counts
+from voipstudio_provider.engine.purge import PURGE_RESOURCES, plan_counts
+from voipstudio_provider.tasks.purge import check_confirmation
 
 from tests.dags.conftest import load_dag
 from tests.dags.test_retention import archive_old, assert_token_nowhere, older_than, today, truth
@@ -370,7 +371,8 @@ def test_a_confirmed_purge_without_a_reviewed_plan_fails_before_any_request(airf
 
 def test_a_reviewed_plan_is_refused_when_changed_old_or_for_other_criteria(airflow_env, run_dag):
     from voipstudio_provider.engine.archive import ArchiveTarget
-    from voipstudio_provider.tasks.purge import load_reviewed_plan, parse_purge_request
+    from voipstudio_provider.engine.plans import load_reviewed_plan
+    from voipstudio_provider.engine.purge import parse_purge_request
 
     env = airflow_env
     older = (today() - dt.timedelta(days=150)).date().isoformat()

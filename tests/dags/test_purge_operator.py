@@ -7,7 +7,7 @@ import datetime as dt
 import io
 
 from voipstudio_provider.engine.plans import PLAN_CSV_COLUMNS
-from voipstudio_provider.tasks.purge import PURGE_RESOURCES
+from voipstudio_provider.engine.purge import PURGE_RESOURCES
 
 from tests.dags.conftest import load_dag
 from tests.dags.test_purge import DAG_ID, read_plan, reviewed_purge, state

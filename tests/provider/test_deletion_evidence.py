@@ -17,7 +17,8 @@ from voipstudio_provider.engine.audit import AuditLog, read_audit
 from voipstudio_provider.engine.evidence import BucketProbeError, pending_intents, probe_bucket
 from voipstudio_provider.engine.layout import ARCHIVE_KINDS, audit_key
 from voipstudio_provider.engine.policy import LegalHold
-from voipstudio_provider.tasks.retention import SourceDeleter, finish_audit, retain_resource
+from voipstudio_provider.tasks.deletion_run import finish_audit
+from voipstudio_provider.tasks.retention import SourceDeleter, retain_resource
 
 DAG, RUN, PREFIX = "voipstudio_retention", "scheduled__2026-11-20T04:00:00+00:00", "vs"
 REPO = Path(__file__).resolve().parents[2]

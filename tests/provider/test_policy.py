@@ -13,7 +13,7 @@ from voipstudio_provider.engine.policy import (
     parse_retention_policy,
     retention_cutoff,
 )
-from voipstudio_provider.tasks.purge import parse_purge_request
+from voipstudio_provider.engine.purge import parse_purge_request
 
 
 @pytest.mark.parametrize("unset", [None, "", "  "])

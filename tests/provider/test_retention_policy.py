@@ -13,7 +13,7 @@ from voipstudio_provider.engine.policy import (
     retention_policy_is_set,
     retention_reference,
 )
-from voipstudio_provider.tasks.purge import parse_purge_request
+from voipstudio_provider.engine.purge import parse_purge_request
 from voipstudio_provider.tasks.retention import resource_budget
 
 

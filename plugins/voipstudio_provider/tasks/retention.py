@@ -4,7 +4,8 @@
 (``id gt last id``), so its own deletes and calls arriving meanwhile never make it skip a
 row, and hands them to :class:`~voipstudio_provider.engine.deletion.SourceDeleter`. The rest of
 this module is the bodies of the retention DAG's tasks: read the policy, probe the
-bucket, delete one resource, write the run's audit.
+bucket, delete one resource; :mod:`~voipstudio_provider.tasks.deletion_run` writes the run's
+audit.
 
 Fail-safe defaults: until the Variable ``voipstudio_retention_policy`` is set a run is a
 dry run; bucket and prefix come from the Variables only, never from a run's params; the
@@ -21,7 +22,7 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from voipstudio_provider.engine.audit import AuditLog, deletions_so_far, merge_audit_parts
+from voipstudio_provider.engine.audit import AuditLog, deletions_so_far
 from voipstudio_provider.engine.chats import ChatArchive
 from voipstudio_provider.engine.deletion import (
     CONFIRM_TIMEOUT,
@@ -35,20 +36,23 @@ from voipstudio_provider.engine.deletion import (
 from voipstudio_provider.engine.evidence import (
     DeleteIntents,
     deletion_attempt,
-    evidence_args,
     present_ids,
     probe_bucket,
-    reconcile_run,
 )
-from voipstudio_provider.engine.phone_numbers import REGION_VARIABLE, parse_region
 from voipstudio_provider.engine.policy import (
     LegalHold,
-    parse_legal_hold,
     parse_retention_budgets,
     parse_retention_policy,
     retention_cutoff,
     retention_policy_is_set,
     retention_reference,
+)
+from voipstudio_provider.tasks.settings import (
+    POLICY_VARIABLE,
+    clients,
+    deletion_target,
+    load_legal_hold,
+    load_retention_policy,
 )
 
 log = logging.getLogger(__name__)
@@ -102,30 +106,10 @@ def retain_resource(
 
 # -- the retention DAG's tasks ------------------------------------------------------------
 
-POLICY_VARIABLE = "voipstudio_retention_policy"
-HOLD_VARIABLE = "voipstudio_legal_hold"
 NO_POLICY = (
     f"the Variable {POLICY_VARIABLE} is not set: this run is a dry run and deletes "
     "nothing; set the policy to let retention delete"
 )
-
-
-def _variable(name: str) -> Any:
-    from airflow.sdk import Variable
-
-    return Variable.get(name, default=None)
-
-
-def load_default_region() -> str | None:
-    """The region national numbers are read in, from ``voipstudio_default_region``."""
-    return parse_region(_variable(REGION_VARIABLE))
-
-
-def load_legal_hold() -> LegalHold:
-    """The legal hold from its Variable, its national numbers read in the default region;
-    a hold that cannot be read, or a number in it that is not one valid number, stops
-    the run."""
-    return parse_legal_hold(_variable(HOLD_VARIABLE), region=load_default_region())
 
 
 def retention_windows(data_interval_end: dt.datetime) -> list[dict[str, Any]]:
@@ -140,7 +124,7 @@ def retention_windows(data_interval_end: dt.datetime) -> list[dict[str, Any]]:
         now, so a re-run deletes up to the same moment and a run dated in the future
         deletes nothing newer than today's run would.
     """
-    raw = _variable(POLICY_VARIABLE)
+    raw = load_retention_policy()
     policy = parse_retention_policy(raw)
     budgets = parse_retention_budgets(raw)
     policy_set = retention_policy_is_set(raw)
@@ -160,28 +144,6 @@ def retention_windows(data_interval_end: dt.datetime) -> list[dict[str, Any]]:
         }
         for r, d in policy.items()
     ]
-
-
-def clients(voipstudio_conn_id: str, aws_conn_id: str):
-    """A VoIPstudio hook and a boto3 S3 client from the two Airflow connections."""
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-
-    from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
-
-    return VoIPstudioHook(voipstudio_conn_id=voipstudio_conn_id), S3Hook(aws_conn_id).get_conn()
-
-
-def deletion_target():
-    """The archive a deleting DAG checks copies in, from the Variables only.
-
-    ``voipstudio_s3_bucket``, ``voipstudio_s3_prefix`` and ``voipstudio_s3_options``: a run
-    of a deleting DAG can never point the archive check elsewhere.
-    """
-    from voipstudio_provider.engine.archive import ArchiveTarget
-    from voipstudio_provider.tasks.settings import resolve_bucket_and_prefix, resolve_s3_options
-
-    bucket, prefix = resolve_bucket_and_prefix(None)
-    return ArchiveTarget(bucket=bucket, prefix=prefix, **resolve_s3_options(None))
 
 
 def resource_budget(params: Mapping[str, Any], window: Mapping[str, Any]) -> int:
@@ -284,47 +246,3 @@ def run_retention(
                                    "that the run asks for attention)")  # fmt: skip
         log.warning("%s", message)
     return result
-
-
-def fail_run() -> None:
-    """Task run only when another task of the run failed: fail the run as well.
-
-    ``write_audit_log`` is a teardown whose own failure fails the run, which makes it the
-    run's only leaf in Airflow's eyes; this task, downstream of the work, keeps a failed
-    task failing the run.
-    """
-    raise RuntimeError("another task of this run failed; its log says why")
-
-
-def finish_audit(hook, s3_client, target, dag_id: str, run_id: str) -> dict[str, Any]:
-    """Reconcile the run's pending delete intents, then join its audit parts.
-
-    :return: the summary of the audit object (see :func:`~.audit.merge_audit_parts`).
-    """
-    reconciled = reconcile_run(hook, s3_client, target, dag_id, run_id)
-    summary = merge_audit_parts(
-        s3_client, target.bucket, target.prefix, dag_id, run_id,
-        write_args=evidence_args(target, lock=True),
-    )  # fmt: skip
-    summary["reconciled_intents"] = reconciled
-    return summary
-
-
-def write_audit_log(
-    params: Mapping[str, Any] | None,
-    dag_id: str,
-    run_id: str,
-    aws_conn_id: str = "aws_default",
-    voipstudio_conn_id: str = "voipstudio_default",
-) -> dict[str, Any]:
-    """Reconcile and join the run's audit into ``{p}/audit/{dag_id}/{run_id}.jsonl``.
-
-    :param params: the run's params (unused: the location comes from the Variables).
-    :return: counts per resource, action and reason, and the audit object's key.
-    """
-    target = deletion_target()
-    hook, s3_client = clients(voipstudio_conn_id, aws_conn_id)
-    summary = finish_audit(hook, s3_client, target, dag_id, run_id)
-    log.info("audit s3://%s/%s: %s", target.bucket, summary["key"],
-             json.dumps(summary, sort_keys=True))  # fmt: skip
-    return summary

@@ -3,8 +3,10 @@
 A DAG param of a run wins, else the Airflow Variable, else the default:
 ``bucket`` / ``voipstudio_s3_bucket`` / ``voipstudio-archive`` and
 ``prefix`` / ``voipstudio_s3_prefix`` / ``voipstudio``. The DAGs that delete at the source
-pass no params (:func:`~voipstudio_provider.tasks.retention.deletion_target`): for them the
-Variables decide alone.
+pass no params (:func:`deletion_target`): for them the Variables decide alone.
+
+The Variables of the deleting DAGs (retention policy, legal hold, default region) and the
+two clients every task builds from its connections are read here too.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ PREFIX_VARIABLE = "voipstudio_s3_prefix"
 #: ``{"sse": "aws:kms", "kms_key_id": "...", "storage_class": "GLACIER_IR"}``.
 S3_OPTIONS_VARIABLE = "voipstudio_s3_options"
 S3_OPTION_NAMES = ("sse", "kms_key_id", "storage_class", "object_lock_mode", "object_lock_days")
+
+POLICY_VARIABLE = "voipstudio_retention_policy"
+HOLD_VARIABLE = "voipstudio_legal_hold"
 
 VOIPSTUDIO_CONN_ID = "voipstudio_default"
 AWS_CONN_ID = "aws_default"
@@ -121,6 +126,46 @@ def archive_target(params: Mapping[str, Any] | None, chunk_size: int | None = No
     if chunk_size:
         options["chunk_size"] = int(chunk_size)
     return ArchiveTarget(bucket=bucket, prefix=prefix, **options)
+
+
+def deletion_target():
+    """The archive a deleting DAG checks copies in, from the Variables only.
+
+    ``voipstudio_s3_bucket``, ``voipstudio_s3_prefix`` and ``voipstudio_s3_options``: a run
+    of a deleting DAG can never point the archive check elsewhere.
+    """
+    return archive_target(None)
+
+
+def load_retention_policy() -> Any:
+    """The Variable ``voipstudio_retention_policy`` as stored, ``None`` when it is not set
+    (:mod:`~voipstudio_provider.engine.policy` reads it)."""
+    return _variable(POLICY_VARIABLE)
+
+
+def load_default_region() -> str | None:
+    """The region national numbers are read in, from ``voipstudio_default_region``."""
+    from voipstudio_provider.engine.phone_numbers import REGION_VARIABLE, parse_region
+
+    return parse_region(_variable(REGION_VARIABLE))
+
+
+def load_legal_hold():
+    """The :class:`~voipstudio_provider.engine.policy.LegalHold` from its Variable, its
+    national numbers read in the default region; a hold that cannot be read, or a number in
+    it that is not one valid number, stops the run."""
+    from voipstudio_provider.engine.policy import parse_legal_hold
+
+    return parse_legal_hold(_variable(HOLD_VARIABLE), region=load_default_region())
+
+
+def clients(voipstudio_conn_id: str, aws_conn_id: str):
+    """A VoIPstudio hook and a boto3 S3 client from the two Airflow connections."""
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
+
+    return VoIPstudioHook(voipstudio_conn_id=voipstudio_conn_id), S3Hook(aws_conn_id).get_conn()
 
 
 class ConfigurationError(ValueError):

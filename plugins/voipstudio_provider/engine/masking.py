@@ -1,0 +1,67 @@
+"""Masking the purge's number in CDRs, which this API cannot delete one by one.
+
+The planned CDRs (``cdrs_to_mask`` of a purge plan) are patched in bulk: every field where
+the number appears, in any format, is replaced by :data:`~.purge.MASKED_NUMBER`, and each
+batch is read back to check that the number is gone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from voipstudio_provider.endpoints import RESOURCES
+from voipstudio_provider.engine.audit import MASKED, SKIPPED, WOULD_MASK, AuditLog
+from voipstudio_provider.engine.deletion import batched
+from voipstudio_provider.engine.phone_numbers import CDR_NAME_FIELDS, numbers_in_value
+from voipstudio_provider.engine.policy import LegalHold
+from voipstudio_provider.engine.purge import (
+    CONFIRM_PHRASE,
+    MASK_BATCH,
+    MASKED_NUMBER,
+    PurgeRequest,
+    planned_records,
+)
+
+
+def _masked(cdr: Mapping[str, Any], request: PurgeRequest) -> dict[str, Any]:
+    """The PATCH row replacing every field where the number appears, in any format: the
+    number fields and the names repeating it. A field goes as a whole: a caller id such as
+    ``"Ann" <+44 20 7946 0000>`` also names the person."""
+    row: dict[str, Any] = {"id": cdr["id"]}
+    for name in (*RESOURCES["cdrs"].number_fields, *CDR_NAME_FIELDS):
+        if request.matched_text(numbers_in_value(cdr.get(name), request.regions)):
+            row[name] = MASKED_NUMBER
+    return row
+
+
+def mask_planned_cdrs(
+    hook, audit: AuditLog, request: PurgeRequest, plan: Mapping[str, Any], hold: LegalHold
+) -> int:
+    """Mask the purge's number in the planned CDRs by bulk PATCH; return how many.
+
+    Each batch is read back: a CDR still showing the number is audited as ``failed``.
+    """
+    if not (request.dry_run or request.confirmed):
+        raise PermissionError(f"confirm must be exactly {CONFIRM_PHRASE!r}; nothing was masked")
+    ids = plan.get("cdrs_to_mask", {}).get("ids", [])
+    masked = 0
+    for batch in batched(planned_records(hook, "cdrs", ids), MASK_BATCH):
+        rows = []
+        for cdr in batch:
+            if hold.reason("cdrs", cdr):
+                audit.add("cdrs", cdr["id"], SKIPPED, "legal_hold_number")
+            elif request.dry_run:
+                audit.add("cdrs", cdr["id"], WOULD_MASK, "number_matched")
+            else:
+                rows.append(_masked(cdr, request))
+        if not rows:
+            continue
+        hook.update_records("cdrs", rows)
+        for cdr in planned_records(hook, "cdrs", [row["id"] for row in rows]):
+            if request.matches("cdrs", cdr):
+                audit.add("cdrs", cdr["id"], "failed", "number_matched", detail="still unmasked")
+            else:
+                masked += 1
+                audit.add("cdrs", cdr["id"], MASKED, "number_matched")
+    return masked

@@ -1,0 +1,89 @@
+"""How a run of a DAG that deletes at the source ends: its audit is written, a failure shows.
+
+The retention DAG and the compliance purge end alike. :func:`write_audit_log` reconciles
+what an interrupted attempt left and joins the run's audit parts into one object;
+:func:`fail_run` fails the run when another task failed. :func:`end_deletion_run` adds the
+two tasks to a DAG and wires them, so that both DAGs declare them the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from voipstudio_provider.engine.audit import merge_audit_parts
+from voipstudio_provider.engine.evidence import evidence_args, reconcile_run
+from voipstudio_provider.tasks.settings import clients, deletion_target
+
+log = logging.getLogger(__name__)
+
+
+def fail_run() -> None:
+    """Task run only when another task of the run failed: fail the run as well.
+
+    ``write_audit_log`` is a teardown whose own failure fails the run, which makes it the
+    run's only leaf in Airflow's eyes; this task, downstream of the work, keeps a failed
+    task failing the run.
+    """
+    raise RuntimeError("another task of this run failed; its log says why")
+
+
+def finish_audit(hook, s3_client, target, dag_id: str, run_id: str) -> dict[str, Any]:
+    """Reconcile the run's pending delete intents, then join its audit parts.
+
+    :return: the summary of the audit object (see :func:`~.audit.merge_audit_parts`).
+    """
+    reconciled = reconcile_run(hook, s3_client, target, dag_id, run_id)
+    summary = merge_audit_parts(
+        s3_client, target.bucket, target.prefix, dag_id, run_id,
+        write_args=evidence_args(target, lock=True),
+    )  # fmt: skip
+    summary["reconciled_intents"] = reconciled
+    return summary
+
+
+def write_audit_log(
+    params: Mapping[str, Any] | None,
+    dag_id: str,
+    run_id: str,
+    aws_conn_id: str = "aws_default",
+    voipstudio_conn_id: str = "voipstudio_default",
+) -> dict[str, Any]:
+    """Reconcile and join the run's audit into ``{p}/audit/{dag_id}/{run_id}.jsonl``.
+
+    :param params: the run's params (unused: the location comes from the Variables).
+    :return: counts per resource, action and reason, and the audit object's key.
+    """
+    target = deletion_target()
+    hook, s3_client = clients(voipstudio_conn_id, aws_conn_id)
+    summary = finish_audit(hook, s3_client, target, dag_id, run_id)
+    log.info("audit s3://%s/%s: %s", target.bucket, summary["key"],
+             json.dumps(summary, sort_keys=True))  # fmt: skip
+    return summary
+
+
+def end_deletion_run(work, watched: Iterable) -> None:
+    """Add a deleting DAG's last two tasks, inside its ``@dag`` function.
+
+    ``write_audit_log`` is the teardown of ``work`` (it runs also after a failure, and its
+    own failure fails the run); ``fail_if_a_task_failed`` runs after ``watched`` only when
+    one of them failed, so that a failed task still fails the run whose only leaf is the
+    teardown.
+
+    :param work: the task (or tasks) whose audit the teardown writes.
+    :param watched: the tasks a failure of which fails the run.
+    """
+    from airflow.sdk import task
+
+    @task(task_id="write_audit_log")
+    def write_run_audit(params=None, dag_run=None):
+        return write_audit_log(params, dag_run.dag_id, dag_run.run_id)
+
+    @task(task_id="fail_if_a_task_failed", trigger_rule="one_failed", retries=0)
+    def fail_if_a_task_failed():
+        fail_run()
+
+    work >> write_run_audit().as_teardown(on_failure_fail_dagrun=True)
+    list(watched) >> fail_if_a_task_failed()
