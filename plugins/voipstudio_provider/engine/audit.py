@@ -36,7 +36,10 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from voipstudio_provider.engine.layout import audit_key
+from voipstudio_provider.engine.s3objects import is_not_found
 
 log = logging.getLogger(__name__)
 
@@ -237,8 +240,10 @@ def _keys_below(s3_client, bucket: str, below: str) -> list[str]:
 def _object_lines(s3_client, bucket: str, key: str) -> Iterator[bytes]:
     try:
         body = s3_client.get_object(Bucket=bucket, Key=key)["Body"]
-    except s3_client.exceptions.NoSuchKey:
-        return
+    except ClientError as error:
+        if is_not_found(error):
+            return
+        raise
     with body:
         for line in body.iter_lines():
             if line.strip():
@@ -328,8 +333,8 @@ def deletions_so_far(
     ):
         try:
             head = s3_client.head_object(Bucket=bucket, Key=key)
-        except s3_client.exceptions.ClientError as error:
-            if str(error.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
+        except ClientError as error:
+            if is_not_found(error):
                 continue
             raise
         total += _deletions_in(head.get("Metadata", {}), resource)

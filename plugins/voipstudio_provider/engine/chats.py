@@ -12,9 +12,12 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from voipstudio_provider.endpoints import Filter
 from voipstudio_provider.engine.layout import chat_key, record_day
 from voipstudio_provider.engine.policy import LegalHold
+from voipstudio_provider.engine.s3objects import is_not_found
 from voipstudio_provider.exceptions import VoIPstudioNotFoundError
 
 
@@ -116,7 +119,9 @@ class ChatArchive:
     def _read(self, state: _ChatState) -> dict | None:
         try:
             answer = self.s3_client.get_object(Bucket=self.target.bucket, Key=state.key)
-        except self.s3_client.exceptions.NoSuchKey:
+        except ClientError as error:
+            if not is_not_found(error):
+                raise
             state.archived = {}
             return None
         with answer["Body"] as body:

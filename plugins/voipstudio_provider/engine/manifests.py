@@ -18,8 +18,11 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from voipstudio_provider.engine.layout import manifest_key, manifests_prefix
 from voipstudio_provider.engine.ledger import jsonl, put_bytes
+from voipstudio_provider.engine.s3objects import is_not_found
 
 FORMAT = "voipstudio-archive-manifest/1"
 LINE_FIELDS = ("key", "size", "sha256", "s3_checksum", "etag", "record_id", "kind", "archived_at")
@@ -55,8 +58,10 @@ def read_lines(s3_client, bucket: str, key: str) -> dict[str, dict[str, Any]]:
 def read_bytes(s3_client, bucket: str, key: str) -> bytes | None:
     try:
         body = s3_client.get_object(Bucket=bucket, Key=key)["Body"]
-    except s3_client.exceptions.NoSuchKey:
-        return None
+    except ClientError as error:
+        if is_not_found(error):
+            return None
+        raise
     with body:
         return body.read()
 

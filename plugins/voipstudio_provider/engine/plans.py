@@ -16,8 +16,11 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from botocore.exceptions import ClientError
+
 from voipstudio_provider.engine.evidence import put_checked, stored_checksum
 from voipstudio_provider.engine.layout import plan_key
+from voipstudio_provider.engine.s3objects import is_not_found
 
 if TYPE_CHECKING:
     from voipstudio_provider.engine.purge import PurgeRequest
@@ -144,7 +147,9 @@ def load_reviewed_plan(
     key = plan_key(target.prefix, dag_id, run_id)
     try:
         plan = read_plan(s3_client, target.bucket, key)
-    except s3_client.exceptions.NoSuchKey:
+    except ClientError as error:
+        if not is_not_found(error):
+            raise
         raise PermissionError(f"no plan of run {run_id!r} at {key}; nothing was deleted") from None
     except ValueError as error:
         raise PermissionError(f"{error}; nothing was deleted") from None
