@@ -25,7 +25,6 @@ temporary and are removed once joined).
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import datetime as dt
 import hashlib
@@ -39,7 +38,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from voipstudio_provider.engine.layout import audit_key
-from voipstudio_provider.engine.s3objects import is_not_found
+from voipstudio_provider.engine.s3objects import is_not_found, put_checked
 
 log = logging.getLogger(__name__)
 
@@ -196,27 +195,14 @@ def _deletions_by_resource(counts: Counter[tuple[str, str, str]]) -> dict[str, i
 def _put_lines(
     s3_client, bucket: str, key: str, spool, deletions: dict[str, int], write_args: dict
 ) -> None:
-    spool.seek(0)
-    digest = hashlib.sha256()
-    for chunk in iter(lambda: spool.read(1024 * 1024), b""):
-        digest.update(chunk)
-    spool.seek(0)
     per_resource = ",".join(f"{r}={n}" for r, n in sorted(deletions.items()))
     # put_object streams the spool and leaves it open (upload_fileobj would close it, and
-    # the log goes on after a checkpoint). S3 checks the body against ChecksumSHA256.
-    s3_client.put_object(
-        Bucket=bucket,
-        Key=key,
-        Body=spool,
-        ContentType="application/x-ndjson",
-        ChecksumSHA256=base64.b64encode(digest.digest()).decode(),
-        Metadata={
-            "sha256": digest.hexdigest(),
-            "deletions": str(sum(deletions.values())),
-            "deletions-by-resource": per_resource,
-        },
-        **write_args,
-    )
+    # the log goes on after a checkpoint).
+    put_checked(
+        s3_client, bucket, key, spool, content_type="application/x-ndjson",
+        write_args=write_args,
+        metadata={"deletions": str(sum(deletions.values())), "deletions-by-resource": per_resource},
+    )  # fmt: skip
     spool.seek(0, 2)
 
 

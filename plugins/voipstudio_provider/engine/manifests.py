@@ -22,7 +22,7 @@ from botocore.exceptions import ClientError
 
 from voipstudio_provider.engine.layout import manifest_key, manifests_prefix
 from voipstudio_provider.engine.ledger import jsonl, put_bytes
-from voipstudio_provider.engine.s3objects import is_not_found
+from voipstudio_provider.engine.s3objects import is_not_found, put_json
 
 FORMAT = "voipstudio-archive-manifest/1"
 LINE_FIELDS = ("key", "size", "sha256", "s3_checksum", "etag", "record_id", "kind", "archived_at")
@@ -127,12 +127,6 @@ def write_day(
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     key = manifest_key(target.prefix, day, version)
-    put_bytes(
-        s3_client,
-        target,
-        key,
-        json.dumps(document, indent=1, sort_keys=True).encode(),
-        "application/json",
-    )
+    put_json(s3_client, target.bucket, key, document, write_args=target.document_args(), indent=1)
     index.setdefault(day, []).append((version, key))
     return document

@@ -6,7 +6,6 @@ and fail on overdue gaps. Heavy imports happen inside the functions, so the DAG 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -172,8 +171,8 @@ def run_reconciliation(
     if unknown:
         raise ValueError(f"cannot reconcile {sorted(unknown)}; known: {RECONCILED_RESOURCES}")
     from voipstudio_provider.engine.layout import report_key
-    from voipstudio_provider.engine.ledger import put_bytes
     from voipstudio_provider.engine.manifests import manifest_index, write_day
+    from voipstudio_provider.engine.s3objects import put_json
 
     requests = count_requests(s3_client)
     kinds = [k for k in RECONCILED_KINDS if k in resources]
@@ -249,8 +248,7 @@ def run_reconciliation(
         "s3_requests": dict(sorted(requests.items())),
     }
     key = report_key(target.prefix, report_day)
-    body = json.dumps(report, indent=1, sort_keys=True, default=str).encode()
-    put_bytes(s3_client, target, key, body, "application/json")
+    put_json(s3_client, target.bucket, key, report, write_args=target.document_args(), indent=1)
     report["key"] = key
     return report
 
