@@ -27,6 +27,7 @@ from voipstudio_provider.engine.batches import (
     id_ranges,
     plan_run,
 )
+from voipstudio_provider.engine.summaries import BATCH_SUMMARY_KEY, push_summary
 from voipstudio_provider.tasks.settings import (
     AWS_CONN_ID,
     VOIPSTUDIO_CONN_ID,
@@ -44,7 +45,6 @@ RECORDING_KINDS = ("monitors", "voicemessages")
 PCAP_KINDS = ("cdr_pcaps", "msdr_pcaps")
 TRACE_KINDS = ("cdr_traces", "msdr_traces")
 
-BATCH_SUMMARY_KEY = "batch_summary"
 PLAN_KEY = "plan"
 #: A mapped batch's name in the grid, e.g. ``monitors 1201–1400`` (as :func:`batch_label`),
 #: rendered from the task's mapped argument when it starts, so a failed batch is named too.
@@ -161,7 +161,7 @@ def archive_batch_task(batch: Mapping[str, Any], params: Mapping[str, Any], ti) 
     """A mapped archive task's body: archive the batch, push its summary as XCom
     ``batch_summary``, then fail naming what was not archived."""
     summary = archive_one_batch(batch, archive_target(params), max_streams=params["max_streams"])
-    ti.xcom_push(key=BATCH_SUMMARY_KEY, value=summary)
+    push_summary(ti, summary, key=BATCH_SUMMARY_KEY)
     raise_if_batch_failed(summary)
 
 
@@ -177,7 +177,7 @@ def summarize_archive_task(
     """The summary task's body: sum the run up (:func:`summarize_run`), push it as XCom
     ``summary``, fail unless the whole window is archived, else put it on the asset event."""
     summary = summarize_run(ti, batch_task_id, plan_task_id, params, interval=run_interval())
-    ti.xcom_push(key="summary", value=summary)
+    push_summary(ti, summary)
     raise_if_run_incomplete(summary)
     outlet_events[asset].extra = summary
 

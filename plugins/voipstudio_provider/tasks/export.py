@@ -18,13 +18,13 @@ from airflow.sdk.exceptions import AirflowException
 
 from voipstudio_provider.endpoints import as_utc
 from voipstudio_provider.engine.cdr_csv import export_user_day, user_batches, users_to_export
+from voipstudio_provider.engine.summaries import BATCH_SUMMARY_KEY
 from voipstudio_provider.tasks.settings import AWS_CONN_ID, VOIPSTUDIO_CONN_ID
 
 log = logging.getLogger(__name__)
 
 #: Variable with user ids (JSON list) whose CSV is written every day, calls or not.
 EXPORT_USERS_VARIABLE = "voipstudio_export_user_ids"
-BATCH_SUMMARY_KEY = "batch_summary"
 #: A mapped group's name in the grid, e.g. ``users 1001–1006``, rendered from its argument
 #: when the task starts, so a failed group is named too.
 BATCH_NAME_TEMPLATE = "users {{ task.op_kwargs.user_ids[0] }}–{{ task.op_kwargs.user_ids[-1] }}"
