@@ -311,10 +311,9 @@ def reconcile_task(params: Mapping[str, Any], data_interval_end: dt.datetime) ->
     from airflow.sdk import Variable
 
     from voipstudio_provider.endpoints import as_utc
-    from voipstudio_provider.engine.batches import archive_planned_batch
-    from voipstudio_provider.engine.targets import s3_client_for
     from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
-    from voipstudio_provider.tasks.export import listed_user_ids
+    from voipstudio_provider.tasks.archive import archive_one_batch
+    from voipstudio_provider.tasks.export import EXPORT_USERS_VARIABLE, listed_user_ids
     from voipstudio_provider.tasks.settings import (
         AWS_CONN_ID,
         VOIPSTUDIO_CONN_ID,
@@ -327,13 +326,12 @@ def reconcile_task(params: Mapping[str, Any], data_interval_end: dt.datetime) ->
     with fail_on_configuration_error("reconciliation's params, Variables or connections"):
         first, last = reconcile_range(params, run_day)
         target = archive_target(params)
-        listed_users = listed_user_ids(Variable.get("voipstudio_export_user_ids", default=None))
+        listed_users = listed_user_ids(Variable.get(EXPORT_USERS_VARIABLE, default=None))
         check_connections(VOIPSTUDIO_CONN_ID, AWS_CONN_ID)
     log.info("reconciling %s .. %s (run day %s)", first, last, run_day)
 
     def archive(batch: dict) -> Mapping[str, Any]:
-        voip_hook = VoIPstudioHook(voipstudio_conn_id=VOIPSTUDIO_CONN_ID)
-        return archive_planned_batch(voip_hook, s3_client_for(AWS_CONN_ID, 4), batch, target)
+        return archive_one_batch(batch, target)
 
     report = run_reconciliation(
         VoIPstudioHook(),
