@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from airflow.sdk import Asset, Param
+from airflow.sdk import Asset, Param, task
 from airflow.sdk.exceptions import AirflowException
 
 from voipstudio_provider.endpoints import as_utc
@@ -29,6 +29,7 @@ from voipstudio_provider.engine.batches import (
 )
 from voipstudio_provider.engine.summaries import BATCH_SUMMARY_KEY, push_summary
 from voipstudio_provider.tasks.settings import (
+    API_POOL,
     AWS_CONN_ID,
     VOIPSTUDIO_CONN_ID,
     archive_target,
@@ -56,6 +57,17 @@ BATCH_NAME_TEMPLATE = (
 #: What a run of each archive DAG emits when its whole window is archived and verified.
 RECORDINGS_ASSET = Asset(name="voipstudio_recordings", uri="voipstudio://archive/recordings")
 PCAPS_ASSET = Asset(name="voipstudio_pcaps", uri="voipstudio://archive/pcaps")
+
+
+def recording_kinds(params: Mapping[str, Any]) -> tuple[str, ...]:
+    """What ``voipstudio_archive_recordings`` archives: call recordings and voicemail."""
+    return RECORDING_KINDS
+
+
+def pcap_kinds(params: Mapping[str, Any]) -> tuple[str, ...]:
+    """What ``voipstudio_archive_pcaps`` archives: the PCAPs, and the SIP traces when the
+    run's ``include_traces`` asks for them."""
+    return PCAP_KINDS + (TRACE_KINDS if params["include_traces"] else ())
 
 
 class ArchiveIncompleteError(AirflowException):
@@ -128,6 +140,44 @@ def s3_option_params() -> dict[str, Param]:
             description=f"retain-until = upload time + days; {from_variable}",
         ),
     }
+
+
+def declare_archive_tasks(
+    *,
+    plan_task_id: str,
+    batch_task_id: str,
+    kinds: Callable[[Mapping[str, Any]], Sequence[str]],
+    asset: Asset,
+) -> None:
+    """Declare an archive DAG's three tasks, inside its ``@dag`` function, and wire them.
+
+    ``plan_task_id`` plans the window (:func:`plan_archive_run`), ``batch_task_id`` is
+    mapped over its batches (:func:`archive_batch_task`), and ``summarize_archive`` sums the
+    run up whatever the batches did (:func:`summarize_archive_task`) and emits ``asset``.
+
+    :param kinds: the kinds a run archives, from its params.
+    """
+
+    @task(task_id=plan_task_id, pool=API_POOL)
+    def plan(params=None, ti=None):
+        return plan_archive_run(ti, params, kinds(params), *run_interval())
+
+    @task(task_id=batch_task_id, pool=API_POOL, map_index_template=BATCH_NAME_TEMPLATE)
+    def archive_batch(batch: dict, params=None, ti=None):
+        archive_batch_task(batch, params, ti)
+
+    @task(task_id="summarize_archive", trigger_rule="all_done", retries=0, outlets=[asset])
+    def summarize_archive(params=None, ti=None, outlet_events=None):
+        summarize_archive_task(
+            params,
+            ti,
+            outlet_events,
+            asset,
+            batch_task_id=batch_task_id,
+            plan_task_id=plan_task_id,
+        )
+
+    archive_batch.expand(batch=plan()) >> summarize_archive()
 
 
 def archive_one_batch(
