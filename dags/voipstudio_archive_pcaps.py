@@ -54,14 +54,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
+from airflow.sdk import CronDataIntervalTimetable, Param, dag
 from voipstudio_provider.tasks import archive
-from voipstudio_provider.tasks.settings import (
-    API_POOL,
-    dag_default_args,
-    location_params,
-    run_interval,
-)
+from voipstudio_provider.tasks.settings import dag_default_args, location_params
 
 
 @dag(
@@ -87,28 +82,12 @@ from voipstudio_provider.tasks.settings import (
     },
 )
 def voipstudio_archive_pcaps():
-    @task(pool=API_POOL)
-    def list_pcaps_to_archive(params=None, ti=None):
-        kinds = archive.PCAP_KINDS + (archive.TRACE_KINDS if params["include_traces"] else ())
-        return archive.plan_archive_run(ti, params, kinds, *run_interval())
-
-    @task(pool=API_POOL, map_index_template=archive.BATCH_NAME_TEMPLATE)
-    def archive_pcap_batch(batch: dict, params=None, ti=None):
-        archive.archive_batch_task(batch, params, ti)
-
-    @task(trigger_rule="all_done", retries=0, outlets=[archive.PCAPS_ASSET])
-    def summarize_archive(params=None, ti=None, outlet_events=None):
-        archive.summarize_archive_task(
-            params,
-            ti,
-            outlet_events,
-            archive.PCAPS_ASSET,
-            batch_task_id="archive_pcap_batch",
-            plan_task_id="list_pcaps_to_archive",
-        )
-
-    batches = list_pcaps_to_archive()
-    archive_pcap_batch.expand(batch=batches) >> summarize_archive()
+    archive.declare_archive_tasks(
+        plan_task_id="list_pcaps_to_archive",
+        batch_task_id="archive_pcap_batch",
+        kinds=archive.pcap_kinds,
+        asset=archive.PCAPS_ASSET,
+    )
 
 
 voipstudio_archive_pcaps()

@@ -56,14 +56,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import CronDataIntervalTimetable, dag, task
+from airflow.sdk import CronDataIntervalTimetable, dag
 from voipstudio_provider.tasks import archive
-from voipstudio_provider.tasks.settings import (
-    API_POOL,
-    dag_default_args,
-    location_params,
-    run_interval,
-)
+from voipstudio_provider.tasks.settings import dag_default_args, location_params
 
 
 @dag(
@@ -83,27 +78,12 @@ from voipstudio_provider.tasks.settings import (
     },
 )
 def voipstudio_archive_recordings():
-    @task(pool=API_POOL)
-    def list_recordings_to_archive(params=None, ti=None):
-        return archive.plan_archive_run(ti, params, archive.RECORDING_KINDS, *run_interval())
-
-    @task(pool=API_POOL, map_index_template=archive.BATCH_NAME_TEMPLATE)
-    def archive_recording_batch(batch: dict, params=None, ti=None):
-        archive.archive_batch_task(batch, params, ti)
-
-    @task(trigger_rule="all_done", retries=0, outlets=[archive.RECORDINGS_ASSET])
-    def summarize_archive(params=None, ti=None, outlet_events=None):
-        archive.summarize_archive_task(
-            params,
-            ti,
-            outlet_events,
-            archive.RECORDINGS_ASSET,
-            batch_task_id="archive_recording_batch",
-            plan_task_id="list_recordings_to_archive",
-        )
-
-    batches = list_recordings_to_archive()
-    archive_recording_batch.expand(batch=batches) >> summarize_archive()
+    archive.declare_archive_tasks(
+        plan_task_id="list_recordings_to_archive",
+        batch_task_id="archive_recording_batch",
+        kinds=archive.recording_kinds,
+        asset=archive.RECORDINGS_ASSET,
+    )
 
 
 voipstudio_archive_recordings()

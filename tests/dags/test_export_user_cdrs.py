@@ -120,9 +120,9 @@ def test_extra_fields_and_integer_enumerations_reach_the_csv(airflow_env):
 def test_calls_whose_ids_do_not_rise_with_calldate_are_written_in_calldate_order(
     airflow_env, monkeypatch
 ):
-    from voipstudio_provider.tasks import export
+    from voipstudio_provider.engine import cdr_csv
 
-    monkeypatch.setattr(export, "SORT_RUN_RECORDS", 3)  # several sorted runs to merge
+    monkeypatch.setattr(cdr_csv, "SORT_RUN_RECORDS", 3)  # several sorted runs to merge
     sandbox = airflow_env.sandbox
     days = calls_per_user_and_day(sandbox)
     day, user_id = next((d, u) for d in sorted(days, reverse=True) if d < TODAY.date()
@@ -159,8 +159,8 @@ class _CallArrivesAfterTheWalk:
 
 
 def test_a_csv_whose_rows_differ_from_the_apis_total_is_not_written(airflow_env):
+    from voipstudio_provider.engine.cdr_csv import ExportMismatchError, export_user_day
     from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
-    from voipstudio_provider.tasks.export import ExportMismatchError, export_user_day
 
     sandbox = airflow_env.sandbox
     today = dt.datetime.now(dt.UTC).date()
@@ -172,7 +172,7 @@ def test_a_csv_whose_rows_differ_from_the_apis_total_is_not_written(airflow_env)
 
 
 def test_records_of_another_user_or_day_are_refused():
-    from voipstudio_provider.tasks.export import CdrSpool, ExportMismatchError
+    from voipstudio_provider.engine.cdr_csv import CdrSpool, ExportMismatchError
 
     spool = CdrSpool(io.BytesIO(), 1001, dt.date(2026, 5, 4))
     spool.add({"id": 1, "user_id": 1001, "calldate": "2026-05-04 10:00:00"})
@@ -186,10 +186,10 @@ def test_records_of_another_user_or_day_are_refused():
 def test_records_are_put_in_calldate_then_id_order_through_sorted_runs(monkeypatch):
     from contextlib import ExitStack
 
-    from voipstudio_provider.tasks import export
+    from voipstudio_provider.engine import cdr_csv
 
-    monkeypatch.setattr(export, "SORT_RUN_RECORDS", 2)
-    spool = export.CdrSpool(io.BytesIO(), 7, dt.date(2026, 5, 4))
+    monkeypatch.setattr(cdr_csv, "SORT_RUN_RECORDS", 2)
+    spool = cdr_csv.CdrSpool(io.BytesIO(), 7, dt.date(2026, 5, 4))
     times = ["09:00:00", "08:00:00", "08:00:00", "23:00:00", "00:00:00"]
     for record_id, time in enumerate(times, start=1):
         spool.add({"id": record_id, "user_id": 7, "calldate": f"2026-05-04 {time}"})
@@ -199,7 +199,7 @@ def test_records_are_put_in_calldate_then_id_order_through_sorted_runs(monkeypat
 
 
 def test_csv_columns_are_the_reference_then_further_fields_by_name():
-    from voipstudio_provider.tasks.export import csv_cell, csv_columns
+    from voipstudio_provider.engine.cdr_csv import csv_cell, csv_columns
 
     columns = csv_columns(["zeta", "labels", "id", "alpha"])
     assert columns == [*RESOURCES["cdrs"].fields, "alpha", "labels", "zeta"]

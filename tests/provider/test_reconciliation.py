@@ -200,8 +200,8 @@ def test_a_late_record_writes_a_new_manifest_version_and_edits_break_the_chain(
 
 def test_per_user_csvs_and_archived_chats_are_reconciled_by_listing(hook, s3, target, truth):
     from voipstudio_provider.engine.archive import put_json
+    from voipstudio_provider.engine.cdr_csv import export_user_day, users_to_export
     from voipstudio_provider.engine.layout import cdr_csv_key, chat_key
-    from voipstudio_provider.tasks.export import export_user_day, users_to_export
 
     by_day: dict[dt.date, set[int]] = {}
     for cdr in truth("cdrs"):

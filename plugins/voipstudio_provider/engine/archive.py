@@ -16,10 +16,7 @@ that DAGs and tasks can call it with any hook and boto3 client.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import hashlib
-import json
 import logging
 import tempfile
 import threading
@@ -29,6 +26,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
+from voipstudio_provider.engine import s3objects
 from voipstudio_provider.engine.layout import ArchiveKind, archive_key, sidecar_key
 from voipstudio_provider.engine.progress import PROGRESS_INTERVAL, BatchLog, hook_per_thread
 from voipstudio_provider.engine.proof import (
@@ -98,18 +96,10 @@ def put_json(
     :param sha256_metadata: also keep the digest as ``sha256`` metadata, for a document
         that is itself an archived copy (a chat) and is verified by reading it back.
     """
-    body = json.dumps(document, sort_keys=True, default=str).encode()
-    digest = hashlib.sha256(body)
-    extra = {"Metadata": {"sha256": digest.hexdigest()}} if sha256_metadata else {}
-    s3_client.put_object(
-        Bucket=target.bucket,
-        Key=key,
-        Body=body,
-        ContentType="application/json",
-        ChecksumSHA256=base64.b64encode(digest.digest()).decode(),
-        **extra,
-        **target.document_args(),
-    )
+    s3objects.put_json(
+        s3_client, target.bucket, key, document,
+        write_args=target.document_args(), sha256_metadata=sha256_metadata,
+    )  # fmt: skip
 
 
 def archive_record(

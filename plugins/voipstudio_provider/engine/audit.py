@@ -25,7 +25,6 @@ temporary and are removed once joined).
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import datetime as dt
 import hashlib
@@ -36,7 +35,10 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from voipstudio_provider.engine.layout import audit_key
+from voipstudio_provider.engine.s3objects import is_not_found, put_checked
 
 log = logging.getLogger(__name__)
 
@@ -193,27 +195,14 @@ def _deletions_by_resource(counts: Counter[tuple[str, str, str]]) -> dict[str, i
 def _put_lines(
     s3_client, bucket: str, key: str, spool, deletions: dict[str, int], write_args: dict
 ) -> None:
-    spool.seek(0)
-    digest = hashlib.sha256()
-    for chunk in iter(lambda: spool.read(1024 * 1024), b""):
-        digest.update(chunk)
-    spool.seek(0)
     per_resource = ",".join(f"{r}={n}" for r, n in sorted(deletions.items()))
     # put_object streams the spool and leaves it open (upload_fileobj would close it, and
-    # the log goes on after a checkpoint). S3 checks the body against ChecksumSHA256.
-    s3_client.put_object(
-        Bucket=bucket,
-        Key=key,
-        Body=spool,
-        ContentType="application/x-ndjson",
-        ChecksumSHA256=base64.b64encode(digest.digest()).decode(),
-        Metadata={
-            "sha256": digest.hexdigest(),
-            "deletions": str(sum(deletions.values())),
-            "deletions-by-resource": per_resource,
-        },
-        **write_args,
-    )
+    # the log goes on after a checkpoint).
+    put_checked(
+        s3_client, bucket, key, spool, content_type="application/x-ndjson",
+        write_args=write_args,
+        metadata={"deletions": str(sum(deletions.values())), "deletions-by-resource": per_resource},
+    )  # fmt: skip
     spool.seek(0, 2)
 
 
@@ -237,8 +226,10 @@ def _keys_below(s3_client, bucket: str, below: str) -> list[str]:
 def _object_lines(s3_client, bucket: str, key: str) -> Iterator[bytes]:
     try:
         body = s3_client.get_object(Bucket=bucket, Key=key)["Body"]
-    except s3_client.exceptions.NoSuchKey:
-        return
+    except ClientError as error:
+        if is_not_found(error):
+            return
+        raise
     with body:
         for line in body.iter_lines():
             if line.strip():
@@ -328,8 +319,8 @@ def deletions_so_far(
     ):
         try:
             head = s3_client.head_object(Bucket=bucket, Key=key)
-        except s3_client.exceptions.ClientError as error:
-            if str(error.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
+        except ClientError as error:
+            if is_not_found(error):
                 continue
             raise
         total += _deletions_in(head.get("Metadata", {}), resource)

@@ -12,9 +12,12 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from voipstudio_provider.endpoints import Filter
 from voipstudio_provider.engine.layout import chat_key, record_day
 from voipstudio_provider.engine.policy import LegalHold
+from voipstudio_provider.engine.s3objects import ChangedObjectError, is_not_found, read_checked_json
 from voipstudio_provider.exceptions import VoIPstudioNotFoundError
 
 
@@ -115,16 +118,15 @@ class ChatArchive:
 
     def _read(self, state: _ChatState) -> dict | None:
         try:
-            answer = self.s3_client.get_object(Bucket=self.target.bucket, Key=state.key)
-        except self.s3_client.exceptions.NoSuchKey:
+            stored, _ = read_checked_json(self.s3_client, self.target.bucket, state.key)
+        except ClientError as error:
+            if not is_not_found(error):
+                raise
             state.archived = {}
             return None
-        with answer["Body"] as body:
-            raw = body.read()
-        if answer.get("Metadata", {}).get("sha256") != hashlib.sha256(raw).hexdigest():
+        except ChangedObjectError:
             state.problem = "chat archive does not match its sha256 metadata"
             return None
-        stored = json.loads(raw)
         state.archived = {m["id"]: _fingerprint(m) for m in stored.get("messages", [])}
         return stored
 

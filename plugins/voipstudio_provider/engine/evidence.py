@@ -40,6 +40,7 @@ from voipstudio_provider.engine.audit import (
     audit_parts_prefix,
 )
 from voipstudio_provider.engine.layout import audit_key
+from voipstudio_provider.engine.s3objects import put_checked, put_json, stored_checksum
 
 log = logging.getLogger(__name__)
 
@@ -63,29 +64,6 @@ def evidence_args(target, *, lock: bool) -> dict[str, Any]:
     if not lock:
         args = {k: v for k, v in args.items() if k not in _LOCK_ARGS}
     return args
-
-
-def put_checked(
-    s3_client, bucket: str, key: str, body: bytes, *, content_type: str, write_args: dict
-) -> str:
-    """PUT ``body`` with S3's own SHA-256 check and ``sha256`` metadata; return the hex digest."""
-    digest = hashlib.sha256(body)
-    s3_client.put_object(
-        Bucket=bucket,
-        Key=key,
-        Body=body,
-        ContentType=content_type,
-        ChecksumSHA256=base64.b64encode(digest.digest()).decode(),
-        Metadata={"sha256": digest.hexdigest()},
-        **write_args,
-    )
-    return digest.hexdigest()
-
-
-def stored_checksum(s3_client, bucket: str, key: str) -> str | None:
-    """S3's ``ChecksumSHA256`` of an object (base64), or ``None`` when it keeps none."""
-    head = s3_client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
-    return head.get("ChecksumSHA256")
 
 
 # -- the bucket probe ---------------------------------------------------------------------
@@ -186,11 +164,7 @@ class DeleteIntents:
             "items": {str(i): fields for i, fields in sorted(items.items())},
             "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
-        body = json.dumps(document, sort_keys=True, default=str).encode()
-        put_checked(
-            self.s3_client, self.target.bucket, key, body, content_type="application/json",
-            write_args=self._write_args,
-        )  # fmt: skip
+        put_json(self.s3_client, self.target.bucket, key, document, write_args=self._write_args)
         return key
 
     def resolve(self, key: str) -> None:

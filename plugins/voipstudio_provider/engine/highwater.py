@@ -18,6 +18,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from voipstudio_provider.engine.layout import highwater_key
+from voipstudio_provider.engine.s3objects import is_not_found
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ def read_mark(s3_client, bucket: str, prefix: str, kind_name: str) -> int | None
     try:
         body = s3_client.get_object(Bucket=bucket, Key=highwater_key(prefix, kind_name))["Body"]
     except ClientError as error:
-        if str(error.response.get("Error", {}).get("Code", "")) in ("404", "NoSuchKey"):
+        if is_not_found(error):
             return None
         raise
     with body:

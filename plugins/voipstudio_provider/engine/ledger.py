@@ -75,7 +75,7 @@ def put_bytes(s3_client, target, key: str, body: bytes, content_type: str) -> st
     Written in a storage class that can be read at once (ledgers and manifests are read
     back by every reconciliation), with the target's encryption, Object Lock and tags.
     """
-    from voipstudio_provider.engine.evidence import put_checked
+    from voipstudio_provider.engine.s3objects import put_checked
 
     return put_checked(
         s3_client,

@@ -18,8 +18,11 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from voipstudio_provider.engine.layout import manifest_key, manifests_prefix
 from voipstudio_provider.engine.ledger import jsonl, put_bytes
+from voipstudio_provider.engine.s3objects import is_not_found, put_json
 
 FORMAT = "voipstudio-archive-manifest/1"
 LINE_FIELDS = ("key", "size", "sha256", "s3_checksum", "etag", "record_id", "kind", "archived_at")
@@ -55,8 +58,10 @@ def read_lines(s3_client, bucket: str, key: str) -> dict[str, dict[str, Any]]:
 def read_bytes(s3_client, bucket: str, key: str) -> bytes | None:
     try:
         body = s3_client.get_object(Bucket=bucket, Key=key)["Body"]
-    except s3_client.exceptions.NoSuchKey:
-        return None
+    except ClientError as error:
+        if is_not_found(error):
+            return None
+        raise
     with body:
         return body.read()
 
@@ -122,12 +127,6 @@ def write_day(
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     key = manifest_key(target.prefix, day, version)
-    put_bytes(
-        s3_client,
-        target,
-        key,
-        json.dumps(document, indent=1, sort_keys=True).encode(),
-        "application/json",
-    )
+    put_json(s3_client, target.bucket, key, document, write_args=target.document_args(), indent=1)
     index.setdefault(day, []).append((version, key))
     return document

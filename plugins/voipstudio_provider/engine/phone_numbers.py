@@ -201,34 +201,45 @@ def numbers_in_value(value: object, regions: Sequence[str] = ()) -> list[FoundNu
     return whole or numbers_in_text(text, regions)
 
 
-def record_numbers(
-    resource: str, record: Mapping[str, Any], regions: Sequence[str] = ()
-) -> list[FoundNumber]:
-    """The numbers a record involves.
+def number_fields(resource: str) -> tuple[str, ...]:
+    """The fields of a ``resource`` record where its numbers are read.
 
     Calls, recordings and voicemail carry numbers in their resource's ``number_fields``
     (a field may hold a name and a number, e.g. ``clid``), a CDR also in
     :data:`CDR_NAME_FIELDS`; a chat message in its text; a chat in its visitor fields.
+    """
+    if resource == "chatmsgs":
+        return ("message",)
+    if resource == "chats":
+        return CHAT_VISITOR_FIELDS
+    if resource == "cdrs":
+        return (*RESOURCES[resource].number_fields, *CDR_NAME_FIELDS)
+    return RESOURCES[resource].number_fields
+
+
+def numbers_by_field(
+    resource: str, record: Mapping[str, Any], regions: Sequence[str] = ()
+) -> list[tuple[str, list[FoundNumber]]]:
+    """The numbers of each of a record's :func:`number_fields`, field by field.
+
+    Free text (a chat message, a chat's visitor fields) is searched for numbers
+    (:func:`numbers_in_text`); any other field is read as one number first
+    (:func:`numbers_in_value`).
 
     :param resource: the record's resource name.
     :param record: the API record.
     :param regions: regions national forms are read in.
     """
-    if resource == "chatmsgs":
-        return numbers_in_text(record.get("message"), regions)
-    if resource == "chats":
-        fields: Iterable[str] = CHAT_VISITOR_FIELDS
-    elif resource == "cdrs":
-        fields = (*RESOURCES[resource].number_fields, *CDR_NAME_FIELDS)
-    else:
-        fields = RESOURCES[resource].number_fields
-    found: list[FoundNumber] = []
-    for name in fields:
-        if resource == "chats":
-            found.extend(numbers_in_text(record.get(name), regions))
-        else:
-            found.extend(numbers_in_value(record.get(name), regions))
-    return found
+    read = numbers_in_text if resource in ("chats", "chatmsgs") else numbers_in_value
+    return [(name, read(record.get(name), regions)) for name in number_fields(resource)]
+
+
+def record_numbers(
+    resource: str, record: Mapping[str, Any], regions: Sequence[str] = ()
+) -> list[FoundNumber]:
+    """The numbers a record involves: those of every field of :func:`numbers_by_field`."""
+    by_field = numbers_by_field(resource, record, regions)
+    return [found for _, numbers in by_field for found in numbers]
 
 
 def normalize_number(value: object, region: str | None = None) -> str:

@@ -7,17 +7,22 @@ request to the API.
 
 from __future__ import annotations
 
-import base64
 import csv
 import datetime as dt
-import hashlib
 import io
-import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from voipstudio_provider.engine.evidence import put_checked, stored_checksum
+from botocore.exceptions import ClientError
+
 from voipstudio_provider.engine.layout import plan_key
+from voipstudio_provider.engine.s3objects import (
+    ChangedObjectError,
+    is_not_found,
+    put_checked,
+    put_json,
+    read_checked_json,
+)
 
 if TYPE_CHECKING:
     from voipstudio_provider.engine.purge import PurgeRequest
@@ -92,11 +97,7 @@ def write_plan(
 
     :param write_args: the run's encryption and Object Lock arguments.
     """
-    body = json.dumps(plan, sort_keys=True, indent=1).encode()
-    return put_checked(
-        s3_client, bucket, key, body, content_type="application/json",
-        write_args=dict(write_args or {}),
-    )  # fmt: skip
+    return put_json(s3_client, bucket, key, plan, write_args=dict(write_args or {}), indent=1)
 
 
 def read_plan(s3_client, bucket: str, key: str) -> dict[str, Any]:
@@ -105,17 +106,13 @@ def read_plan(s3_client, bucket: str, key: str) -> dict[str, Any]:
     Both the ``sha256`` metadata and, when the bucket keeps it, S3's own
     ``ChecksumSHA256`` must be the SHA-256 of the body read.
     """
-    answer = s3_client.get_object(Bucket=bucket, Key=key)
-    with answer["Body"] as body:
-        raw = body.read()
-    digest = hashlib.sha256(raw)
-    checksum = stored_checksum(s3_client, bucket, key)
-    if answer.get("Metadata", {}).get("sha256") != digest.hexdigest() or (
-        checksum is not None and checksum != base64.b64encode(digest.digest()).decode()
-    ):
-        raise ValueError(f"the purge plan s3://{bucket}/{key} was changed after it was written")
-    plan = json.loads(raw)
-    plan["sha256"] = digest.hexdigest()
+    try:
+        plan, digest = read_checked_json(s3_client, bucket, key, s3_checksum=True)
+    except ChangedObjectError:
+        raise ValueError(
+            f"the purge plan s3://{bucket}/{key} was changed after it was written"
+        ) from None
+    plan["sha256"] = digest
     return plan
 
 
@@ -144,7 +141,9 @@ def load_reviewed_plan(
     key = plan_key(target.prefix, dag_id, run_id)
     try:
         plan = read_plan(s3_client, target.bucket, key)
-    except s3_client.exceptions.NoSuchKey:
+    except ClientError as error:
+        if not is_not_found(error):
+            raise
         raise PermissionError(f"no plan of run {run_id!r} at {key}; nothing was deleted") from None
     except ValueError as error:
         raise PermissionError(f"{error}; nothing was deleted") from None

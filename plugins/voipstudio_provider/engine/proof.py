@@ -21,6 +21,7 @@ from botocore.exceptions import ClientError
 
 from voipstudio_provider.endpoints import RESOURCES, bare_media_type
 from voipstudio_provider.engine.layout import ArchiveKind, archive_key, sidecar_key
+from voipstudio_provider.engine.s3objects import error_code, is_not_found
 
 if TYPE_CHECKING:
     from voipstudio_provider.engine.targets import ArchiveTarget
@@ -87,14 +88,6 @@ def composite_checksum(part_digests: Iterable[bytes]) -> str:
     return f"{base64.b64encode(combined).decode()}-{len(digests)}"
 
 
-def _code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
-
-
-def not_found(error: ClientError) -> bool:
-    return _code(error) in ("404", "NoSuchKey", "NotFound")
-
-
 def _archived_away(answer: dict[str, Any]) -> bool:
     """An answer about an object in GLACIER/DEEP_ARCHIVE that has not been restored: S3
     refuses to read it (``InvalidObjectState``), whatever a local server does."""
@@ -111,9 +104,9 @@ def _get(s3_client, bucket: str, key: str) -> dict | None:
     try:
         answer = s3_client.get_object(Bucket=bucket, Key=key)
     except ClientError as error:
-        if not_found(error):
+        if is_not_found(error):
             return None
-        if _code(error) == "InvalidObjectState":
+        if error_code(error) == "InvalidObjectState":
             raise _Unreadable(error.response.get("StorageClass") or "archive class") from None
         raise
     if _archived_away(answer):
@@ -218,7 +211,7 @@ def verify_archive(
     try:
         head = s3_client.head_object(Bucket=target.bucket, Key=key, ChecksumMode="ENABLED")
     except ClientError as error:
-        if not_found(error):
+        if is_not_found(error):
             return Verification(False, "missing", key)
         raise
     size = int(head["ContentLength"])

@@ -15,7 +15,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from voipstudio_provider.engine.layout import ArchiveKind, archive_key, quarantine_key, sidecar_key
-from voipstudio_provider.engine.proof import not_found, verify_archive
+from voipstudio_provider.engine.proof import verify_archive
+from voipstudio_provider.engine.s3objects import is_not_found
 from voipstudio_provider.engine.targets import SKIPPED, ArchiveOutcome, ArchiveTarget
 
 __all__ = [
@@ -59,7 +60,7 @@ def _copy_aside(s3_client, target: ArchiveTarget, source: str, destination: str)
             ExtraArgs={"MetadataDirective": "COPY", **_copy_args(target)},
         )
     except ClientError as error:
-        if not_found(error):
+        if is_not_found(error):
             return False
         raise
     return True

@@ -35,10 +35,8 @@ def hook_method(ep: Endpoint) -> str:
 
     :param ep: a row of :data:`~voipstudio_provider.endpoints.ENDPOINTS`.
     """
-    if ep.operation == "get_cdr_notes":
-        return "get_cdr_notes"
-    if ep.operation == "export_user_cdrs_csv":
-        return "export_user_cdrs_csv"
+    if ep.operation in ("get_cdr_notes", "export_user_cdrs_csv"):  # a method of its own
+        return ep.operation
     return {
         Shape.LIST: "iter_records",
         Shape.GET: "get_record",
@@ -105,9 +103,8 @@ def as_ids(value: Any) -> list[int]:
     if isinstance(value, str):
         text = value.strip()
         value = json.loads(text) if text.startswith("[") else text.split(",")
-    if isinstance(value, int):
-        value = [value]
-    return [int(i) for i in value if str(i).strip()]
+    values = [value] if isinstance(value, int) else value
+    return [int(i) for i in values if str(i).strip()]
 
 
 def _checked(operation: str, shapes: tuple[Shape, ...], operator: str) -> Endpoint:
@@ -288,47 +285,25 @@ class VoIPstudioDownloadOperator(_VoIPstudioOperator):
         self.filters = filters
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from voipstudio_provider.hooks.downloads import ExportJob
+
         ep = _checked(self.operation, (Shape.DOWNLOAD,), type(self).__name__)
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         partial = f"{self.path}.part"
-        job = None
         try:
             with open(partial, "w+b") as fileobj:
-                if hook_method(ep) == "export_user_cdrs_csv":
-                    result = self.hook.export_user_cdrs_csv(
-                        int(self.record_id),
-                        fileobj,
-                        since=as_datetime(self.since),
-                        until=as_datetime(self.until),
-                        filters=as_filters(self.filters),
-                    )
-                else:
-                    expected = self.expected_size
-                    result = self.hook.download(
-                        self.operation,
-                        int(self.record_id),
-                        fileobj,
-                        expected_size=None if expected in (None, "") else int(expected),
-                    )
-            from voipstudio_provider.hooks.downloads import ExportJob
-
-            if isinstance(result, ExportJob):
-                job = result
-            else:
+                result = self._download(ep, fileobj)
+            if not isinstance(result, ExportJob):
                 os.replace(partial, self.path)
         finally:
             if os.path.exists(partial):
                 os.remove(partial)
-        if job is not None:
+        if isinstance(result, ExportJob):
             self.log.info(
                 "%s %s: export job accepted (status %d), no file written to %s",
-                self.operation,
-                self.record_id,
-                job.status_code,
-                self.path,
-            )
-            return {"path": None, "export_job": True, "status_code": job.status_code,
-                    "body": job.body}  # fmt: skip
+                self.operation, self.record_id, result.status_code, self.path)  # fmt: skip
+            return {"path": None, "export_job": True, "status_code": result.status_code,
+                    "body": result.body}  # fmt: skip
         self.log.info("downloaded %s %s: %d bytes", self.operation, self.record_id, result.size)
         return {
             "path": self.path,
@@ -336,6 +311,19 @@ class VoIPstudioDownloadOperator(_VoIPstudioOperator):
             "sha256": result.sha256,
             "content_type": result.content_type,
         }
+
+    def _download(self, ep: Endpoint, fileobj) -> Any:
+        """The hook's answer for the endpoint: a download's result, or an export job."""
+        if hook_method(ep) == "export_user_cdrs_csv":
+            return self.hook.export_user_cdrs_csv(
+                int(self.record_id), fileobj, since=as_datetime(self.since),
+                until=as_datetime(self.until), filters=as_filters(self.filters),
+            )  # fmt: skip
+        expected = self.expected_size
+        return self.hook.download(
+            self.operation, int(self.record_id), fileobj,
+            expected_size=None if expected in (None, "") else int(expected),
+        )  # fmt: skip
 
 
 class VoIPstudioDeleteOperator(_VoIPstudioOperator):

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from airflow.sdk import Asset, Param
+from airflow.sdk import Asset, Param, task
 from airflow.sdk.exceptions import AirflowException
 
 from voipstudio_provider.endpoints import as_utc
@@ -27,7 +27,9 @@ from voipstudio_provider.engine.batches import (
     id_ranges,
     plan_run,
 )
+from voipstudio_provider.engine.summaries import BATCH_SUMMARY_KEY, push_summary
 from voipstudio_provider.tasks.settings import (
+    API_POOL,
     AWS_CONN_ID,
     VOIPSTUDIO_CONN_ID,
     archive_target,
@@ -44,7 +46,6 @@ RECORDING_KINDS = ("monitors", "voicemessages")
 PCAP_KINDS = ("cdr_pcaps", "msdr_pcaps")
 TRACE_KINDS = ("cdr_traces", "msdr_traces")
 
-BATCH_SUMMARY_KEY = "batch_summary"
 PLAN_KEY = "plan"
 #: A mapped batch's name in the grid, e.g. ``monitors 1201–1400`` (as :func:`batch_label`),
 #: rendered from the task's mapped argument when it starts, so a failed batch is named too.
@@ -56,6 +57,17 @@ BATCH_NAME_TEMPLATE = (
 #: What a run of each archive DAG emits when its whole window is archived and verified.
 RECORDINGS_ASSET = Asset(name="voipstudio_recordings", uri="voipstudio://archive/recordings")
 PCAPS_ASSET = Asset(name="voipstudio_pcaps", uri="voipstudio://archive/pcaps")
+
+
+def recording_kinds(params: Mapping[str, Any]) -> tuple[str, ...]:
+    """What ``voipstudio_archive_recordings`` archives: call recordings and voicemail."""
+    return RECORDING_KINDS
+
+
+def pcap_kinds(params: Mapping[str, Any]) -> tuple[str, ...]:
+    """What ``voipstudio_archive_pcaps`` archives: the PCAPs, and the SIP traces when the
+    run's ``include_traces`` asks for them."""
+    return PCAP_KINDS + (TRACE_KINDS if params["include_traces"] else ())
 
 
 class ArchiveIncompleteError(AirflowException):
@@ -130,6 +142,44 @@ def s3_option_params() -> dict[str, Param]:
     }
 
 
+def declare_archive_tasks(
+    *,
+    plan_task_id: str,
+    batch_task_id: str,
+    kinds: Callable[[Mapping[str, Any]], Sequence[str]],
+    asset: Asset,
+) -> None:
+    """Declare an archive DAG's three tasks, inside its ``@dag`` function, and wire them.
+
+    ``plan_task_id`` plans the window (:func:`plan_archive_run`), ``batch_task_id`` is
+    mapped over its batches (:func:`archive_batch_task`), and ``summarize_archive`` sums the
+    run up whatever the batches did (:func:`summarize_archive_task`) and emits ``asset``.
+
+    :param kinds: the kinds a run archives, from its params.
+    """
+
+    @task(task_id=plan_task_id, pool=API_POOL)
+    def plan(params=None, ti=None):
+        return plan_archive_run(ti, params, kinds(params), *run_interval())
+
+    @task(task_id=batch_task_id, pool=API_POOL, map_index_template=BATCH_NAME_TEMPLATE)
+    def archive_batch(batch: dict, params=None, ti=None):
+        archive_batch_task(batch, params, ti)
+
+    @task(task_id="summarize_archive", trigger_rule="all_done", retries=0, outlets=[asset])
+    def summarize_archive(params=None, ti=None, outlet_events=None):
+        summarize_archive_task(
+            params,
+            ti,
+            outlet_events,
+            asset,
+            batch_task_id=batch_task_id,
+            plan_task_id=plan_task_id,
+        )
+
+    archive_batch.expand(batch=plan()) >> summarize_archive()
+
+
 def archive_one_batch(
     batch: Mapping[str, Any],
     target,
@@ -161,7 +211,7 @@ def archive_batch_task(batch: Mapping[str, Any], params: Mapping[str, Any], ti) 
     """A mapped archive task's body: archive the batch, push its summary as XCom
     ``batch_summary``, then fail naming what was not archived."""
     summary = archive_one_batch(batch, archive_target(params), max_streams=params["max_streams"])
-    ti.xcom_push(key=BATCH_SUMMARY_KEY, value=summary)
+    push_summary(ti, summary, key=BATCH_SUMMARY_KEY)
     raise_if_batch_failed(summary)
 
 
@@ -177,7 +227,7 @@ def summarize_archive_task(
     """The summary task's body: sum the run up (:func:`summarize_run`), push it as XCom
     ``summary``, fail unless the whole window is archived, else put it on the asset event."""
     summary = summarize_run(ti, batch_task_id, plan_task_id, params, interval=run_interval())
-    ti.xcom_push(key="summary", value=summary)
+    push_summary(ti, summary)
     raise_if_run_incomplete(summary)
     outlet_events[asset].extra = summary
 

@@ -6,7 +6,6 @@ and fail on overdue gaps. Heavy imports happen inside the functions, so the DAG 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -172,8 +171,8 @@ def run_reconciliation(
     if unknown:
         raise ValueError(f"cannot reconcile {sorted(unknown)}; known: {RECONCILED_RESOURCES}")
     from voipstudio_provider.engine.layout import report_key
-    from voipstudio_provider.engine.ledger import put_bytes
     from voipstudio_provider.engine.manifests import manifest_index, write_day
+    from voipstudio_provider.engine.s3objects import put_json
 
     requests = count_requests(s3_client)
     kinds = [k for k in RECONCILED_KINDS if k in resources]
@@ -249,8 +248,7 @@ def run_reconciliation(
         "s3_requests": dict(sorted(requests.items())),
     }
     key = report_key(target.prefix, report_day)
-    body = json.dumps(report, indent=1, sort_keys=True, default=str).encode()
-    put_bytes(s3_client, target, key, body, "application/json")
+    put_json(s3_client, target.bucket, key, report, write_args=target.document_args(), indent=1)
     report["key"] = key
     return report
 
@@ -313,10 +311,9 @@ def reconcile_task(params: Mapping[str, Any], data_interval_end: dt.datetime) ->
     from airflow.sdk import Variable
 
     from voipstudio_provider.endpoints import as_utc
-    from voipstudio_provider.engine.batches import archive_planned_batch
-    from voipstudio_provider.engine.targets import s3_client_for
     from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
-    from voipstudio_provider.tasks.export import listed_user_ids
+    from voipstudio_provider.tasks.archive import archive_one_batch
+    from voipstudio_provider.tasks.export import EXPORT_USERS_VARIABLE, listed_user_ids
     from voipstudio_provider.tasks.settings import (
         AWS_CONN_ID,
         VOIPSTUDIO_CONN_ID,
@@ -329,13 +326,12 @@ def reconcile_task(params: Mapping[str, Any], data_interval_end: dt.datetime) ->
     with fail_on_configuration_error("reconciliation's params, Variables or connections"):
         first, last = reconcile_range(params, run_day)
         target = archive_target(params)
-        listed_users = listed_user_ids(Variable.get("voipstudio_export_user_ids", default=None))
+        listed_users = listed_user_ids(Variable.get(EXPORT_USERS_VARIABLE, default=None))
         check_connections(VOIPSTUDIO_CONN_ID, AWS_CONN_ID)
     log.info("reconciling %s .. %s (run day %s)", first, last, run_day)
 
     def archive(batch: dict) -> Mapping[str, Any]:
-        voip_hook = VoIPstudioHook(voipstudio_conn_id=VOIPSTUDIO_CONN_ID)
-        return archive_planned_batch(voip_hook, s3_client_for(AWS_CONN_ID, 4), batch, target)
+        return archive_one_batch(batch, target)
 
     report = run_reconciliation(
         VoIPstudioHook(),

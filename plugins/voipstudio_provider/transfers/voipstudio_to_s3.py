@@ -11,6 +11,7 @@ from airflow.sdk.exceptions import AirflowException
 
 from voipstudio_provider.engine.archive import archive_and_summarize
 from voipstudio_provider.engine.layout import ARCHIVE_KINDS, ArchiveKind
+from voipstudio_provider.engine.summaries import push_summary
 from voipstudio_provider.engine.targets import FAILED, ArchiveOutcome, ArchiveTarget
 
 if TYPE_CHECKING:
@@ -180,7 +181,7 @@ class VoIPstudioToS3Operator(BaseOperator):
         if failed:
             ti = context.get("ti") if context else None
             if ti is not None:  # the counts stay readable although the task fails
-                ti.xcom_push(key="summary", value=summary)
+                push_summary(ti, summary)
             shown = ", ".join(str(o.record_id) for o in failed[:_FAILED_SHOWN])
             more = f" and {len(failed) - _FAILED_SHOWN} more" if len(failed) > _FAILED_SHOWN else ""
             raise AirflowException(
