@@ -48,6 +48,7 @@ from __future__ import annotations
 import datetime as dt
 
 from airflow.sdk import CronDataIntervalTimetable, Param, Variable, dag, task
+from voipstudio_provider.engine.summaries import BATCH_SUMMARY_KEY, push_summary
 from voipstudio_provider.tasks import export
 from voipstudio_provider.tasks.settings import (
     API_POOL,
@@ -103,13 +104,13 @@ def voipstudio_export_user_cdrs():
         day = dt.date.fromisoformat(ti.xcom_pull(task_ids="list_users_to_export", key="day"))
         bucket, prefix = resolve_bucket_and_prefix(params)
         summary = export.export_user_batch(user_ids, day, bucket, prefix)
-        ti.xcom_push(key=export.BATCH_SUMMARY_KEY, value=summary)
+        push_summary(ti, summary, key=BATCH_SUMMARY_KEY)
         export.raise_if_users_failed(summary)
 
     @task(trigger_rule="all_done", retries=0, outlets=[export.CDR_CSV_ASSET])
     def summarize_export(params=None, ti=None, outlet_events=None):
         summary = export.summarize_run(ti, "export_user_cdrs_batch", "list_users_to_export", params)
-        ti.xcom_push(key="summary", value=summary)
+        push_summary(ti, summary)
         export.raise_if_export_incomplete(summary)
         outlet_events[export.CDR_CSV_ASSET].extra = summary
 

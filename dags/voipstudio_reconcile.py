@@ -36,6 +36,7 @@ from __future__ import annotations
 import datetime as dt
 
 from airflow.sdk import CronDataIntervalTimetable, dag, task
+from voipstudio_provider.engine.summaries import push_summary
 from voipstudio_provider.tasks import reconcile
 from voipstudio_provider.tasks.settings import (
     API_POOL,
@@ -61,7 +62,7 @@ def voipstudio_reconcile():
     @task(pool=API_POOL)
     def reconcile_archive(params=None, ti=None):
         summary = reconcile.reconcile_task(params, run_interval()[1])
-        ti.xcom_push(key="summary", value=summary)
+        push_summary(ti, summary)
         return summary
 
     @task(retries=0)

@@ -10,10 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from voipstudio_provider.endpoints import RESOURCES
 from voipstudio_provider.engine.audit import MASKED, SKIPPED, WOULD_MASK, AuditLog
 from voipstudio_provider.engine.deletion import batched
-from voipstudio_provider.engine.phone_numbers import CDR_NAME_FIELDS, numbers_in_value
+from voipstudio_provider.engine.phone_numbers import numbers_by_field
 from voipstudio_provider.engine.policy import LegalHold
 from voipstudio_provider.engine.purge import (
     CONFIRM_PHRASE,
@@ -29,8 +28,8 @@ def _masked(cdr: Mapping[str, Any], request: PurgeRequest) -> dict[str, Any]:
     number fields and the names repeating it. A field goes as a whole: a caller id such as
     ``"Ann" <+44 20 7946 0000>`` also names the person."""
     row: dict[str, Any] = {"id": cdr["id"]}
-    for name in (*RESOURCES["cdrs"].number_fields, *CDR_NAME_FIELDS):
-        if request.matched_text(numbers_in_value(cdr.get(name), request.regions)):
+    for name, numbers in numbers_by_field("cdrs", cdr, request.regions):
+        if request.matched_text(numbers):
             row[name] = MASKED_NUMBER
     return row
 

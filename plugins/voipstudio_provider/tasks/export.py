@@ -8,7 +8,6 @@ CSV is :mod:`voipstudio_provider.engine.cdr_csv`.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -19,12 +18,15 @@ from airflow.sdk.exceptions import AirflowException
 from voipstudio_provider.endpoints import as_utc
 from voipstudio_provider.engine.cdr_csv import export_user_day, user_batches, users_to_export
 from voipstudio_provider.engine.summaries import BATCH_SUMMARY_KEY
-from voipstudio_provider.tasks.settings import AWS_CONN_ID, VOIPSTUDIO_CONN_ID
+from voipstudio_provider.tasks.settings import (
+    AWS_CONN_ID,
+    VOIPSTUDIO_CONN_ID,
+    listed_user_ids,
+)
 
 log = logging.getLogger(__name__)
 
 #: Variable with user ids (JSON list) whose CSV is written every day, calls or not.
-EXPORT_USERS_VARIABLE = "voipstudio_export_user_ids"
 #: A mapped group's name in the grid, e.g. ``users 1001–1006``, rendered from its argument
 #: when the task starts, so a failed group is named too.
 BATCH_NAME_TEMPLATE = "users {{ task.op_kwargs.user_ids[0] }}–{{ task.op_kwargs.user_ids[-1] }}"
@@ -44,16 +46,6 @@ def export_day(data_interval_end: dt.datetime, day: str | None = None) -> dt.dat
     if day:
         return dt.date.fromisoformat(str(day))
     return as_utc(data_interval_end).date() - dt.timedelta(days=1)
-
-
-def listed_user_ids(raw: Any) -> list[int]:
-    """The ids of the ``voipstudio_export_user_ids`` Variable (a JSON list), validated."""
-    if raw is None or raw == "":
-        return []
-    values = json.loads(raw) if isinstance(raw, str) else raw
-    if not isinstance(values, list):
-        raise ValueError(f"{EXPORT_USERS_VARIABLE} must be a JSON list of user ids")
-    return sorted({int(v) for v in values})
 
 
 def plan_user_batches(

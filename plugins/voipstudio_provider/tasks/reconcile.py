@@ -313,13 +313,14 @@ def reconcile_task(params: Mapping[str, Any], data_interval_end: dt.datetime) ->
     from voipstudio_provider.endpoints import as_utc
     from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
     from voipstudio_provider.tasks.archive import archive_one_batch
-    from voipstudio_provider.tasks.export import EXPORT_USERS_VARIABLE, listed_user_ids
     from voipstudio_provider.tasks.settings import (
         AWS_CONN_ID,
+        EXPORT_USERS_VARIABLE,
         VOIPSTUDIO_CONN_ID,
         archive_target,
         check_connections,
         fail_on_configuration_error,
+        listed_user_ids,
     )
 
     run_day = as_utc(data_interval_end).date()

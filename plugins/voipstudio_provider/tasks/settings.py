@@ -26,6 +26,7 @@ PREFIX_VARIABLE = "voipstudio_s3_prefix"
 S3_OPTIONS_VARIABLE = "voipstudio_s3_options"
 S3_OPTION_NAMES = ("sse", "kms_key_id", "storage_class", "object_lock_mode", "object_lock_days")
 
+EXPORT_USERS_VARIABLE = "voipstudio_export_user_ids"
 POLICY_VARIABLE = "voipstudio_retention_policy"
 HOLD_VARIABLE = "voipstudio_legal_hold"
 
@@ -229,3 +230,13 @@ def run_interval(context: Mapping[str, Any] | None = None) -> tuple[dt.datetime,
     timetable = coerce_to_core_timetable(context["dag"].timetable)
     interval = timetable.infer_manual_data_interval(run_after=run_after)
     return interval.start, interval.end
+
+
+def listed_user_ids(raw: Any) -> list[int]:
+    """The ids of the ``voipstudio_export_user_ids`` Variable (a JSON list), validated."""
+    if raw is None or raw == "":
+        return []
+    values = json.loads(raw) if isinstance(raw, str) else raw
+    if not isinstance(values, list):
+        raise ValueError(f"{EXPORT_USERS_VARIABLE} must be a JSON list of user ids")
+    return sorted({int(v) for v in values})
