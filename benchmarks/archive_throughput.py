@@ -10,7 +10,10 @@ its own:
 - ``bare_loop``: ``requests`` streaming each body straight into ``upload_fileobj``;
 - ``boto3_best``: the best plain boto3 can do for the size: a small body read whole and
   stored with one ``put_object``; a large one downloaded to a temporary file, then
-  ``upload_file`` with ``--streams`` parts in parallel.
+  ``upload_file`` with ``--streams`` parts in parallel;
+- ``boto3_sidecar``: ``boto3_best`` doing the work the bucket layout asks of the provider,
+  for comparison only (it is not a reference): each body stored with its SHA-256 checksum,
+  then a JSON sidecar of the record, two objects per recording.
 
 All run ``--streams`` transfers at a time. Workloads: many recordings of ``--size``
 bytes, one recording of ``--large-size`` bytes, ``--voicemails`` recordings of
@@ -38,7 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("provider", "http_to_s3", "bare_loop", "boto3_best")
+METHODS = ("provider", "http_to_s3", "bare_loop", "boto3_best", "boto3_sidecar")
 REFERENCES = ("http_to_s3", "bare_loop", "boto3_best")
 MB = 1000 * 1000
 MIB = 1024 * 1024
@@ -165,11 +168,69 @@ def _archive_with_boto3_best(records: list[dict], job: dict) -> int:
         return sum(pool.map(one, records))
 
 
+def _archive_with_boto3_sidecar(records: list[dict], job: dict) -> int:
+    import base64
+    import hashlib
+    import tempfile
+    import threading
+
+    import requests
+    from boto3.s3.transfer import TransferConfig
+
+    s3 = _reference_s3_client(job, max_pool_connections=4 * job["streams"])
+    config = TransferConfig(multipart_chunksize=8 * MIB, max_concurrency=job["streams"])
+    local = threading.local()
+
+    def checked(digest) -> str:
+        return base64.b64encode(digest.digest()).decode()
+
+    def one(record: dict) -> int:
+        session = getattr(local, "session", None) or requests.Session()
+        local.session = session
+        url = f"{job['base_url']}/monitors/{record['id']}.mp3"
+        key = f"bench/{record['id']}"
+        headers = {"X-Auth-Token": job["token"]}
+        digest = hashlib.sha256()
+        if record["size"] < 8 * MIB:
+            with session.get(url, headers=headers) as response:
+                response.raise_for_status()
+                digest.update(response.content)
+                s3.put_object(
+                    Bucket=job["bucket"],
+                    Key=key + ".mp3",
+                    Body=response.content,
+                    ChecksumSHA256=checked(digest),
+                )
+        else:
+            with tempfile.NamedTemporaryFile() as spool:
+                with session.get(url, headers=headers, stream=True) as response:
+                    response.raise_for_status()
+                    for chunk in response.iter_content(chunk_size=MIB):
+                        digest.update(chunk)
+                        spool.write(chunk)
+                spool.flush()
+                extra = {"ChecksumAlgorithm": "SHA256"}
+                s3.upload_file(spool.name, job["bucket"], key + ".mp3", extra, Config=config)
+        sidecar = json.dumps({**record, "sha256": digest.hexdigest()}, sort_keys=True).encode()
+        s3.put_object(
+            Bucket=job["bucket"],
+            Key=key + ".json",
+            Body=sidecar,
+            ContentType="application/json",
+            ChecksumSHA256=checked(hashlib.sha256(sidecar)),
+        )
+        return record["size"]
+
+    with ThreadPoolExecutor(max_workers=job["streams"]) as pool:
+        return sum(pool.map(one, records))
+
+
 WAYS = {
     "provider": _archive_with_provider,
     "http_to_s3": _archive_with_http_to_s3,
     "bare_loop": _archive_with_bare_loop,
     "boto3_best": _archive_with_boto3_best,
+    "boto3_sidecar": _archive_with_boto3_sidecar,
 }
 
 
@@ -274,7 +335,7 @@ def _measure(
     result["downloads"] = sum(1 for e in log["data"] if e["path"].endswith(".mp3"))
     pages = s3.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="bench/")
     stored = sum(page.get("KeyCount", 0) for page in pages)
-    binaries = stored // 2 if method == "provider" else stored  # the provider adds sidecars
+    binaries = stored // 2 if method in ("provider", "boto3_sidecar") else stored  # + sidecars
     if binaries != len(records):
         raise RuntimeError(f"{method}: {binaries} objects stored for {len(records)} recordings")
     return {"method": method, "bucket": bucket, **result}
@@ -305,6 +366,13 @@ def _table(title: str, rows: list[dict]) -> str:
         )
     if best:
         lines.append(f"fastest reference: {best['method']}")
+    same = next((r for r in rows if r["method"] == "boto3_sidecar"), None)
+    provider = next((r for r in rows if r["method"] == "provider"), None)
+    if same and provider and rate(same):
+        lines.append(
+            f"provider vs boto3_sidecar (the same two objects per recording): "
+            f"{rate(provider) / rate(same):.2f}"
+        )
     return "\n".join(lines)
 
 

@@ -53,10 +53,12 @@ from voipstudio_provider.tasks import export
 from voipstudio_provider.tasks.settings import (
     API_POOL,
     AWS_CONN_ID,
+    EXPORT_USERS_VARIABLE,
     VOIPSTUDIO_CONN_ID,
     check_connections,
     dag_default_args,
     fail_on_configuration_error,
+    listed_user_ids,
     location_params,
     resolve_bucket_and_prefix,
 )
@@ -92,8 +94,8 @@ def voipstudio_export_user_cdrs():
         with fail_on_configuration_error("export's params, Variables or connections"):
             # A run without a logical date exports the UTC day before its run_after.
             day = export.export_day(data_interval_end or dag_run.run_after, params["day"])
-            listed = Variable.get(export.EXPORT_USERS_VARIABLE, default=None)
-            export.listed_user_ids(listed)
+            listed = Variable.get(EXPORT_USERS_VARIABLE, default=None)
+            listed_user_ids(listed)
             resolve_bucket_and_prefix(params)
             check_connections(VOIPSTUDIO_CONN_ID, AWS_CONN_ID)
         ti.xcom_push(key="day", value=day.isoformat())
