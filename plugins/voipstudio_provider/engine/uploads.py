@@ -221,16 +221,17 @@ class StreamingUpload(io.RawIOBase):
         if "Tagging" in args:
             args["TaggingDirective"] = "REPLACE"
         metadata = {**self.args.get("Metadata", {}), "sha256": sha256, "size": str(self.written)}
-        source = {"Bucket": self.bucket, "Key": self.key}
-        if version:
-            source["VersionId"] = version
+        # The copy is of the object just completed, named by its ETag rather than its
+        # version id: copying a version would need s3:GetObjectVersion as well.
+        if completed.get("ETag"):
+            args["CopySourceIfMatch"] = completed["ETag"]
         try:
             if reported and reported != checksum:
                 raise RuntimeError(f"S3 checksum {reported} != {checksum} of the downloaded body")
             copied = self.s3_client.copy_object(
                 Bucket=self.bucket,
                 Key=self.key,
-                CopySource=source,
+                CopySource={"Bucket": self.bucket, "Key": self.key},
                 MetadataDirective="REPLACE",
                 Metadata=metadata,
                 ChecksumAlgorithm="SHA256",
@@ -252,14 +253,19 @@ class StreamingUpload(io.RawIOBase):
         return {"checksum": stored or checksum, "part_size": self.part_size, "answer": answer}
 
     def _delete(self, version: str | None) -> None:
-        """Delete one version of the key (the current object without a version id)."""
+        """Delete one version of the key (the current object without a version id).
+
+        An archive role without ``s3:DeleteObject``/``s3:DeleteObjectVersion`` keeps it:
+        a version the copy replaced then stays until a lifecycle rule for noncurrent
+        versions removes it, and an unlabelled object is overwritten by the next run.
+        """
         args = {"VersionId": version} if version else {}
         try:
             self.s3_client.delete_object(Bucket=self.bucket, Key=self.key, **args)
-        except ClientError:
-            log.warning(
-                "could not delete s3://%s/%s%s", self.bucket, self.key,
-                f" version {version}" if version else "", exc_info=True,
+        except ClientError as error:
+            log.info(
+                "kept s3://%s/%s%s: %s", self.bucket, self.key,
+                f" version {version}" if version else "", error,
             )  # fmt: skip
 
     def abort(self) -> None:

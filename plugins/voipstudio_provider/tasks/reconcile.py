@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 #: Gap ids the XCom summary names per kind and finding; the report names them all.
 MAX_IDS_IN_XCOM = 20
+#: Parallel transfers when a gap is archived again (the archive DAGs' default).
+REARCHIVE_STREAMS = 4
 REARCHIVE_BATCH = 200
 
 
@@ -307,12 +309,12 @@ def raise_if_overdue(summary: Mapping[str, Any], gap_hours: float) -> None:
 
 def reconcile_task(params: Mapping[str, Any], data_interval_end: dt.datetime) -> dict[str, Any]:
     """The ``reconcile_archive`` task's body: reconcile, report, log; return the summary."""
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
     from airflow.sdk import Variable
 
     from voipstudio_provider.endpoints import as_utc
+    from voipstudio_provider.engine.batches import archive_planned_batch
+    from voipstudio_provider.engine.targets import s3_client_for
     from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
-    from voipstudio_provider.tasks.archive import archive_one_batch
     from voipstudio_provider.tasks.settings import (
         AWS_CONN_ID,
         EXPORT_USERS_VARIABLE,
@@ -331,12 +333,17 @@ def reconcile_task(params: Mapping[str, Any], data_interval_end: dt.datetime) ->
         check_connections(VOIPSTUDIO_CONN_ID, AWS_CONN_ID)
     log.info("reconciling %s .. %s (run day %s)", first, last, run_day)
 
+    voip_hook = VoIPstudioHook(voipstudio_conn_id=VOIPSTUDIO_CONN_ID)
+    s3_client = s3_client_for(AWS_CONN_ID, REARCHIVE_STREAMS)
+
     def archive(batch: dict) -> Mapping[str, Any]:
-        return archive_one_batch(batch, target)
+        return archive_planned_batch(
+            voip_hook, s3_client, batch, target, max_streams=REARCHIVE_STREAMS
+        )
 
     report = run_reconciliation(
-        VoIPstudioHook(),
-        S3Hook(aws_conn_id=AWS_CONN_ID).get_conn(),
+        voip_hook,
+        s3_client,
         target,
         first,
         last,
