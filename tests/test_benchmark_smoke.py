@@ -26,12 +26,24 @@ def test_tiny_benchmark_prints_every_method_per_workload_and_a_rerun():
     for table in tables[:3]:
         rows = {}
         lines = table.splitlines()
-        assert lines[-1].startswith("fastest reference: ")
-        for line in lines[3:-1]:
-            method, items, megabytes, seconds, rate, ratio, _, _, s3_per, api_per = line.split()
+        assert lines[-2].startswith("fastest reference: ")
+        assert lines[-1].startswith("provider vs boto3_sidecar (the same two objects")
+        assert float(lines[-1].rsplit(" ", 1)[1]) > 0
+        for line in lines[3:-2]:
+            method, items, megabytes, seconds, rate, ratio, *_, s3_per, api_per, cpu, servers = (
+                line.split()
+            )
             rows[method] = (int(items), float(megabytes), float(seconds), float(s3_per))
             assert float(ratio) > 0 and float(api_per) >= 1
-        assert sorted(rows) == ["bare_loop", "boto3_best", "http_to_s3", "provider"]
+            assert float(cpu) > 0 and float(servers) >= 0
+        assert sorted(rows) == [
+            "bare_loop",
+            "boto3_best",
+            "boto3_sidecar",
+            "http_to_s3",
+            "provider",
+        ]
+        assert rows["boto3_sidecar"][3] >= 2  # a sidecar PUT besides each body
         assert len({(items, mb) for items, mb, _, _ in rows.values()}) == 1  # the same set
         assert all(items > 0 and secs > 0 and s3 >= 1 for items, _, secs, s3 in rows.values())
     rerun = tables[3]
