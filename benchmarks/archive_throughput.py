@@ -133,42 +133,9 @@ def _archive_with_bare_loop(records: list[dict], job: dict) -> int:
         return sum(pool.map(one, records))
 
 
-def _archive_with_boto3_best(records: list[dict], job: dict) -> int:
-    import tempfile
-    import threading
-
-    import requests
-    from boto3.s3.transfer import TransferConfig
-
-    s3 = _reference_s3_client(job, max_pool_connections=4 * job["streams"])
-    config = TransferConfig(multipart_chunksize=8 * MIB, max_concurrency=job["streams"])
-    local = threading.local()
-
-    def one(record: dict) -> int:
-        session = getattr(local, "session", None) or requests.Session()
-        local.session = session
-        url = f"{job['base_url']}/monitors/{record['id']}.mp3"
-        key = f"bench/{record['id']}.mp3"
-        headers = {"X-Auth-Token": job["token"]}
-        if record["size"] < 8 * MIB:
-            with session.get(url, headers=headers) as response:
-                response.raise_for_status()
-                s3.put_object(Bucket=job["bucket"], Key=key, Body=response.content)
-            return record["size"]
-        with tempfile.NamedTemporaryFile() as spool:
-            with session.get(url, headers=headers, stream=True) as response:
-                response.raise_for_status()
-                for chunk in response.iter_content(chunk_size=MIB):
-                    spool.write(chunk)
-            spool.flush()
-            s3.upload_file(spool.name, job["bucket"], key, Config=config)
-        return record["size"]
-
-    with ThreadPoolExecutor(max_workers=job["streams"]) as pool:
-        return sum(pool.map(one, records))
-
-
-def _archive_with_boto3_sidecar(records: list[dict], job: dict) -> int:
+def _archive_with_boto3(records: list[dict], job: dict, sidecar: bool = False) -> int:
+    """``boto3_best``, or with ``sidecar`` ``boto3_sidecar``: each body stored with its
+    SHA-256 checksum, then a JSON sidecar of the record."""
     import base64
     import hashlib
     import tempfile
@@ -181,8 +148,9 @@ def _archive_with_boto3_sidecar(records: list[dict], job: dict) -> int:
     config = TransferConfig(multipart_chunksize=8 * MIB, max_concurrency=job["streams"])
     local = threading.local()
 
-    def checked(digest) -> str:
-        return base64.b64encode(digest.digest()).decode()
+    def checked(body: bytes) -> dict:
+        digest = hashlib.sha256(body).digest()
+        return {"ChecksumSHA256": base64.b64encode(digest).decode()} if sidecar else {}
 
     def one(record: dict) -> int:
         session = getattr(local, "session", None) or requests.Session()
@@ -194,35 +162,43 @@ def _archive_with_boto3_sidecar(records: list[dict], job: dict) -> int:
         if record["size"] < 8 * MIB:
             with session.get(url, headers=headers) as response:
                 response.raise_for_status()
-                digest.update(response.content)
-                s3.put_object(
-                    Bucket=job["bucket"],
-                    Key=key + ".mp3",
-                    Body=response.content,
-                    ChecksumSHA256=checked(digest),
-                )
+                body = response.content
+            s3.put_object(Bucket=job["bucket"], Key=key + ".mp3", Body=body, **checked(body))
+            if sidecar:
+                digest.update(body)
         else:
             with tempfile.NamedTemporaryFile() as spool:
                 with session.get(url, headers=headers, stream=True) as response:
                     response.raise_for_status()
                     for chunk in response.iter_content(chunk_size=MIB):
-                        digest.update(chunk)
+                        if sidecar:
+                            digest.update(chunk)
                         spool.write(chunk)
                 spool.flush()
-                extra = {"ChecksumAlgorithm": "SHA256"}
+                extra = {"ChecksumAlgorithm": "SHA256"} if sidecar else None
                 s3.upload_file(spool.name, job["bucket"], key + ".mp3", extra, Config=config)
-        sidecar = json.dumps({**record, "sha256": digest.hexdigest()}, sort_keys=True).encode()
-        s3.put_object(
-            Bucket=job["bucket"],
-            Key=key + ".json",
-            Body=sidecar,
-            ContentType="application/json",
-            ChecksumSHA256=checked(hashlib.sha256(sidecar)),
-        )
+        if sidecar:
+            document = {**record, "sha256": digest.hexdigest()}
+            body = json.dumps(document, sort_keys=True).encode()
+            s3.put_object(
+                Bucket=job["bucket"],
+                Key=key + ".json",
+                Body=body,
+                ContentType="application/json",
+                **checked(body),
+            )
         return record["size"]
 
     with ThreadPoolExecutor(max_workers=job["streams"]) as pool:
         return sum(pool.map(one, records))
+
+
+def _archive_with_boto3_best(records: list[dict], job: dict) -> int:
+    return _archive_with_boto3(records, job)
+
+
+def _archive_with_boto3_sidecar(records: list[dict], job: dict) -> int:
+    return _archive_with_boto3(records, job, sidecar=True)
 
 
 WAYS = {
