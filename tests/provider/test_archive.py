@@ -524,3 +524,39 @@ def test_a_multipart_sidecar_records_the_composite_checksum_s3_reports(sandbox, 
     assert sidecar["checksum_sha256"] == head["ChecksumSHA256"] == composite == outcome.s3_checksum
     assert sidecar["part_size"] == 5 * MIB
     assert verify_archive(s3, MONITORS, monitor, target).ok
+
+
+def test_a_full_object_checksum_of_the_recorded_digest_proves_a_multipart_copy(
+    sandbox, hook, s3, target
+):
+    size = 11 * MIB + 5
+    (new_id,) = sandbox.control("POST", "records/monitors", {"count": 1, "fields": {"size": size}})[
+        "ids"
+    ]
+    monitor = next(m for m in truth(sandbox, "monitors") if m["id"] == new_id)
+    target = ArchiveTarget(bucket=target.bucket, prefix=target.prefix, chunk_size=5 * MIB)
+    outcome = archive_record(hook, s3, MONITORS, monitor, target)
+    assert outcome.status == "archived", outcome.error
+    body = s3.get_object(Bucket=target.bucket, Key=outcome.key)["Body"].read()
+    head = s3.head_object(Bucket=target.bucket, Key=outcome.key)
+
+    def store(data: bytes) -> None:
+        # One PUT: S3 reports a full-object SHA-256, as AWS does after the labelling copy,
+        # while the sidecar still records the composite of the parts.
+        s3.put_object(
+            Bucket=target.bucket,
+            Key=outcome.key,
+            Body=data,
+            ContentType=MONITORS.content_type,
+            Metadata=head["Metadata"],
+            ChecksumSHA256=base64.b64encode(hashlib.sha256(data).digest()).decode(),
+        )
+
+    store(body)
+    verification = verify_archive(s3, MONITORS, monitor, target)
+    assert verification.ok, verification.reason
+    assert not verification.s3_checksum.endswith("-3")
+    store(body[:-1] + bytes([body[-1] ^ 1]))  # the same size, one bit changed
+    verification = verify_archive(s3, MONITORS, monitor, target)
+    assert not verification.ok
+    assert verification.reason.startswith("S3 checksum ")
