@@ -114,3 +114,17 @@ def users(truth) -> tuple[dict[str, Any], dict[str, Any]]:
     owners = {m["user_id"] for m in truth("monitors")}
     other = next(u for u in everyone if not u["is_root"] and u["id"] in owners)
     return root, other
+
+
+@pytest.fixture
+def add_monitor(sandbox) -> Callable[[int], dict]:
+    """Add one recording of ``size`` bytes to the sandbox; return its API record."""
+
+    def add(size: int) -> dict:
+        (new_id,) = sandbox.control(
+            "POST", "records/monitors", {"count": 1, "fields": {"size": size}}
+        )["ids"]
+        records = sandbox.control("GET", "records/monitors")["data"]
+        return next(m for m in records if m["id"] == new_id)
+
+    return add

@@ -168,12 +168,9 @@ def test_a_body_that_never_arrives_whole_fails_and_stores_nothing(sandbox, hook,
     assert verify_archive(s3, MONITORS, monitor, target).reason == "missing"
 
 
-def test_large_bodies_go_up_in_checked_parts(sandbox, hook, s3, target):
+def test_large_bodies_go_up_in_checked_parts(add_monitor, hook, s3, target):
     size = 6 * MIB + 123
-    (new_id,) = sandbox.control("POST", "records/monitors", {"count": 1, "fields": {"size": size}})[
-        "ids"
-    ]
-    monitor = next(m for m in truth(sandbox, "monitors") if m["id"] == new_id)
+    monitor = add_monitor(size)
     target = ArchiveTarget(bucket=target.bucket, prefix=target.prefix, chunk_size=5 * MIB)
 
     outcome = archive_record(hook, s3, MONITORS, monitor, target)
@@ -194,13 +191,10 @@ def test_large_bodies_go_up_in_checked_parts(sandbox, hook, s3, target):
 
 
 def test_a_large_download_broken_mid_stream_leaves_no_object_and_no_parts(
-    sandbox, hook, s3, target
+    sandbox, add_monitor, hook, s3, target
 ):
     size = 23 * MIB
-    (new_id,) = sandbox.control("POST", "records/monitors", {"count": 1, "fields": {"size": size}})[
-        "ids"
-    ]
-    monitor = next(m for m in truth(sandbox, "monitors") if m["id"] == new_id)
+    monitor = add_monitor(size)
     target = ArchiveTarget(bucket=target.bucket, prefix=target.prefix, chunk_size=5 * MIB)
     # Every try breaks after nine tenths of the body: four parts were already uploaded.
     set_faults(sandbox, {"path": MP3_PATHS, "methods": ["GET"], "kind": "truncate", "rate": 1})
@@ -209,19 +203,18 @@ def test_a_large_download_broken_mid_stream_leaves_no_object_and_no_parts(
 
     assert outcome.status == "failed"
     assert outcome.error.startswith("download: VoIPstudioIncompleteDownloadError")
-    tries = requests_to(sandbox, f"/{new_id}.mp3")
+    tries = requests_to(sandbox, f"/{monitor['id']}.mp3")
     assert len(tries) == hook.max_attempts and all(t["fault"] == "truncate" for t in tries)
     assert all(t["bytes"] > 4 * 5 * MIB for t in tries)  # parts had gone up each time
     assert stored_keys(s3, target) == []
     assert no_multipart_uploads(s3, target)
 
 
-def test_a_large_download_broken_once_is_archived_whole_on_the_next_try(sandbox, hook, s3, target):
+def test_a_large_download_broken_once_is_archived_whole_on_the_next_try(
+    sandbox, add_monitor, hook, s3, target
+):
     size = 12 * MIB + 1
-    (new_id,) = sandbox.control("POST", "records/monitors", {"count": 1, "fields": {"size": size}})[
-        "ids"
-    ]
-    monitor = next(m for m in truth(sandbox, "monitors") if m["id"] == new_id)
+    monitor = add_monitor(size)
     target = ArchiveTarget(bucket=target.bucket, prefix=target.prefix, chunk_size=5 * MIB)
     set_faults(
         sandbox, {"path": MP3_PATHS, "methods": ["GET"], "kind": "truncate", "rate": 1, "times": 1}
@@ -231,17 +224,17 @@ def test_a_large_download_broken_once_is_archived_whole_on_the_next_try(sandbox,
 
     assert outcome.status == "archived", outcome.error
     body = s3.get_object(Bucket=target.bucket, Key=outcome.key)["Body"].read()
-    assert body == sandbox_bytes(sandbox, MONITORS, new_id)
-    assert [t["fault"] for t in requests_to(sandbox, f"/{new_id}.mp3")][:2] == ["truncate", None]
+    assert body == sandbox_bytes(sandbox, MONITORS, monitor["id"])
+    assert [t["fault"] for t in requests_to(sandbox, f"/{monitor['id']}.mp3")][:2] == [
+        "truncate",
+        None,
+    ]
     assert no_multipart_uploads(s3, target)
     assert verify_archive(s3, MONITORS, monitor, target).ok
 
 
-def test_a_refused_labelling_copy_leaves_no_object(sandbox, hook, seaweed, target):
-    (new_id,) = sandbox.control(
-        "POST", "records/monitors", {"count": 1, "fields": {"size": 6 * MIB}}
-    )["ids"]
-    monitor = next(m for m in truth(sandbox, "monitors") if m["id"] == new_id)
+def test_a_refused_labelling_copy_leaves_no_object(add_monitor, hook, seaweed, target):
+    monitor = add_monitor(6 * MIB)
     target = ArchiveTarget(bucket=target.bucket, prefix=target.prefix, chunk_size=5 * MIB)
     s3 = seaweed.client()  # a client of its own: the copy is refused on this one only
 
@@ -258,11 +251,8 @@ def test_a_refused_labelling_copy_leaves_no_object(sandbox, hook, seaweed, targe
     assert no_multipart_uploads(s3, target)
 
 
-def test_a_refused_multipart_upload_leaves_no_object_and_no_parts(sandbox, hook, s3, target):
-    (new_id,) = sandbox.control(
-        "POST", "records/monitors", {"count": 1, "fields": {"size": 6 * MIB}}
-    )["ids"]
-    monitor = next(m for m in truth(sandbox, "monitors") if m["id"] == new_id)
+def test_a_refused_multipart_upload_leaves_no_object_and_no_parts(add_monitor, hook, s3, target):
+    monitor = add_monitor(6 * MIB)
     # Object Lock on a bucket without it: the server refuses the upload.
     locked = ArchiveTarget(
         bucket=target.bucket,
@@ -483,12 +473,9 @@ def test_a_body_longer_than_the_record_says_fails_and_stores_nothing(sandbox, ho
     assert len(requests_to(sandbox, f"/{monitor['id']}.mp3")) == 1  # not asked again
 
 
-def test_a_body_over_the_targets_maximum_fails_and_stores_nothing(sandbox, hook, s3, target):
+def test_a_body_over_the_targets_maximum_fails_and_stores_nothing(add_monitor, hook, s3, target):
     size = 6 * MIB
-    (new_id,) = sandbox.control("POST", "records/monitors", {"count": 1, "fields": {"size": size}})[
-        "ids"
-    ]
-    monitor = next(m for m in truth(sandbox, "monitors") if m["id"] == new_id)
+    monitor = add_monitor(size)
     bounded = ArchiveTarget(
         bucket=target.bucket, prefix=target.prefix, chunk_size=5 * MIB, max_size=5 * MIB
     )
@@ -501,12 +488,11 @@ def test_a_body_over_the_targets_maximum_fails_and_stores_nothing(sandbox, hook,
     assert no_multipart_uploads(s3, target)
 
 
-def test_a_multipart_sidecar_records_the_composite_checksum_s3_reports(sandbox, hook, s3, target):
+def test_a_multipart_sidecar_records_the_composite_checksum_s3_reports(
+    add_monitor, hook, s3, target
+):
     size = 11 * MIB + 5
-    (new_id,) = sandbox.control("POST", "records/monitors", {"count": 1, "fields": {"size": size}})[
-        "ids"
-    ]
-    monitor = next(m for m in truth(sandbox, "monitors") if m["id"] == new_id)
+    monitor = add_monitor(size)
     target = ArchiveTarget(bucket=target.bucket, prefix=target.prefix, chunk_size=5 * MIB)
 
     outcome = archive_record(hook, s3, MONITORS, monitor, target)
@@ -527,13 +513,10 @@ def test_a_multipart_sidecar_records_the_composite_checksum_s3_reports(sandbox, 
 
 
 def test_a_full_object_checksum_of_the_recorded_digest_proves_a_multipart_copy(
-    sandbox, hook, s3, target
+    add_monitor, hook, s3, target
 ):
     size = 11 * MIB + 5
-    (new_id,) = sandbox.control("POST", "records/monitors", {"count": 1, "fields": {"size": size}})[
-        "ids"
-    ]
-    monitor = next(m for m in truth(sandbox, "monitors") if m["id"] == new_id)
+    monitor = add_monitor(size)
     target = ArchiveTarget(bucket=target.bucket, prefix=target.prefix, chunk_size=5 * MIB)
     outcome = archive_record(hook, s3, MONITORS, monitor, target)
     assert outcome.status == "archived", outcome.error

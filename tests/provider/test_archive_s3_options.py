@@ -102,21 +102,16 @@ def test_object_lock_retains_archived_objects(encrypting_s3, hook, monitor):
     assert verify_archive(encrypting_s3, MONITORS, monitor, target).ok
 
 
-def large_monitor(sandbox, size: int) -> dict:
-    (new_id,) = sandbox.control("POST", "records/monitors", {"count": 1, "fields": {"size": size}})[
-        "ids"
-    ]
-    return next(m for m in sandbox.control("GET", "records/monitors")["data"] if m["id"] == new_id)
-
-
-def test_a_multipart_recording_is_labelled_and_kept_in_one_version(encrypting_s3, sandbox, hook):
+def test_a_multipart_recording_is_labelled_and_kept_in_one_version(
+    encrypting_s3, add_monitor, hook
+):
     bucket = f"versioned-{uuid.uuid4().hex[:12]}"
     encrypting_s3.create_bucket(Bucket=bucket)
     encrypting_s3.put_bucket_versioning(
         Bucket=bucket, VersioningConfiguration={"Status": "Enabled"}
     )
     size = 11 * MIB + 7
-    monitor = large_monitor(sandbox, size)
+    monitor = add_monitor(size)
     tags = {"source": "voipstudio"}
     target = ArchiveTarget(bucket=bucket, sse="AES256", tags=tags, chunk_size=5 * MIB)
 
@@ -137,10 +132,10 @@ def test_a_multipart_recording_is_labelled_and_kept_in_one_version(encrypting_s3
     assert verification.ok, verification.reason
 
 
-def test_a_locked_multipart_recording_is_not_copied(encrypting_s3, sandbox, hook):
+def test_a_locked_multipart_recording_is_not_copied(encrypting_s3, add_monitor, hook):
     bucket = f"locked-{uuid.uuid4().hex[:12]}"
     encrypting_s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
-    monitor = large_monitor(sandbox, 11 * MIB + 7)
+    monitor = add_monitor(11 * MIB + 7)
     target = ArchiveTarget(
         bucket=bucket, object_lock_mode="GOVERNANCE", object_lock_days=7, chunk_size=5 * MIB
     )

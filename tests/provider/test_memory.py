@@ -46,13 +46,10 @@ ARCHIVE_ONE = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_archiving_a_1_gb_recording_keeps_memory_flat(sandbox, seaweed, s3_bucket, tmp_path):
-    (monitor_id,) = sandbox.control(
-        "POST", "records/monitors", {"count": 1, "fields": {"size": GIB}}
-    )["ids"]
-    monitor = next(
-        m for m in sandbox.control("GET", "records/monitors")["data"] if m["id"] == monitor_id
-    )
+def test_archiving_a_1_gb_recording_keeps_memory_flat(
+    sandbox, add_monitor, seaweed, s3_bucket, tmp_path
+):
+    monitor = add_monitor(GIB)
     root = Path(__file__).resolve().parents[2]
     env = {
         **os.environ,
