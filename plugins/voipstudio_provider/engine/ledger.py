@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from voipstudio_provider.engine.layout import ledger_key, ledger_prefix
+from voipstudio_provider.engine.s3objects import put_checked
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +76,6 @@ def put_bytes(s3_client, target, key: str, body: bytes, content_type: str) -> st
     Written in a storage class that can be read at once (ledgers and manifests are read
     back by every reconciliation), with the target's encryption, Object Lock and tags.
     """
-    from voipstudio_provider.engine.s3objects import put_checked
-
     return put_checked(
         s3_client,
         target.bucket,
