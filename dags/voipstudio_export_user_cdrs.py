@@ -47,18 +47,17 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import CronDataIntervalTimetable, Param, Variable, dag, task
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 from voipstudio_provider.engine.summaries import BATCH_SUMMARY_KEY, push_summary
 from voipstudio_provider.tasks import export
 from voipstudio_provider.tasks.settings import (
     API_POOL,
     AWS_CONN_ID,
-    EXPORT_USERS_VARIABLE,
     VOIPSTUDIO_CONN_ID,
     check_connections,
     dag_default_args,
     fail_on_configuration_error,
-    listed_user_ids,
+    load_export_user_ids,
     location_params,
     resolve_bucket_and_prefix,
 )
@@ -94,8 +93,7 @@ def voipstudio_export_user_cdrs():
         with fail_on_configuration_error("export's params, Variables or connections"):
             # A run without a logical date exports the UTC day before its run_after.
             day = export.export_day(data_interval_end or dag_run.run_after, params["day"])
-            listed = Variable.get(EXPORT_USERS_VARIABLE, default=None)
-            listed_user_ids(listed)
+            listed = load_export_user_ids()
             resolve_bucket_and_prefix(params)
             check_connections(VOIPSTUDIO_CONN_ID, AWS_CONN_ID)
         ti.xcom_push(key="day", value=day.isoformat())

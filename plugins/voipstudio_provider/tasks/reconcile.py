@@ -309,27 +309,24 @@ def raise_if_overdue(summary: Mapping[str, Any], gap_hours: float) -> None:
 
 def reconcile_task(params: Mapping[str, Any], data_interval_end: dt.datetime) -> dict[str, Any]:
     """The ``reconcile_archive`` task's body: reconcile, report, log; return the summary."""
-    from airflow.sdk import Variable
-
     from voipstudio_provider.endpoints import as_utc
     from voipstudio_provider.engine.batches import archive_planned_batch
     from voipstudio_provider.engine.targets import s3_client_for
     from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
     from voipstudio_provider.tasks.settings import (
         AWS_CONN_ID,
-        EXPORT_USERS_VARIABLE,
         VOIPSTUDIO_CONN_ID,
         archive_target,
         check_connections,
         fail_on_configuration_error,
-        listed_user_ids,
+        load_export_user_ids,
     )
 
     run_day = as_utc(data_interval_end).date()
     with fail_on_configuration_error("reconciliation's params, Variables or connections"):
         first, last = reconcile_range(params, run_day)
         target = archive_target(params)
-        listed_users = listed_user_ids(Variable.get(EXPORT_USERS_VARIABLE, default=None))
+        listed_users = load_export_user_ids()
         check_connections(VOIPSTUDIO_CONN_ID, AWS_CONN_ID)
     log.info("reconciling %s .. %s (run day %s)", first, last, run_day)
 

@@ -240,3 +240,9 @@ def listed_user_ids(raw: Any) -> list[int]:
     if not isinstance(values, list):
         raise ValueError(f"{EXPORT_USERS_VARIABLE} must be a JSON list of user ids")
     return sorted({int(v) for v in values})
+
+
+def load_export_user_ids() -> list[int]:
+    """The users the export writes a CSV for even without calls, from
+    ``voipstudio_export_user_ids`` (:func:`listed_user_ids`)."""
+    return listed_user_ids(_variable(EXPORT_USERS_VARIABLE))
