@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: test demo lint format sandbox benchmark lock clean
+.PHONY: test fuzz demo lint format sandbox benchmark lock clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
@@ -15,6 +15,12 @@ $(STAMP): requirements.txt pyproject.toml
 
 test: $(STAMP) lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The long run of the property-based deletion tests: random scenarios for FUZZ_MINUTES.
+FUZZ_MINUTES ?= 30
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz FUZZ_MINUTES=$(FUZZ_MINUTES) $(PY) -m pytest tests/property \
+	  --hypothesis-show-statistics -o timeout=0 $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(PY) include/demo.py
