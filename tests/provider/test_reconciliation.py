@@ -244,7 +244,7 @@ def test_per_user_csvs_and_archived_chats_are_reconciled_by_listing(hook, s3, ta
 
 
 def test_the_auditors_shell_check_of_one_day(hook, s3, target, truth, tmp_path):
-    """The README's recipe: `sed` turns the day's .jsonl into `sha256sum -c` input."""
+    """The manual's recipe: `sed` turns the day's .jsonl into `sha256sum -c` input."""
     import hashlib
     import re
     import subprocess
@@ -258,8 +258,8 @@ def test_the_auditors_shell_check_of_one_day(hook, s3, target, truth, tmp_path):
     assert hashlib.sha256(lines).hexdigest() == document["jsonl"]["sha256"]
     (tmp_path / "manifest.jsonl").write_bytes(lines)
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    (sed_line,) = [line for line in readme.splitlines() if line.startswith("sed -E ")]
+    recipe = (Path(__file__).resolve().parents[2] / "docs" / "proving.md").read_text()
+    (sed_line,) = [line for line in recipe.splitlines() if line.startswith("sed -E ")]
     expression = re.search(r"'([^']*)'", sed_line).group(1)
     sums = subprocess.run(
         ["sed", "-E", expression, "manifest.jsonl"], cwd=tmp_path, capture_output=True, check=True
