@@ -8,7 +8,8 @@ deleted by version, so no older version survives, unless
 
 - a legal hold applies (the Variable's register, or the version's own S3 legal hold):
   kept, with the reason;
-- an Object Lock retention is in force: kept, ``erase_after`` its ``RetainUntilDate``;
+- an Object Lock retention is in force: kept, ``erase_after`` its ``RetainUntilDate``
+  (the latest of the record's objects: a record goes whole or stays whole);
 - a duty to keep applies (``voipstudio_minimum_keep_days`` per resource): kept,
   ``erase_after`` the day the record is old enough.
 
@@ -183,17 +184,18 @@ class ErasureRun:
             for key, version in versions:
                 self._keep(subject, key, version, "minimum_keep_days", until)
             return
-        left = 0
-        for key, version in versions:
-            status, retain_until = _version_lock(self.s3, bucket, key, version)
-            if status == ON:
+        # A record goes whole or stays whole: a kept binary keeps the sidecar describing it.
+        locks = [_version_lock(self.s3, bucket, key, version) for key, version in versions]
+        if any(status == ON for status, _ in locks):
+            for key, version in versions:
                 self._line(subject, key, version, KEPT, "legal_hold_on_object")
-                left += 1
-            elif retain_until is not None and retain_until > self.rules.now:
-                self._keep(subject, key, version, "object_lock_retention", retain_until)
-                left += 1
-            elif not self._delete(subject, key, version):
-                left += 1
+            return
+        retained = [until for _, until in locks if until is not None and until > self.rules.now]
+        if retained:
+            for key, version in versions:
+                self._keep(subject, key, version, "object_lock_retention", max(retained))
+            return
+        left = sum(1 for key, version in versions if not self._delete(subject, key, version))
         if left == 0:
             self.erased_refs.append((subject["resource"], int(subject["record_id"])))
             for key in subject["keys"]:
