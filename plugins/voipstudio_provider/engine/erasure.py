@@ -47,6 +47,37 @@ ERASED, KEPT = "erased", "kept"
 PENDING_FOLDER = "erasure/pending/"
 
 
+#: Resources whose records have archived copies.
+ERASABLE_RESOURCES = ("monitors", "voicemessages", "cdrs", "msdrs", "chats")
+
+
+def parse_minimum_keep_days(value: str | Mapping | None) -> dict[str, int]:
+    """``voipstudio_minimum_keep_days``: ``{"monitors": 2555, "voicemessages": 365}``.
+
+    :raises ValueError: naming the entry, for JSON that is not an object, a resource that
+        has no archived copies, or days that are not a whole number of 0 or more.
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return {}
+    try:
+        given = json.loads(value) if isinstance(value, str) else value
+    except ValueError as error:
+        raise ValueError(f"voipstudio_minimum_keep_days is not JSON: {error}") from None
+    if not isinstance(given, Mapping):
+        raise ValueError("voipstudio_minimum_keep_days must map resources to days")
+    days = {}
+    for resource, count in given.items():
+        if resource not in ERASABLE_RESOURCES:
+            raise ValueError(
+                f"voipstudio_minimum_keep_days names {resource!r}; "
+                f"known: {', '.join(ERASABLE_RESOURCES)}"
+            )
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(f"voipstudio_minimum_keep_days of {resource} must be days >= 0")
+        days[resource] = count
+    return days
+
+
 @dataclass(frozen=True)
 class ErasureRules:
     """What keeps an archived copy from erasure.

@@ -159,6 +159,9 @@ def sync_holds(s3_client, target, hold, index, run_id: str) -> dict[str, Any]:
         "findings": [], "held_records": len(held), "held_objects": 0,
         "set_on": 0, "set_off": 0, "drift": [], "unknown": [], "audit_key": None,
     }  # fmt: skip
+    if not report["lock_enabled"] and not (hold.numbers or any(hold.ids.values())):
+        log.warning("s3://%s has no Object Lock: a legal hold could not be enforced", target.bucket)
+        return report
     if not report["lock_enabled"]:
         finding = (
             f"holds cannot be enforced in this bucket: s3://{target.bucket} has no Object "
