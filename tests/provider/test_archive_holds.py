@@ -21,7 +21,13 @@ from voipstudio_provider.engine.erasure import (
 )
 from voipstudio_provider.engine.layout import quarantine_key
 from voipstudio_provider.engine.ledger import read_day
-from voipstudio_provider.engine.manifests import manifest_index, read_lines, write_day
+from voipstudio_provider.engine.manifests import (
+    manifest_index,
+    manifest_lines,
+    read_lines,
+    tombstone,
+    write_day,
+)
 from voipstudio_provider.engine.object_holds import UNKNOWN, hold_status, sync_holds
 from voipstudio_provider.engine.policy import parse_legal_hold
 from voipstudio_provider.engine.reconciliation import Reconciler
@@ -274,3 +280,29 @@ def test_an_erased_object_is_not_a_reconciliation_gap(sandbox, hook, s3, target)
 
     assert result.counts["erased"] == 1
     assert gone not in [gap["id"] for gap in result.gaps]
+
+
+def test_verify_finds_a_tombstone_that_does_not_match_or_an_erased_line_come_back(s3, bucket):
+    target = ArchiveTarget(bucket=bucket, prefix=f"p{uuid.uuid4().hex[:8]}")
+    day = dt.date(2026, 3, 2)
+    line = {
+        "key": f"{target.prefix}/recordings/date={day}/1.mp3", "size": 3, "sha256": "a" * 64,
+        "s3_checksum": "x", "etag": "e", "record_id": 1, "kind": "monitors",
+        "archived_at": "2026-03-03T00:00:00+00:00",
+    }  # fmt: skip
+    index = manifest_index(s3, bucket, target.prefix)
+    write_day(s3, target, day, [line], index)
+    assert verify(s3, bucket, target.prefix, day, day)["problems"] == []
+
+    forged = tombstone(line, "2026-04-01T00:00:00+00:00", "compliance_purge", "p")
+    forged["tombstone"]["line_sha256"] = "0" * 64
+    write_day(s3, target, day, [forged], index)
+    problems = verify(s3, bucket, target.prefix, day, day)["problems"]
+    assert len(problems) == 1 and "does not match the removed line" in problems[0]
+
+    # A ledger still naming the erased object does not bring its line back.
+    assert write_day(s3, target, day, [line], index) is None
+    latest = read_lines(s3, bucket, index[day][-1][1].replace(".json", ".jsonl"))
+    assert latest[line["key"]]["tombstone"]["line_sha256"] == "0" * 64
+    honest = tombstone(line, "2026-04-01T00:00:00+00:00", "compliance_purge", "p")
+    assert honest["tombstone"]["line_sha256"] == hashlib.sha256(manifest_lines([line])).hexdigest()

@@ -38,7 +38,12 @@ from voipstudio_provider.engine.layout import (
     erasure_pending_key,
 )
 from voipstudio_provider.engine.ledger import jsonl, key_day
-from voipstudio_provider.engine.object_holds import ON, hold_status, record_versions
+from voipstudio_provider.engine.object_holds import (
+    ON,
+    hold_status,
+    record_versions,
+    version_args,
+)
 from voipstudio_provider.engine.s3objects import error_code, is_not_found, put_checked, put_json
 
 log = logging.getLogger(__name__)
@@ -155,7 +160,7 @@ def subjects_of_number(index, number: str) -> list[dict[str, Any]]:
 def _version_lock(s3_client, bucket: str, key: str, version_id: str) -> tuple[str, Any]:
     """``(legal hold, RetainUntilDate or None)`` of a stored version, from one HEAD (and
     ``GetObjectLegalHold`` when the HEAD does not show the flag)."""
-    head = s3_client.head_object(Bucket=bucket, Key=key, VersionId=version_id)
+    head = s3_client.head_object(Bucket=bucket, Key=key, **version_args(version_id))
     status = head.get("ObjectLockLegalHoldStatus") or hold_status(
         s3_client, bucket, key, version_id
     )
@@ -237,7 +242,9 @@ class ErasureRun:
 
     def _delete(self, subject, key: str, version: str) -> bool:
         try:
-            self.erasure_client.delete_object(Bucket=self.target.bucket, Key=key, VersionId=version)
+            self.erasure_client.delete_object(
+                Bucket=self.target.bucket, Key=key, **version_args(version)
+            )
         except ClientError as error:
             if is_not_found(error):
                 return True

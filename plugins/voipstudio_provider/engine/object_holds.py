@@ -67,6 +67,11 @@ def record_versions(s3_client, bucket: str, prefix: str, keys: Iterable[str]) ->
     return sorted(set(found))
 
 
+def version_args(version_id: str) -> dict[str, str]:
+    """``VersionId`` for a request, left out for an unversioned bucket's ``null``."""
+    return {} if version_id in (None, "null") else {"VersionId": version_id}
+
+
 def hold_status(s3_client, bucket: str, key: str, version_id: str) -> str:
     """``ON``, ``OFF`` or ``unknown``: a version's legal hold as S3 tells it.
 
@@ -75,12 +80,12 @@ def hold_status(s3_client, bucket: str, key: str, version_id: str) -> str:
     answer without the field (or a refusal) is ``unknown``.
     :raises botocore.exceptions.ClientError: the version is gone (:func:`is_not_found`).
     """
-    head = s3_client.head_object(Bucket=bucket, Key=key, VersionId=version_id)
+    head = s3_client.head_object(Bucket=bucket, Key=key, **version_args(version_id))
     status = head.get("ObjectLockLegalHoldStatus")
     if status in (ON, OFF):
         return status
     try:
-        answer = s3_client.get_object_legal_hold(Bucket=bucket, Key=key, VersionId=version_id)
+        answer = s3_client.get_object_legal_hold(Bucket=bucket, Key=key, **version_args(version_id))
     except ClientError as error:
         if error_code(error) in NEVER_HELD_CODES:
             return OFF
@@ -94,7 +99,7 @@ def hold_status(s3_client, bucket: str, key: str, version_id: str) -> str:
 def set_hold(s3_client, bucket: str, key: str, version_id: str, status: str) -> None:
     """Turn a version's legal hold ``ON`` or ``OFF``."""
     s3_client.put_object_legal_hold(
-        Bucket=bucket, Key=key, VersionId=version_id, LegalHold={"Status": status}
+        Bucket=bucket, Key=key, LegalHold={"Status": status}, **version_args(version_id)
     )
 
 
@@ -151,13 +156,15 @@ def sync_holds(s3_client, target, hold, index, run_id: str) -> dict[str, Any]:
     :param index: the subject index, read.
     :param run_id: the run, named in each audit line.
     :return: ``lock_enabled``, ``findings`` (sentences for people), ``held_records``,
-        ``held_objects``, ``set_on``, ``set_off``, ``drift`` and ``unknown`` (versions).
+        ``held_objects``, ``set_on``, ``set_off``, ``drift`` and ``unknown`` (versions),
+        ``not_indexed`` (held ids the subject index does not name).
     """
     held = held_records(hold, index)
     report: dict[str, Any] = {
         "lock_enabled": lock_enabled(s3_client, target.bucket),
         "findings": [], "held_records": len(held), "held_objects": 0,
-        "set_on": 0, "set_off": 0, "drift": [], "unknown": [], "audit_key": None,
+        "set_on": 0, "set_off": 0, "drift": [], "unknown": [], "not_indexed": [],
+        "audit_key": None,
     }  # fmt: skip
     if not report["lock_enabled"] and not (hold.numbers or any(hold.ids.values())):
         log.warning("s3://%s has no Object Lock: a legal hold could not be enforced", target.bucket)
@@ -177,6 +184,19 @@ def sync_holds(s3_client, target, hold, index, run_id: str) -> dict[str, Any]:
         ):
             wanted[version] = (ref, entry)
     report["held_objects"] = len(wanted)
+    # A held id the index does not name has copies the sync cannot find: say so.
+    report["not_indexed"] = sorted(
+        f"ids.{resource}:{record_id}"
+        for resource, ids in hold.ids.items()
+        for record_id in ids
+        if index.of_record(resource, record_id) is None
+    )
+    if report["not_indexed"]:
+        log.warning(
+            "%d held ids are not in the subject index (archived before it, or never "
+            "archived): run the reconciliation with backfill_index",
+            len(report["not_indexed"]),
+        )
     known = register(s3_client, target.bucket, target.prefix)
     now = dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
     lines = []

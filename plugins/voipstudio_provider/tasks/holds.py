@@ -71,7 +71,8 @@ def sync_legal_holds_task(params: Mapping[str, Any], run_id: str) -> dict[str, A
         report["held_records"], report["held_objects"], report["set_on"],
         report["set_off"], len(report["drift"]), len(report["unknown"]),
     )  # fmt: skip
-    return {**done, **report, "drift": report["drift"][:20], "unknown": report["unknown"][:20]}
+    short = {name: report[name][:20] for name in ("drift", "unknown", "not_indexed")}
+    return {**done, **report, **short}
 
 
 def raise_on_findings(report: Mapping[str, Any]) -> None:
