@@ -13,6 +13,7 @@ import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 from voipstudio_provider.engine.batches import archive_planned_batch
+from voipstudio_provider.engine.chats import ChatArchive
 from voipstudio_provider.engine.erasure import (
     ErasureRules,
     erase_due,
@@ -306,3 +307,28 @@ def test_verify_finds_a_tombstone_that_does_not_match_or_an_erased_line_come_bac
     assert latest[line["key"]]["tombstone"]["line_sha256"] == "0" * 64
     honest = tombstone(line, "2026-04-01T00:00:00+00:00", "compliance_purge", "p")
     assert honest["tombstone"]["line_sha256"] == hashlib.sha256(manifest_lines([line])).hexdigest()
+
+
+def test_a_chat_naming_a_held_number_is_indexed_and_its_archive_held(sandbox, hook, s3, target):
+    chat_id = sandbox.control("GET", "records/chats")["data"][0]["id"]
+    message_id = add(sandbox, "chatmsgs", 1, chat_id=chat_id, message="ring me: +44 20 7946 0321")[
+        0
+    ]
+    message = next(
+        m for m in sandbox.control("GET", "records/chatmsgs")["data"] if m["id"] == message_id
+    )
+    chats = ChatArchive(hook, s3, target, parse_legal_hold(None), write=True)
+    key = chats.key_of(message)
+    assert chats.check(message, check_archive=True)[0] == "archive_verified"
+
+    assert backfill(s3, target, sidecars=False)["indexed"] == 1
+    index = SubjectIndex.read(s3, target.bucket, target.prefix)
+    [line] = index.of_number(SUBJECT_E164)
+    assert line["keys"] == [key] and message_id in line["message_ids"]
+
+    by_message = parse_legal_hold({"ids": {"chatmsgs": [message_id]}})
+    report = sync_holds(s3, target, by_message, index, "run-chat")
+    assert report["set_on"] == len(versions(s3, target.bucket, key)) >= 1
+    for k, version in versions(s3, target.bucket, key):
+        assert hold_status(s3, target.bucket, k, version) == "ON"
+    assert sync_holds(s3, target, parse_legal_hold(None), index, "run-chat-2")["set_off"] >= 1

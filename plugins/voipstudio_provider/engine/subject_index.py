@@ -250,7 +250,14 @@ def _versions(s3_client, bucket: str, key: str) -> list[str]:
     return found
 
 
-def backfill(s3_client, target, regions: Sequence[str] = ()) -> dict[str, int]:
+def backfill(
+    s3_client,
+    target,
+    regions: Sequence[str] = (),
+    *,
+    sidecars: bool = True,
+    index: SubjectIndex | None = None,
+) -> dict[str, int]:
     """Index what the index does not name yet, from sidecars and chat archives only.
 
     A recording's or voicemail's sidecar is the record as the API sent it; a chat archive
@@ -258,13 +265,17 @@ def backfill(s3_client, target, regions: Sequence[str] = ()) -> dict[str, int]:
     gained messages) is indexed again. PCAPs and traces keep no record in the bucket: those
     archived before the index existed are found by their CDR's or MSDR's id and day only.
 
+    :param sidecars: also list the recordings' and voicemail's folders (a LIST per 1,000
+        keys of the whole archive); without it only chat archives are looked at.
+    :param index: the index as already read; it is updated with what is indexed now.
     :return: ``indexed`` (records indexed now, one sidecar or chat read each) and
         ``index_objects_read``.
     """
-    index = SubjectIndex.read(s3_client, target.bucket, target.prefix)
+    if index is None:
+        index = SubjectIndex.read(s3_client, target.bucket, target.prefix)
     lines: list[dict[str, Any]] = []
     paginator = s3_client.get_paginator("list_objects_v2")
-    folders = [(kind, f"{target.prefix}/{kind.folder}/") for kind in SIDECAR_KINDS]
+    folders = [(k, f"{target.prefix}/{k.folder}/") for k in SIDECAR_KINDS if sidecars]
     folders.append((None, f"{target.prefix}/chats/"))
     for kind, below in folders:
         for page in paginator.paginate(Bucket=target.bucket, Prefix=below):
@@ -273,7 +284,12 @@ def backfill(s3_client, target, regions: Sequence[str] = ()) -> dict[str, int]:
                 if line is not None:
                     lines.append(line)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    write_lines(s3_client, target, f"backfill-{stamp}", lines)
+    if lines:
+        for key in write_lines(s3_client, target, f"backfill-{stamp}", lines):
+            day = key_day(key).isoformat()
+            for line in lines:
+                if line["date"] == day:
+                    index.add(line, key)
     log.info("subject index backfill: %d records indexed", len(lines))
     return {"indexed": len(lines), "index_objects_read": index.requests["GET"]}
 

@@ -1,5 +1,6 @@
 """Legal holds on the archived copies and the subject index, as the reconciliation's daily
-task: index what is not indexed yet (when asked), then make every archived copy's S3 legal
+task: index the chat archives (and, when asked, everything archived before the index)
+not indexed yet, then make every archived copy's S3 legal
 hold match ``voipstudio_legal_hold`` (:mod:`~voipstudio_provider.engine.object_holds`).
 """
 
@@ -58,12 +59,16 @@ def sync_legal_holds_task(params: Mapping[str, Any], run_id: str) -> dict[str, A
         hold = load_legal_hold()
         region = load_default_region()
     s3_client = S3Hook(aws_conn_id=AWS_CONN_ID).get_conn()
-    done: dict[str, Any] = {}
-    if params.get("backfill_index"):
-        done["backfill"] = backfill(s3_client, target, (region,) if region else ())
+    regions = (region,) if region else ()
+    # Chats are archived by the deleting DAGs, not by an archive batch: index them here,
+    # daily (one LIST of the chats folder, a GET per chat archived since).
+    index = SubjectIndex.read(s3_client, target.bucket, target.prefix)
+    sidecars = bool(params.get("backfill_index"))
+    done: dict[str, Any] = {
+        "backfill": backfill(s3_client, target, regions, sidecars=sidecars, index=index)
+    }
     if not params.get("sync_holds", True):
         return done
-    index = SubjectIndex.read(s3_client, target.bucket, target.prefix)
     report = sync_holds(s3_client, target, hold, index, run_id)
     log.info(
         "legal holds: %d held records, %d archived objects; %d set ON, %d set OFF, "
