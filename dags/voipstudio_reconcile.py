@@ -38,7 +38,8 @@ passed, through the `aws_erasure` connection.
 
 `bucket`, `prefix`, `from_date`, `to_date`, `days`, `rearchive`, `gap_hours`,
 `verify_objects`, `sync_holds`, `backfill_index`. Connections: `voipstudio_default`,
-`aws_default`, and `aws_erasure` when copies wait for erasure.
+`aws_default`, `aws_legal_hold` (the role that sets and lifts legal holds) once a hold is
+set, and `aws_erasure` when copies wait for erasure.
 """
 
 from __future__ import annotations

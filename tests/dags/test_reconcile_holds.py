@@ -10,6 +10,7 @@ from voipstudio_provider.engine.subject_index import SubjectIndex
 
 from tests.dags.test_archive_recordings import run_archive, xcom
 from tests.dags.test_reconcile import run_reconcile, states
+from tests.dags.test_runs_without_logical_date import task_logs
 
 pytestmark = pytest.mark.slow
 
@@ -40,6 +41,7 @@ def test_reconcile_locks_held_copies_and_lifts_them(airflow_env):
     free = [line for line in index.lines.values() if line not in held]
     held_keys = [k for line in held for k in line["keys"]]
     env.set_variable("voipstudio_legal_hold", {"numbers": [number]})
+    env.monkeypatch.setenv("AIRFLOW_CONN_AWS_LEGAL_HOLD", env.seaweed.airflow_conn_uri())
 
     locked = run_reconcile({"resources": ["monitors", "voicemessages"]})
 
@@ -57,11 +59,16 @@ def test_reconcile_locks_held_copies_and_lifts_them(airflow_env):
     assert flags(env, held_keys) == {"OFF"}
 
 
-def test_holds_in_a_bucket_without_object_lock_fail_the_run(airflow_env):
+def test_holds_in_a_bucket_without_object_lock_fail_the_run(airflow_env, capfd, caplog):
     env = airflow_env
     assert run_archive().state == "success"
     env.set_variable("voipstudio_legal_hold", {"ids": {"monitors": [1]}})
 
+    unset = run_reconcile({"resources": ["monitors"]})
+    assert states(unset)["sync_legal_holds"] == "failed"
+    assert "connection 'aws_legal_hold' is not defined" in task_logs(capfd, caplog)
+
+    env.monkeypatch.setenv("AIRFLOW_CONN_AWS_LEGAL_HOLD", env.seaweed.airflow_conn_uri())
     run = run_reconcile({"resources": ["monitors"]})
 
     assert states(run)["sync_legal_holds"] == "success"

@@ -270,8 +270,9 @@ def erase_subjects(
 ) -> dict[str, Any]:  # fmt: skip
     """Erase the archived copies of ``subjects``; audit, tombstone and un-index what went.
 
-    :param s3_client: reads, and writes the audit, manifests and index (the archive role).
-    :param erasure_client: the only client that deletes (the erasure role).
+    :param s3_client: reads, and writes the manifests and the index (the archive role).
+    :param erasure_client: the only client that deletes (the erasure role); it also
+        writes the erasure's audit and pending list.
     :param index: the subject index (:class:`~.subject_index.SubjectIndex`), read.
     :return: counts, ``audit_key``, ``pending_key``, ``manifests`` (versions written).
     """
@@ -288,8 +289,9 @@ def erase_subjects(
     result: dict[str, Any] = {**run.counts(), "audit_key": None, "pending_key": None}
     if run.lines:
         key = erasure_audit_key(target.prefix, run_id)
+        # The deleting role writes its own audit, as retention and the purge do.
         put_checked(
-            s3_client, target.bucket, key, jsonl(run.lines),
+            erasure_client, target.bucket, key, jsonl(run.lines),
             content_type="application/x-ndjson", write_args=target.document_args(),
         )  # fmt: skip
         result["audit_key"] = key
@@ -298,7 +300,7 @@ def erase_subjects(
     if run.pending:
         document = {"run_id": run_id, "purge_run": purge_run, "reason": reason,
                     "items": run.pending}  # fmt: skip
-        put_json(s3_client, target.bucket, pending_key, document, write_args=_plain(target))
+        put_json(erasure_client, target.bucket, pending_key, document, write_args=_plain(target))
         result["pending_key"] = pending_key
     by_day: dict[dt.date, dict[str, dict]] = {}
     for key, why in run.erased_keys.items():
@@ -371,7 +373,7 @@ def erase_due(
         before = _versions(s3_client, target.bucket, key)
         if remaining:
             # Written before the old versions go: a failure in between loses no item.
-            put_json(s3_client, target.bucket, key, {**lists[key], "items": remaining},
+            put_json(erasure_client, target.bucket, key, {**lists[key], "items": remaining},
                      write_args=_plain(target))  # fmt: skip
         for version in before:
             erasure_client.delete_object(Bucket=target.bucket, Key=key, VersionId=version)

@@ -148,17 +148,31 @@ def register(s3_client, bucket: str, prefix: str) -> dict[Version, dict[str, Any
     return latest
 
 
-def sync_holds(s3_client, target, hold, index, run_id: str) -> dict[str, Any]:
+def needs_changes(s3_client, target, hold) -> bool:
+    """Whether a sync may have to change a flag: the hold names something, or the
+    register still has a version ``ON`` that may have to be released."""
+    if hold.numbers or any(hold.ids.values()):
+        return True
+    return any(
+        line["legal_hold"] == ON
+        for line in register(s3_client, target.bucket, target.prefix).values()
+    )
+
+
+def sync_holds(s3_client, target, hold, index, run_id: str, *, hold_client=None) -> dict[str, Any]:
     """Make every archived copy's legal hold match the register, and audit each change.
 
     :param target: the archive (``bucket``, ``prefix``, write options for the audit).
     :param hold: the legal hold Variable, parsed.
     :param index: the subject index, read.
     :param run_id: the run, named in each audit line.
+    :param hold_client: sets and lifts the flags and writes their audit (the legal-hold
+        role); ``s3_client`` only reads. Default: ``s3_client`` does both.
     :return: ``lock_enabled``, ``findings`` (sentences for people), ``held_records``,
         ``held_objects``, ``set_on``, ``set_off``, ``drift`` and ``unknown`` (versions),
         ``not_indexed`` (held ids the subject index does not name).
     """
+    writer = hold_client or s3_client
     held = held_records(hold, index)
     report: dict[str, Any] = {
         "lock_enabled": lock_enabled(s3_client, target.bucket),
@@ -202,7 +216,7 @@ def sync_holds(s3_client, target, hold, index, run_id: str) -> dict[str, Any]:
     lines = []
 
     def change(version: Version, status: str, was: str, ref, entry: str, why: str) -> None:
-        set_hold(s3_client, target.bucket, *version, status)
+        set_hold(writer, target.bucket, *version, status)
         lines.append({
             "at": now, "key": version[0], "version_id": version[1], "action": "legal_hold",
             "legal_hold": status, "was": was, "resource": ref[0], "record_id": ref[1],
@@ -235,7 +249,7 @@ def sync_holds(s3_client, target, hold, index, run_id: str) -> dict[str, Any]:
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
         key = legal_hold_audit_key(target.prefix, f"{run_id}.{stamp}")
         put_checked(
-            s3_client, target.bucket, key, jsonl(lines),
+            writer, target.bucket, key, jsonl(lines),
             content_type="application/x-ndjson", write_args=_audit_args(target),
         )  # fmt: skip
         report["audit_key"] = key

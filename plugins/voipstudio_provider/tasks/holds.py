@@ -38,18 +38,22 @@ def hold_params() -> dict[str, Param]:
 def sync_legal_holds_task(params: Mapping[str, Any], run_id: str) -> dict[str, Any]:
     """The ``sync_legal_holds`` task's body.
 
+    Flags are set and lifted, and their audit written, through the connection
+    ``aws_legal_hold`` only, which must exist once a hold names anything.
+
     :return: what :func:`~voipstudio_provider.engine.object_holds.sync_holds` reports,
         with ``backfill`` counts when it ran; a finding (a bucket without Object Lock) is
         logged as an error and returned, and fails the task through ``check_holds``.
     """
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-    from voipstudio_provider.engine.object_holds import sync_holds
+    from voipstudio_provider.engine.object_holds import needs_changes, sync_holds
     from voipstudio_provider.engine.subject_index import SubjectIndex, backfill
     from voipstudio_provider.tasks.settings import (
         AWS_CONN_ID,
         archive_target,
         fail_on_configuration_error,
+        legal_hold_client,
         load_default_region,
         load_legal_hold,
     )
@@ -69,7 +73,12 @@ def sync_legal_holds_task(params: Mapping[str, Any], run_id: str) -> dict[str, A
     }
     if not params.get("sync_holds", True):
         return done
-    report = sync_holds(s3_client, target, hold, index, run_id)
+    if not needs_changes(s3_client, target, hold):
+        log.info("no legal hold is set and none is left to lift")
+        return {**done, "held_records": 0, "findings": []}
+    with fail_on_configuration_error("legal-hold connection"):
+        writer = legal_hold_client()
+    report = sync_holds(s3_client, target, hold, index, run_id, hold_client=writer)
     log.info(
         "legal holds: %d held records, %d archived objects; %d set ON, %d set OFF, "
         "%d drifted, %d unknown",

@@ -38,6 +38,9 @@ AWS_CONN_ID = "aws_default"
 #: The only connection allowed to delete archived copies (the erasure role); it never
 #: falls back to ``aws_default``.
 ERASURE_CONN_ID = "aws_erasure"
+#: The connection that sets and lifts S3 legal holds on archived copies and writes their
+#: audit (the legal-hold role); the archive's connection only reads for it.
+LEGAL_HOLD_CONN_ID = "aws_legal_hold"
 API_POOL = "voipstudio_api"
 
 
@@ -185,6 +188,17 @@ def erasure_client():
 
     check_connections(ERASURE_CONN_ID)
     return S3Hook(aws_conn_id=ERASURE_CONN_ID).get_conn()
+
+
+def legal_hold_client():
+    """A boto3 S3 client of the legal-hold role's connection ``aws_legal_hold``.
+
+    :raises ConfigurationError: the connection is not defined (never replaced by another).
+    """
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    check_connections(LEGAL_HOLD_CONN_ID)
+    return S3Hook(aws_conn_id=LEGAL_HOLD_CONN_ID).get_conn()
 
 
 def clients(voipstudio_conn_id: str, aws_conn_id: str):
