@@ -48,7 +48,7 @@ from voipstudio_provider.engine.s3objects import error_code, is_not_found, put_c
 
 log = logging.getLogger(__name__)
 
-ERASED, KEPT = "erased", "kept"
+ERASED, KEPT, ABSENT = "erased", "kept", "absent"
 PENDING_FOLDER = "erasure/pending/"
 
 
@@ -189,7 +189,7 @@ class ErasureRun:
     erased_refs: list[tuple[str, int]] = field(default_factory=list)
     erased_keys: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def _line(self, subject, key: str, version: str, action: str, why: str, **extra) -> None:
+    def _line(self, subject, key, version, action: str, why: str, **extra) -> None:
         self.lines.append({
             "at": self.rules.now.isoformat(timespec="seconds"), "action": action,
             "resource": subject["resource"], "record_id": int(subject["record_id"]),
@@ -210,6 +210,12 @@ class ErasureRun:
         """Erase, or keep with its reason, every stored version of one record."""
         bucket = self.target.bucket
         versions = record_versions(self.s3, bucket, self.target.prefix, subject["keys"])
+        ref = (subject["resource"], int(subject["record_id"]))
+        if not versions:
+            # Nothing stored: no tombstone either, so a lost object is never called erased.
+            self._line(subject, None, None, ABSENT, "no archived object")
+            self.erased_refs.append(ref)
+            return
         held = self.rules.hold_reason(subject)
         if held is not None:
             for key, version in versions:
@@ -233,8 +239,8 @@ class ErasureRun:
             return
         left = sum(1 for key, version in versions if not self._delete(subject, key, version))
         if left == 0:
-            self.erased_refs.append((subject["resource"], int(subject["record_id"])))
-            for key in subject["keys"]:
+            self.erased_refs.append(ref)
+            for key in sorted({key for key, _ in versions} & set(subject["keys"])):
                 self.erased_keys[key] = {
                     "erased_at": self.rules.now.isoformat(timespec="seconds"),
                     "reason": self.reason, "purge_run": self.purge_run,
