@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import subprocess
 import time
 import uuid
 
@@ -217,7 +218,13 @@ def test_erasure_by_number_reaches_the_archive_but_keeps_what_must_stay(sandbox,
 
     keys = {ref: list(line["keys"]) for ref, line in index.lines.items()}
     subjects = subjects_of_number(index, SUBJECT_E164)
+    # The purge deletes at the source what the hold does not keep there; then the archive.
+    deleted = hook.delete_records("monitors", [gone, locked])
+    deleted += hook.delete_records("voicemessages", [kept_for_duty])
     result = erase_subjects(s3, s3, target, index, subjects, rules, "erase-1", purge_run="p-1")
+    source = {r["id"] for r in sandbox.control("GET", "records/monitors")["data"]}
+    assert sorted(deleted) == sorted([gone, locked, kept_for_duty])
+    assert {held, *others} <= source and not {gone, locked} & source
 
     assert {line["record_id"] for line in subjects} == {gone, held, locked, kept_for_duty}
     assert result["records_erased"] == 1
@@ -249,6 +256,11 @@ def test_erasure_by_number_reaches_the_archive_but_keeps_what_must_stay(sandbox,
     assert [line["record_id"] for line in erased] == [gone]
     removed = next(raw for raw in before.splitlines() if f"/{gone}.mp3" in raw.decode())
     assert erased[0]["tombstone"]["line_sha256"] == hashlib.sha256(removed + b"\n").hexdigest()
+    recipe = subprocess.run(
+        f"grep -F '\"key\": \"{erased[0]['key']}\"' | sha256sum",
+        shell=True, input=before, capture_output=True, check=True,
+    )  # fmt: skip
+    assert recipe.stdout.split()[0].decode() == erased[0]["tombstone"]["line_sha256"]
     assert erased[0]["tombstone"]["purge_run"] == "p-1"
     assert SUBJECT not in json.dumps(after)
 
