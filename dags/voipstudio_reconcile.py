@@ -32,14 +32,14 @@ from released ones, reports and fixes drift, and audits each change under
 before the subject index existed. `check_holds` fails the run when holds are set but the
 bucket has no Object Lock. `erase_due_copies` erases archived copies that an erasure had
 to keep until a date (Object Lock retention, `voipstudio_minimum_keep_days`) once it has
-passed, through the `aws_erasure` connection.
+passed, through the `aws_erasure` connection. Their params are `sync_holds` (default on)
+and `backfill_index`; their connections `aws_legal_hold` (the role that sets and lifts
+legal holds, needed once a hold is set) and `aws_erasure` (needed while copies wait).
 
 #### Params
 
 `bucket`, `prefix`, `from_date`, `to_date`, `days`, `rearchive`, `gap_hours`,
-`verify_objects`, `sync_holds`, `backfill_index`. Connections: `voipstudio_default`,
-`aws_default`, `aws_legal_hold` (the role that sets and lifts legal holds) once a hold is
-set, and `aws_erasure` when copies wait for erasure.
+`verify_objects`. Connections: `voipstudio_default`, `aws_default`.
 """
 
 from __future__ import annotations
