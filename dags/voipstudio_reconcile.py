@@ -25,6 +25,17 @@ is on, writes the report and the manifest of every complete day before the run's
 `check_gaps` fails the run when a gap older than `gap_hours` (default 24) remains, so
 Airflow's failure callbacks and e-mail alert an operator.
 
+`sync_legal_holds` makes every archived copy of a record under `voipstudio_legal_hold`
+(by id, or by number through the subject index) S3-Object-Lock legal-held, lifts the hold
+from released ones, reports and fixes drift, and audits each change under
+`{prefix}/audit/legal-hold/`; with `backfill_index` it first indexes objects archived
+before the subject index existed. `check_holds` fails the run when holds are set but the
+bucket has no Object Lock. `erase_due_copies` erases archived copies that an erasure had
+to keep until a date (Object Lock retention, `voipstudio_minimum_keep_days`) once it has
+passed, through the `aws_erasure` connection. Their params are `sync_holds` (default on)
+and `backfill_index`; their connections `aws_legal_hold` (the role that sets and lifts
+legal holds, needed once a hold is set) and `aws_erasure` (needed while copies wait).
+
 #### Params
 
 `bucket`, `prefix`, `from_date`, `to_date`, `days`, `rearchive`, `gap_hours`,
@@ -39,7 +50,7 @@ import datetime as dt
 
 from airflow.sdk import CronDataIntervalTimetable, dag, task
 from voipstudio_provider.engine.summaries import push_summary
-from voipstudio_provider.tasks import reconcile
+from voipstudio_provider.tasks import erasure, holds, reconcile
 from voipstudio_provider.tasks.settings import (
     API_POOL,
     dag_default_args,
@@ -58,7 +69,7 @@ from voipstudio_provider.tasks.settings import (
     doc_md=__doc__,
     tags=["voipstudio", "archive", "reconciliation"],
     default_args=dag_default_args(retry_minutes=10),
-    params={**location_params(), **reconcile.reconcile_params()},
+    params={**location_params(), **reconcile.reconcile_params(), **holds.hold_params()},
 )
 def voipstudio_reconcile():
     @task(pool=API_POOL)
@@ -75,8 +86,23 @@ def voipstudio_reconcile():
     def check_gaps(summary: dict, params=None):
         reconcile.raise_if_overdue(summary, params["gap_hours"])
 
+    @task(retries=0)
+    def sync_legal_holds(params=None, run_id=None):
+        return holds.sync_legal_holds_task(params, run_id)
+
+    @task(retries=0)
+    def check_holds(report: dict):
+        holds.raise_on_findings(report)
+
+    @task
+    def erase_due_copies(run_id=None):
+        return erasure.erase_due_copies(run_id)
+
     summary = reconcile_archive()
-    verify_manifests(summary)
+    held = sync_legal_holds()
+    check_holds(held)
+    erased = erase_due_copies()
+    held >> erased >> verify_manifests(summary)
     check_gaps(summary)
 
 

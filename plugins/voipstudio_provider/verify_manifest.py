@@ -4,7 +4,9 @@
 [--objects]`` recomputes each day's chain (every version's ``.jsonl`` digest, the version it
 supersedes, the previous day it names) and with ``--objects`` compares every object's
 size and S3 ``ChecksumSHA256`` with its manifest line and looks for objects of the day that
-no manifest lists. It prints one line per thing that does not hold and exits 1 if any.
+no manifest lists. A tombstone (an erased object's line) must carry the SHA-256 of the
+line it replaced in the version before, and with ``--objects`` its key must be gone. It
+prints one line per thing that does not hold and exits 1 if any.
 The ``voipstudio_reconcile`` DAG runs the same :func:`verify`.
 """
 
@@ -16,7 +18,12 @@ import json
 import sys
 from collections.abc import Sequence
 
-from voipstudio_provider.engine.manifests import manifest_index, read_bytes, sha256_hex
+from voipstudio_provider.engine.manifests import (
+    is_tombstone,
+    manifest_index,
+    read_bytes,
+    sha256_hex,
+)
 
 #: The folders whose binaries a day's manifest lists (sidecars are copies of the record).
 BINARY_FOLDERS = {
@@ -64,6 +71,33 @@ def _check_version(s3_client, bucket, day, version, key, manifest, body, previou
     return problems, lines
 
 
+def _by_key(lines: bytes | None) -> dict[str, tuple[bytes, dict]]:
+    found = {}
+    for raw in (lines or b"").splitlines():
+        line = json.loads(raw)
+        found[line["key"]] = (raw + b"\n", line)
+    return found
+
+
+def _check_tombstones(day, key, lines: bytes | None, earlier: bytes | None) -> list[str]:
+    """Each tombstone names the digest of the line it replaced (when the version before
+    still listed it), and a tombstone never comes back to life."""
+    problems = []
+    before = _by_key(earlier)
+    for object_key, (_, line) in sorted(_by_key(lines).items()):
+        raw, old = before.get(object_key, (None, None))
+        if old is None:
+            continue
+        if is_tombstone(line) and not is_tombstone(old):
+            if sha256_hex(raw) != line["tombstone"].get("line_sha256"):
+                problems.append(
+                    f"{day} {key}: the tombstone of {object_key} does not match the removed line"
+                )
+        elif is_tombstone(old) and not is_tombstone(line):
+            problems.append(f"{day} {key}: {object_key} was erased but is listed again")
+    return problems
+
+
 def _check_objects(s3_client, bucket, prefix, day, lines: bytes) -> tuple[list[str], int]:
     problems = []
     listed = {}
@@ -74,7 +108,13 @@ def _check_objects(s3_client, bucket, prefix, day, lines: bytes) -> tuple[list[s
         try:
             head = s3_client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
         except s3_client.exceptions.ClientError as error:
+            if is_tombstone(line):
+                continue  # erased, as its tombstone says
+
             problems.append(f"{day} {key}: missing ({error.response.get('Error', {}).get('Code')})")
+            continue
+        if is_tombstone(line):
+            problems.append(f"{day} {key}: erased by its tombstone, but still in the bucket")
             continue
         if int(head["ContentLength"]) != line["size"]:
             problems.append(f"{day} {key}: size {head['ContentLength']} != manifest {line['size']}")
@@ -122,10 +162,12 @@ def verify(
                 problems.append(f"{day} {key}: not valid JSON")
                 previous_version = (key, body)
                 continue
+            earlier_lines = latest_lines
             found, latest_lines = _check_version(
                 s3_client, bucket, day, version, key, manifest, body, previous_version
             )
             problems.extend(found)
+            problems.extend(_check_tombstones(day, key, latest_lines, earlier_lines))
             checked["manifests"] += 1
             previous_version = (key, body)
         if objects and latest_lines is not None:

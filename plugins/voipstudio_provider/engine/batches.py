@@ -294,15 +294,38 @@ def id_ranges(
     return ranges
 
 
+def _index_subjects(s3_client, target, kind, records, outcomes, ledgers, regions) -> None:
+    """Index the numbers of every record the batch stored or found stored; a record found
+    stored is indexed again (cheap: the record is at hand), so a retried batch loses none."""
+    from voipstudio_provider.engine.subject_index import index_batch
+
+    stored = {o.record_id for o in outcomes if o.status in ("archived", "skipped")}
+    name = ledgers[0].rsplit("/", 1)[-1][: -len(".jsonl")] if ledgers else None
+    if name is None:
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        name = f"{kind.name}-{stamp}"
+    chosen = [r for r in records if int(r["id"]) in stored]
+    index_batch(s3_client, target, kind, chosen, name, regions)
+
+
 def archive_planned_batch(
-    voip_hook, s3_client, batch: Mapping[str, Any], target, *, max_streams: int = 4
+    voip_hook,
+    s3_client,
+    batch: Mapping[str, Any],
+    target,
+    *,
+    max_streams: int = 4,
+    regions: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Archive every record of one planned batch and write its ledger; a failed record
-    does not stop the others.
+    """Archive every record of one planned batch and write its ledger and its subject
+    index (:mod:`~voipstudio_provider.engine.subject_index`); a failed record does not stop
+    the others.
 
     :param batch: one item of :func:`plan_batches` (with ``ids``, only those of the range).
     :param target: where to write (an :class:`~voipstudio_provider.engine.targets.ArchiveTarget`).
     :param max_streams: parallel downloads and uploads inside the batch.
+    :param regions: regions national numbers are read in for the subject index (the
+        Variable ``voipstudio_default_region``).
     :return: the batch summary: ``kind``, ``first_id``, ``last_id``, ``records``,
         ``archived``, ``skipped``, ``failed``, ``bytes``, ``failed_ids`` (bounded),
         ``errors`` (the first few, for people) and ``ledgers`` (ledger objects written).
@@ -318,6 +341,7 @@ def archive_planned_batch(
     counts, failures = done.counts, done.failures
     # Written after the uploads: a ledger line never names an object that is not stored.
     ledgers = write_ledger(s3_client, target, batch, done.outcomes)
+    _index_subjects(s3_client, target, kind, records, done.outcomes, ledgers, regions)
     return {
         "kind": kind.name,
         "first_id": int(batch["first_id"]),

@@ -151,3 +151,36 @@ def manifest_key(prefix: str, day: dt.date, version: int = 1, suffix: str = "jso
     ``suffix="jsonl"`` gives the object list of the same version."""
     name = "manifest" if version == 1 else f"manifest.{int(version)}"
     return f"{manifests_prefix(prefix)}{_day(day)}/{name}.{suffix}"
+
+
+def subjects_prefix(prefix: str, day: dt.date | None = None) -> str:
+    """``{p}/subjects/`` or ``{p}/subjects/date=YYYY-MM-DD/``: the subject index."""
+    return f"{prefix}/subjects/" + (f"{_day(day)}/" if day else "")
+
+
+def subjects_key(prefix: str, day: dt.date, name: str) -> str:
+    """One index object of one day, ``{p}/subjects/date=YYYY-MM-DD/{name}.jsonl``: the
+    records archived that day (by their own date) and the numbers each involves."""
+    return f"{subjects_prefix(prefix, day)}{name}.jsonl"
+
+
+def legal_hold_audit_key(prefix: str, run_id: str) -> str:
+    """``{p}/audit/legal-hold/{run_id}.jsonl``: each Object Lock legal hold set or removed."""
+    return f"{prefix}/audit/legal-hold/{run_id}.jsonl"
+
+
+def erasure_audit_key(prefix: str, run_id: str) -> str:
+    """``{p}/audit/erasure/{run_id}.jsonl``: each archived object erased or kept, and why."""
+    return f"{prefix}/audit/erasure/{run_id}.jsonl"
+
+
+def erasure_pending_key(prefix: str, run_id: str) -> str:
+    """``{p}/erasure/pending/{run_id}.json``: archived objects an erasure had to keep for a
+    while (Object Lock retention, a duty to keep), and from when they may go."""
+    return f"{prefix}/erasure/pending/{run_id}.json"
+
+
+def quarantine_stem(prefix: str, key: str) -> str:
+    """The start of every quarantined copy of ``key`` (see :func:`quarantine_key`)."""
+    folder, _, name = key[len(prefix) + 1 :].rpartition("/")
+    return f"{prefix}/quarantine/{folder}/{name.rpartition('.')[0]}."

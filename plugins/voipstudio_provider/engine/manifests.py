@@ -25,7 +25,10 @@ from voipstudio_provider.engine.ledger import jsonl, put_bytes
 from voipstudio_provider.engine.s3objects import is_not_found, put_json
 
 FORMAT = "voipstudio-archive-manifest/1"
+#: A manifest version with at least one tombstone.
+FORMAT_WITH_TOMBSTONES = "voipstudio-archive-manifest/2"
 LINE_FIELDS = ("key", "size", "sha256", "s3_checksum", "etag", "record_id", "kind", "archived_at")
+TOMBSTONE_FIELDS = ("key", "record_id", "kind", "tombstone")
 _MANIFEST = re.compile(r"/date=(\d{4}-\d{2}-\d{2})/manifest(?:\.(\d+))?\.json$")
 
 
@@ -71,9 +74,70 @@ def sha256_hex(body: bytes) -> str:
 
 
 def manifest_lines(entries: Iterable[Mapping[str, Any]]) -> bytes:
-    """The ``.jsonl`` body: one line per object, sorted by key, only the manifest's fields."""
-    rows = sorted(({f: e.get(f) for f in LINE_FIELDS} for e in entries), key=lambda r: r["key"])
+    """The ``.jsonl`` body: one line per object, sorted by key, only the manifest's fields
+    (a tombstone keeps its own)."""
+    rows = sorted(
+        (
+            {f: e.get(f) for f in (TOMBSTONE_FIELDS if is_tombstone(e) else LINE_FIELDS)}
+            for e in entries
+        ),
+        key=lambda r: r["key"],
+    )
     return jsonl(rows)
+
+
+def is_tombstone(line: Mapping[str, Any]) -> bool:
+    """Whether a manifest line stands for an erased object."""
+    return line.get("tombstone") is not None
+
+
+def line_sha256(line: Mapping[str, Any]) -> str:
+    """The SHA-256 of a manifest line as the ``.jsonl`` holds it, newline included."""
+    return sha256_hex(manifest_lines([line]))
+
+
+def tombstone(line: Mapping[str, Any], erased_at: str, reason: str, purge_run: str | None):
+    """The tombstone that replaces ``line``: no digest or size of the erased bytes, only
+    the removed line's SHA-256, when, why and by which purge."""
+    return {
+        "key": line["key"],
+        "record_id": line.get("record_id"),
+        "kind": line.get("kind"),
+        "tombstone": {
+            "line_sha256": line_sha256(line),
+            "erased_at": erased_at,
+            "reason": reason,
+            "purge_run": purge_run,
+        },
+    }
+
+
+def latest_lines(s3_client, bucket: str, prefix: str, day: dt.date, index) -> dict:
+    """The lines of ``day``'s latest manifest version by key (empty when it has none)."""
+    if not index.get(day):
+        return {}
+    version = index[day][-1][0]
+    return read_lines(s3_client, bucket, manifest_key(prefix, day, version, "jsonl"))
+
+
+def write_tombstones(
+    s3_client, target, day: dt.date, erased: Mapping[str, Mapping[str, Any]], index
+) -> dict[str, Any] | None:
+    """A new version of ``day``'s manifest with each erased object's line replaced by a
+    tombstone.
+
+    :param erased: ``{key: {"erased_at", "reason", "purge_run"}}``; a key the manifest does
+        not list as a live object is left as it is.
+    :return: the new ``manifest.json`` document, ``None`` when no line changed.
+    """
+    lines = latest_lines(s3_client, target.bucket, target.prefix, day, index)
+    changed = False
+    for key, why in erased.items():
+        line = lines.get(key)
+        if line is not None and not is_tombstone(line):
+            lines[key] = tombstone(line, why["erased_at"], why["reason"], why.get("purge_run"))
+            changed = True
+    return write_day(s3_client, target, day, lines.values(), index) if changed else None
 
 
 def write_day(
@@ -90,18 +154,26 @@ def write_day(
     :param index: :func:`manifest_index`, updated with what is written.
     :return: the written ``manifest.json`` document, or ``None`` when nothing changed.
     """
-    entries = list(entries)
-    body = manifest_lines(entries)
-    body_sha = sha256_hex(body)
+    entries = {e["key"]: e for e in entries}
     versions = index.get(day, [])
     supersedes = None
+    latest_bytes = None
     if versions:
-        latest_version, latest_key = versions[-1]
-        latest_bytes = read_bytes(s3_client, target.bucket, latest_key)
-        if latest_bytes is not None:
-            latest = json.loads(latest_bytes)
-            if latest.get("jsonl", {}).get("sha256") == body_sha:
-                return None
+        latest_bytes = read_bytes(s3_client, target.bucket, versions[-1][1])
+    latest = json.loads(latest_bytes) if latest_bytes is not None else {}
+    if latest.get("tombstones"):
+        # An erased object stays a tombstone: the ledgers that named it do not bring it back.
+        lines_key = latest["jsonl"]["key"]
+        for key, line in read_lines(s3_client, target.bucket, lines_key).items():
+            if is_tombstone(line):
+                entries[key] = line
+    entries = list(entries.values())
+    body = manifest_lines(entries)
+    body_sha = sha256_hex(body)
+    if versions:
+        latest_key = versions[-1][1]
+        if latest.get("jsonl", {}).get("sha256") == body_sha:
+            return None
         supersedes = {"key": latest_key, "sha256": sha256_hex(latest_bytes or b"")}
     version = versions[-1][0] + 1 if versions else 1
     earlier = [d for d in index if d < day]
@@ -113,13 +185,16 @@ def write_day(
         previous = {"day": prev_day.isoformat(), "key": prev_key, "sha256": sha256_hex(prev_bytes)}
     lines_key = manifest_key(target.prefix, day, version, "jsonl")
     put_bytes(s3_client, target, lines_key, body, "application/x-ndjson")
-    kinds = Counter(e.get("kind") for e in entries)
+    live = [e for e in entries if not is_tombstone(e)]
+    kinds = Counter(e.get("kind") for e in live)
+    erased = len(entries) - len(live)
     document = {
-        "format": FORMAT,
+        "format": FORMAT_WITH_TOMBSTONES if erased else FORMAT,
         "day": day.isoformat(),
         "version": version,
         "objects": len(entries),
-        "bytes": sum(int(e.get("size") or 0) for e in entries),
+        **({"tombstones": erased} if erased else {}),
+        "bytes": sum(int(e.get("size") or 0) for e in live),
         "counts": dict(sorted(kinds.items())),
         "jsonl": {"key": lines_key, "sha256": body_sha},
         "previous": previous,

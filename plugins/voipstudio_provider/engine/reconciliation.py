@@ -12,6 +12,9 @@ before ledgers existed) gets the byte-level check of
   checked (a size or ETag that changed, a sidecar that is gone);
 - ``orphaned``: an archived object whose source record is gone without an audit line
   saying it was deleted, or which the archive never wrote.
+
+An object erased with an audit line (``{p}/audit/erasure/``) is counted ``erased``, never
+a gap.
 """
 
 from __future__ import annotations
@@ -106,6 +109,7 @@ class Reconciler:
         names = [*kinds, *(OPTIONAL_KINDS[k] for k in kinds if k in OPTIONAL_KINDS)]
         self.kinds = [ARCHIVE_KINDS[name] for name in names]
         self._deleted: set[tuple[str, int]] | None = None
+        self._erased: set[str] | None = None
         self._manifests: dict | None = None
         self._manifest_times: dict[str, dt.datetime] = {}
 
@@ -136,6 +140,19 @@ class Reconciler:
                     if line.get("action") == "deleted":
                         self._deleted.add((str(line.get("resource")), int(line.get("id"))))
         return self._deleted
+
+    def erased(self) -> set[str]:
+        """Keys whose every stored version an erasure removed, as its audit lines say."""
+        from voipstudio_provider.engine.audit import read_audit
+
+        if self._erased is None:
+            self._erased = set()
+            below = f"{self.target.prefix}/audit/erasure/"
+            for key, _, _ in list_objects(self.s3, self.target.bucket, below):
+                for line in read_audit(self.s3, self.target.bucket, key):
+                    if line.get("action") == "erased":
+                        self._erased.add(str(line.get("key")))
+        return self._erased
 
     def ledger_day(self, day: dt.date) -> dict[str, dict[str, Any]]:
         """What the archive recorded for ``day``: the day's latest manifest, updated by the
@@ -185,6 +202,9 @@ class Reconciler:
                 result.add_gap(finding, record_id, key, reason, when)
 
             if key not in listing:
+                if key in self.erased():
+                    result.counts["erased"] += 1
+                    continue
                 gap("missing", "no object")
                 continue
             size, etag = listing[key]

@@ -201,10 +201,15 @@ def archive_one_batch(
     """
     from voipstudio_provider.engine.targets import s3_client_for
     from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
+    from voipstudio_provider.tasks.settings import load_default_region
 
+    region = load_default_region()
     voip_hook = VoIPstudioHook(voipstudio_conn_id=voipstudio_conn_id)
     s3_client = s3_client_for(aws_conn_id, max_streams)
-    return archive_planned_batch(voip_hook, s3_client, batch, target, max_streams=max_streams)
+    return archive_planned_batch(
+        voip_hook, s3_client, batch, target, max_streams=max_streams,
+        regions=(region,) if region else (),
+    )  # fmt: skip
 
 
 def archive_batch_task(batch: Mapping[str, Any], params: Mapping[str, Any], ti) -> None:

@@ -29,9 +29,18 @@ S3_OPTION_NAMES = ("sse", "kms_key_id", "storage_class", "object_lock_mode", "ob
 EXPORT_USERS_VARIABLE = "voipstudio_export_user_ids"
 POLICY_VARIABLE = "voipstudio_retention_policy"
 HOLD_VARIABLE = "voipstudio_legal_hold"
+#: Variable of the duty to keep that an erasure of archived copies respects: JSON of days
+#: per resource, e.g. ``{"monitors": 2555}`` (MiFID II's seven years of call recordings).
+KEEP_DAYS_VARIABLE = "voipstudio_minimum_keep_days"
 
 VOIPSTUDIO_CONN_ID = "voipstudio_default"
 AWS_CONN_ID = "aws_default"
+#: The only connection allowed to delete archived copies (the erasure role); it never
+#: falls back to ``aws_default``.
+ERASURE_CONN_ID = "aws_erasure"
+#: The connection that sets and lifts S3 legal holds on archived copies and writes their
+#: audit (the legal-hold role); the archive's connection only reads for it.
+LEGAL_HOLD_CONN_ID = "aws_legal_hold"
 API_POOL = "voipstudio_api"
 
 
@@ -158,6 +167,38 @@ def load_legal_hold():
     from voipstudio_provider.engine.policy import parse_legal_hold
 
     return parse_legal_hold(_variable(HOLD_VARIABLE), region=load_default_region())
+
+
+def load_minimum_keep_days() -> dict[str, int]:
+    """Days each resource's archived copies must be kept from the record's own date, from
+    ``voipstudio_minimum_keep_days`` (nothing when it is not set); an entry that does not
+    parse stops the run."""
+    from voipstudio_provider.engine.erasure import parse_minimum_keep_days
+
+    return parse_minimum_keep_days(_variable(KEEP_DAYS_VARIABLE))
+
+
+def erasure_client():
+    """A boto3 S3 client of the erasure role's connection ``aws_erasure``.
+
+    :raises ConfigurationError: the connection is not defined; the archive's own
+        connection is never used instead.
+    """
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    check_connections(ERASURE_CONN_ID)
+    return S3Hook(aws_conn_id=ERASURE_CONN_ID).get_conn()
+
+
+def legal_hold_client():
+    """A boto3 S3 client of the legal-hold role's connection ``aws_legal_hold``.
+
+    :raises ConfigurationError: the connection is not defined (never replaced by another).
+    """
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    check_connections(LEGAL_HOLD_CONN_ID)
+    return S3Hook(aws_conn_id=LEGAL_HOLD_CONN_ID).get_conn()
 
 
 def clients(voipstudio_conn_id: str, aws_conn_id: str):
