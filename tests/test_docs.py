@@ -126,6 +126,16 @@ def auditor_role() -> dict:
     return _policy("auditor-role")
 
 
+@pytest.fixture(scope="module")
+def legal_hold_role() -> dict:
+    return _policy("legal-hold-role")
+
+
+@pytest.fixture(scope="module")
+def erasure_role() -> dict:
+    return _policy("erasure-role")
+
+
 MONITOR = {"id": 42, "timestamp": "2025-11-01 10:00:00"}
 VOICEMAIL = {"id": 7, "origtime": "2025-11-01 10:00:00"}
 CDR = {"id": 9, "calldate": "2025-11-01 10:00:00"}
@@ -150,6 +160,7 @@ def archive_written_keys() -> list[str]:
         layout.report_key(PREFIX, DAY),
         layout.manifest_key(PREFIX, DAY),
         layout.manifest_key(PREFIX, DAY, 2, "jsonl"),
+        layout.subjects_key(PREFIX, DAY, "monitors-1-200-20261120T100000Z"),
     ]
     return keys
 
@@ -182,6 +193,7 @@ def test_the_layout_yields_a_key_for_every_archive_folder():
         "ledger",
         "reconciliation",
         "manifests",
+        "subjects",
     }
 
 
@@ -242,7 +254,74 @@ def test_the_auditor_role_reads_and_lists_only(auditor_role):
     assert allowed(auditor_role, "s3:ListBucket", BUCKET_ARN, s3_prefix=f"{PREFIX}/manifests/")
 
 
-@pytest.mark.parametrize("name", ["archive-role", "retention-role", "auditor-role"])
+def archived_copies() -> list[str]:
+    """The archived objects of records: what an erasure removes and a legal hold locks."""
+    keys = []
+    for kind in layout.ARCHIVE_KINDS.values():
+        record = RECORDS[kind.resource]
+        key = layout.archive_key(PREFIX, kind, record)
+        keys.append(key)
+        if kind.sidecar:
+            keys.append(layout.sidecar_key(PREFIX, kind, record))
+        keys.append(layout.quarantine_key(PREFIX, key, dt.datetime(2026, 11, 20, tzinfo=dt.UTC)))
+    return keys + [layout.chat_key(PREFIX, 7, DAY)]
+
+
+def evidence_keys() -> list[str]:
+    """What no role may delete: finished audit objects, ledgers, manifests and reports."""
+    return audit_keys() + [
+        layout.erasure_audit_key(PREFIX, RUN_ID),
+        layout.ledger_key(PREFIX, DAY, "monitors-1-200-20261120T100000Z"),
+        layout.manifest_key(PREFIX, DAY),
+        layout.manifest_key(PREFIX, DAY, 2, "jsonl"),
+        layout.report_key(PREFIX, DAY),
+    ]
+
+
+def test_the_legal_hold_role_sets_and_lifts_holds_and_deletes_nothing(legal_hold_role):
+    for key in archived_copies():
+        for action in ("s3:PutObjectLegalHold", "s3:GetObjectLegalHold", "s3:GetObjectVersion"):
+            assert allowed(legal_hold_role, action, obj(key)), (action, key)
+        for action in ("s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutObject"):
+            assert not allowed(legal_hold_role, action, obj(key)), (action, key)
+        assert not allowed(legal_hold_role, "s3:BypassGovernanceRetention", obj(key)), key
+    hold_audit = layout.legal_hold_audit_key(PREFIX, RUN_ID)
+    assert allowed(legal_hold_role, "s3:PutObject", obj(hold_audit))
+    for key in evidence_keys():
+        assert not allowed(legal_hold_role, "s3:DeleteObject", obj(key)), key
+    assert allowed(legal_hold_role, "s3:ListBucketVersions", BUCKET_ARN, s3_prefix=f"{PREFIX}/")
+
+
+def test_the_erasure_role_erases_copies_but_never_evidence_holds_or_locks(erasure_role):
+    for key in archived_copies():
+        for action in ("s3:DeleteObject", "s3:DeleteObjectVersion"):
+            assert allowed(erasure_role, action, obj(key)), (action, key)
+        for action in ("s3:PutObjectLegalHold", "s3:BypassGovernanceRetention", "s3:PutObject"):
+            assert not allowed(erasure_role, action, obj(key)), (action, key)
+    for key in evidence_keys():
+        for action in ("s3:DeleteObject", "s3:DeleteObjectVersion"):
+            assert not allowed(erasure_role, action, obj(key)), (action, key)
+    writes = [
+        layout.erasure_audit_key(PREFIX, RUN_ID),
+        layout.erasure_pending_key(PREFIX, RUN_ID),
+        layout.manifest_key(PREFIX, DAY, 2, "jsonl"),
+        layout.subjects_key(PREFIX, DAY, "monitors-1-200-20261120T100000Z"),
+    ]
+    for key in writes:
+        assert allowed(erasure_role, "s3:PutObject", obj(key)), key
+    assert not allowed(erasure_role, "s3:PutObject", obj(audit_keys()[0]))
+
+
+def test_the_archive_and_retention_roles_cannot_touch_legal_holds(archive_role, retention_role):
+    for policy in (archive_role, retention_role):
+        for key in archived_copies():
+            assert not allowed(policy, "s3:PutObjectLegalHold", obj(key)), key
+
+
+ROLES = ["archive-role", "retention-role", "auditor-role", "legal-hold-role", "erasure-role"]
+
+
+@pytest.mark.parametrize("name", ROLES)
 def test_no_role_reaches_outside_the_prefix(name):
     policy = _policy(name)
     for action in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject"):

@@ -276,9 +276,10 @@ def erase_subjects(
 ) -> dict[str, Any]:  # fmt: skip
     """Erase the archived copies of ``subjects``; audit, tombstone and un-index what went.
 
-    :param s3_client: reads, and writes the manifests and the index (the archive role).
+    :param s3_client: reads the archive (the role of the DAG that erases).
     :param erasure_client: the only client that deletes (the erasure role); it also
-        writes the erasure's audit and pending list.
+        writes what the erasure changes: its audit, its pending list, the tombstoned
+        manifests and the rewritten index objects.
     :param index: the subject index (:class:`~.subject_index.SubjectIndex`), read.
     :return: counts, ``audit_key``, ``pending_key``, ``manifests`` (versions written).
     """
@@ -314,12 +315,13 @@ def erase_subjects(
     manifests = manifest_index(s3_client, target.bucket, target.prefix) if by_day else {}
     written = []
     for day, erased in sorted(by_day.items()):
-        document = write_tombstones(s3_client, target, day, erased, manifests)
+        # The erasure role writes what erasure changes, whichever role runs the DAG.
+        document = write_tombstones(erasure_client, target, day, erased, manifests)
         if document is not None:
             written.append(document["jsonl"]["key"])
     result["manifests"] = written
     result["index_objects_rewritten"] = forget(
-        s3_client, erasure_client, target, index, run.erased_refs
+        erasure_client, erasure_client, target, index, run.erased_refs
     )
     log.info("erasure %s: %s", run_id, {k: result[k] for k in run.counts()})
     return result
