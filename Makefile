@@ -14,6 +14,7 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP) lint
+	command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The long run of the property-based deletion tests: random scenarios for FUZZ_MINUTES.
