@@ -110,12 +110,20 @@ def deletion_runs(s3_client, bucket: str, prefix: str, session) -> dict[str, Any
     return {"dags": shown}
 
 
+def _waiting_states() -> tuple[str, ...]:
+    from airflow.utils.state import TaskInstanceState
+
+    # Airflow 3.3 parks a human-in-the-loop task in awaiting_input; 3.2 defers it.
+    awaiting = getattr(TaskInstanceState, "AWAITING_INPUT", None)
+    return tuple(s for s in (TaskInstanceState.DEFERRED, awaiting) if s is not None)
+
+
 def pending_approvals(session) -> dict[str, Any]:
-    """Purges waiting for their second person: ``approve_purge`` deferred with a
-    human-in-the-loop request nobody has answered yet, linked to its Required Action."""
+    """Purges waiting for their second person: ``approve_purge`` waiting for input (or
+    deferred, before Airflow 3.3) with a human-in-the-loop request nobody has answered yet,
+    linked to its Required Action."""
     from airflow.models.hitl import HITLDetail
     from airflow.models.taskinstance import TaskInstance
-    from airflow.utils.state import TaskInstanceState
     from sqlalchemy import select
 
     rows = session.execute(
@@ -124,7 +132,7 @@ def pending_approvals(session) -> dict[str, Any]:
         .where(
             TaskInstance.dag_id == PURGE_DAG_ID,
             TaskInstance.task_id == APPROVAL_TASK_ID,
-            TaskInstance.state == TaskInstanceState.DEFERRED,
+            TaskInstance.state.in_(_waiting_states()),
             HITLDetail.responded_at.is_(None),
         )
         .order_by(HITLDetail.created_at)
