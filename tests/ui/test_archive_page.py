@@ -134,7 +134,7 @@ def browser(tmp_path):
     chromium.stop()
 
 
-def test_the_page_and_its_data_refuse_anyone_not_logged_in(api_server):
+def test_the_page_and_its_data_refuse_anyone_not_logged_in(api_server, seaweed):
     for path in ("/voipstudio-archive/", "/voipstudio-archive/overview"):
         assert api_server.request("GET", path)[0] == 401
         forged = {"Authorization": "Bearer not.a.token"}
@@ -149,6 +149,7 @@ def test_the_page_and_its_data_refuse_anyone_not_logged_in(api_server):
     assert status == 200, body
     overview = json.loads(body)
     assert overview["prefix"] == PREFIX and overview["coverage"]["problem"] is None
+    assert seaweed.secret_key not in body and seaweed.access_key not in body
 
 
 def test_a_logged_in_user_reads_the_archive_page_in_chromium(
