@@ -192,8 +192,9 @@ def keep_batch_name_on_retry() -> None:
     """
     from airflow.sdk.execution_time import task_runner
 
-    build = task_runner._finalize_task_failure
-    if getattr(build, "keeps_map_index", False):
+    build = getattr(task_runner, "_finalize_task_failure", None)
+    # A name is worth no failed batch: a runner without this builder is left as it is.
+    if build is None or getattr(build, "keeps_map_index", False):
         return
 
     def finalize_task_failure(ti, *args, **kwargs):
