@@ -50,6 +50,14 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["voipstudio_provider.hooks.voipstudio"],
             }
         ],
+        # Loaded by Airflow when providers are discovered eagerly
+        # ([core] lazy_discover_providers = False): the Archive page of the UI.
+        "plugins": [
+            {
+                "name": "voipstudio_archive",
+                "plugin-class": "voipstudio_provider.ui.plugin.VoIPstudioArchivePlugin",
+            }
+        ],
         "connection-types": [
             {
                 "hook-class-name": "voipstudio_provider.hooks.voipstudio.VoIPstudioHook",

@@ -164,6 +164,7 @@ def declare_archive_tasks(
 
     @task(task_id=batch_task_id, pool=API_POOL, map_index_template=BATCH_NAME_TEMPLATE)
     def archive_batch(batch: dict, params=None, ti=None):
+        keep_batch_name_on_retry()
         archive_batch_task(batch, params, ti)
 
     @task(task_id="summarize_archive", trigger_rule="all_done", retries=0, outlets=[asset])
@@ -178,6 +179,32 @@ def declare_archive_tasks(
         )
 
     archive_batch.expand(batch=plan()) >> summarize_archive()
+
+
+def keep_batch_name_on_retry() -> None:
+    """Make this task process report a retry with the try's rendered map index.
+
+    Airflow 3.3's task runner builds the ``up_for_retry`` message without the name the try
+    rendered (the ``failed`` and ``success`` messages carry it), and the execution API then
+    writes ``None`` on the finished try and on the instance waiting for its retry: the grid
+    shows ``0`` and ``.../tries`` an unnamed try. The runner looks the builder up when a try
+    fails, so wrapping it here, in the process that runs this batch, names that retry too.
+    """
+    from airflow.sdk.execution_time import task_runner
+
+    build = getattr(task_runner, "_finalize_task_failure", None)
+    # A name is worth no failed batch: a runner without this builder is left as it is.
+    if build is None or getattr(build, "keeps_map_index", False):
+        return
+
+    def finalize_task_failure(ti, *args, **kwargs):
+        msg, state = build(ti, *args, **kwargs)
+        if isinstance(msg, task_runner.RetryTask) and msg.rendered_map_index is None:
+            msg.rendered_map_index = ti.rendered_map_index
+        return msg, state
+
+    finalize_task_failure.keeps_map_index = True
+    task_runner._finalize_task_failure = finalize_task_failure
 
 
 def archive_one_batch(
