@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import uuid
 
 import pytest
@@ -103,7 +104,10 @@ def test_a_failed_labelling_copy_never_deletes_another_runs_verified_archive(
         assert left[0]["IsLatest"]
 
 
-def test_a_refused_labelling_copy_removes_only_its_own_version(add_monitor, hook, seaweed, target):
+def test_a_refused_labelling_copy_removes_only_its_own_version(
+    add_monitor, hook, seaweed, target, caplog
+):
+    caplog.set_level(logging.WARNING, logger="voipstudio_provider.engine.archive")
     monitor = add_monitor(6 * MIB)
     key = archive_key(target.prefix, MONITORS, monitor)
     s3 = seaweed.client()
@@ -124,6 +128,9 @@ def test_a_refused_labelling_copy_removes_only_its_own_version(add_monitor, hook
         assert digest_at(s3, target.bucket, key) == served.sha256
         assert s3.head_object(Bucket=target.bucket, Key=key)["ContentLength"] == 6 * MIB
         assert verify_archive(s3, MONITORS, monitor, target).reason == "sidecar missing"
+        assert f"left s3://{target.bucket}/{key} as it is (the labelling copy failed" in (
+            caplog.text
+        )
 
 
 def test_a_failed_part_whose_abort_fails_once_leaves_no_upload(add_monitor, hook, seaweed, target):
