@@ -76,3 +76,20 @@ def test_a_gone_chat_whose_archive_cannot_be_read_is_kept_with_the_reason(
     assert (reason, key) == ("archive_unverified", written)
     assert detail == f"chat archive {written} does not match its sha256 metadata"
     assert s3.get_object(Bucket=bucket, Key=written)["Body"].read() == b"{}"  # not overwritten
+
+
+def test_an_archived_message_is_kept_beside_a_different_one_with_its_id(sandbox, hook, s3, bucket):
+    prefix = f"chats-{uuid.uuid4().hex[:8]}"
+    chat = sandbox.control("GET", "records/chats")["data"][2]
+    first = add_message(sandbox, chat["id"], DAY, "call me on +44 20 7946 0123")
+    _, _, key = archive(hook, s3, bucket, prefix).check(first, check_archive=True)
+    hook.delete_records("chatmsgs", [first["id"]])
+    again = add_message(sandbox, chat["id"], DAY, "another text")
+    assert again["id"] == first["id"]  # the sandbox gives the highest id again
+
+    reason, _, same_key = archive(hook, s3, bucket, prefix).check(again, check_archive=True)
+
+    assert (reason, same_key) == ("archive_verified", key)
+    stored = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    copies = [m for m in stored["messages"] if m["id"] == first["id"]]
+    assert copies == [first, again]

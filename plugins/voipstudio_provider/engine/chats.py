@@ -32,6 +32,18 @@ def _fingerprint(record: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def _every_copy(stored: list[dict], messages: list[dict]) -> list[dict]:
+    """Every distinct copy of every message, archived first, ids ascending.
+
+    An archived copy is never dropped: a message that differs at the source now (changed,
+    or an id given again) is added beside it, so what an earlier run proved stays.
+    """
+    copies: dict[str, dict] = {}
+    for message in [*(m for d in stored for m in d.get("messages", [])), *messages]:
+        copies.setdefault(_fingerprint(message), message)
+    return sorted(copies.values(), key=lambda m: m["id"])
+
+
 class _ChatState:
     """What one chat's archive holds: its key, why it is held, the archived messages."""
 
@@ -47,8 +59,9 @@ class ChatArchive:
 
     The object is ``{"chat": {...}, "messages": [...], "archived_at": ...}`` with the body's
     SHA-256 in its ``sha256`` metadata. Messages archived by an earlier run (and since
-    deleted at the source) stay in it: a new copy merges the old one with what the API has
-    now. An object that does not match its own ``sha256`` is never overwritten; its chat's
+    deleted or changed at the source) stay in it: a new copy merges the old one with what
+    the API has now, and a message that differs from its archived copy is kept in both
+    versions. An object that does not match its own ``sha256`` is never overwritten; its chat's
     messages are kept. A chat is held as a whole when its id is held or a held number is
     in a visitor field or in any of its messages.
 
@@ -133,9 +146,8 @@ class ChatArchive:
         if self.write and any(
             _fingerprint(m) not in state.archived.get(i, ()) for i, m in current.items()
         ):
-            merged = {m["id"]: m for d in stored for m in d.get("messages", [])} | current
             known_chat = chat or next((d["chat"] for d in stored if d.get("chat")), None)
-            self._put(state, known_chat, merged)
+            self._put(state, known_chat, _every_copy(stored, messages))
             if chat is None and not keys:
                 self._archived_keys()[chat_id] = keys = [state.key]
             self._read_all(state, keys or [state.key])
@@ -185,10 +197,10 @@ class ChatArchive:
                 state.archived.setdefault(m["id"], set()).add(_fingerprint(m))
         return documents
 
-    def _put(self, state: _ChatState, chat: dict | None, messages: dict[int, dict]) -> None:
+    def _put(self, state: _ChatState, chat: dict | None, messages: list[dict]) -> None:
         document = {
             "chat": chat,
-            "messages": [messages[i] for i in sorted(messages)],
+            "messages": messages,
             "archived_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
         from voipstudio_provider.engine.archive import put_json
