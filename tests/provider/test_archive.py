@@ -233,24 +233,6 @@ def test_a_large_download_broken_once_is_archived_whole_on_the_next_try(
     assert verify_archive(s3, MONITORS, monitor, target).ok
 
 
-def test_a_refused_labelling_copy_leaves_no_object(add_monitor, hook, seaweed, target):
-    monitor = add_monitor(6 * MIB)
-    target = ArchiveTarget(bucket=target.bucket, prefix=target.prefix, chunk_size=5 * MIB)
-    s3 = seaweed.client()  # a client of its own: the copy is refused on this one only
-
-    def refuse(**_):
-        raise RuntimeError("copy refused")
-
-    s3.meta.events.register("before-call.s3.CopyObject", refuse)
-
-    outcome = archive_record(hook, s3, MONITORS, monitor, target)
-
-    assert outcome.status == "failed"
-    assert outcome.error == "upload: RuntimeError: copy refused"
-    assert stored_keys(s3, target) == []
-    assert no_multipart_uploads(s3, target)
-
-
 def test_a_refused_multipart_upload_leaves_no_object_and_no_parts(add_monitor, hook, s3, target):
     monitor = add_monitor(6 * MIB)
     # Object Lock on a bucket without it: the server refuses the upload.

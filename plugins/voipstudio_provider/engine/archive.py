@@ -36,13 +36,7 @@ from voipstudio_provider.engine.proof import (
     Verification,
     verify_archive,
 )
-from voipstudio_provider.engine.stored import (
-    abort_multipart_uploads,
-    check_accepted,
-    check_stored,
-    quarantine,
-    skip_or_prepare,
-)
+from voipstudio_provider.engine.stored import check_accepted, quarantine, skip_or_prepare
 from voipstudio_provider.engine.targets import (
     ARCHIVED,
     FAILED,
@@ -165,8 +159,7 @@ def archive_record(
         )
     except VoIPstudioError as error:
         return failed("download", error)
-    except Exception as error:
-        abort_multipart_uploads(s3_client, target.bucket, key)
+    except Exception as error:  # the upload aborted its own parts
         return failed("upload", error)
     finally:
         if own_pool is not None:
@@ -220,20 +213,19 @@ def _archive_spooled(voip_hook, s3_client, kind, record, target, key, failed) ->
             **target.object_args(),
         }
         try:
-            upload_spooled(s3_client, spool, key, args, target, part_size)
-        except Exception as error:
-            abort_multipart_uploads(s3_client, target.bucket, key)
+            answer = upload_spooled(s3_client, spool, key, args, target, part_size)
+        except Exception as error:  # a multipart upload aborted its own parts
             return failed("upload", error)
 
+    stored = {"answer": answer, "checksum": checksum}
     try:
-        # upload_fileobj returns no answer: one HEAD says what was stored.
-        stored = check_stored(s3_client, target, key, result.size, checksum)
+        check_accepted(s3_client, target, key, stored)
     except Exception as error:
         return failed("check", error)
     log.debug("archived %s %s to %s (%d bytes)", kind.name, record_id, key, result.size)
     return ArchiveOutcome(
         kind.name, record_id, ARCHIVED, key, result.size, result.sha256,
-        s3_checksum=stored.get("ChecksumSHA256"), etag=stored.get("ETag"),
+        s3_checksum=answer.get("ChecksumSHA256"), etag=answer.get("ETag"),
     )  # fmt: skip
 
 

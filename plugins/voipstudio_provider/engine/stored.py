@@ -1,9 +1,12 @@
 """What S3 stored: checks of an upload's answer, quarantine of a failed copy, cleanup.
 
-A stored object that is not the whole downloaded body is deleted at once (what it replaced
-is in quarantine); a stored copy that fails verification is copied aside by
-:func:`quarantine` before it is replaced; a failed multipart upload is aborted by
-:func:`abort_multipart_uploads` so no part of it stays.
+The archive writer removes only what it created in the same call: a failed multipart upload
+is aborted by its own upload id (:func:`abort_upload`), and a stored object that is not the
+whole downloaded body is deleted by the version id S3 gave it (:func:`remove_own_version`).
+In a bucket without versioning nothing names that object alone (another run may have
+written the same key, with the same bytes and ETag), so it is left for the reconciliation
+to judge and the log says why. A stored copy that fails verification is copied aside by
+:func:`quarantine` before it is replaced.
 """
 
 from __future__ import annotations
@@ -16,31 +19,66 @@ from botocore.exceptions import ClientError
 
 from voipstudio_provider.engine.layout import ArchiveKind, archive_key, quarantine_key, sidecar_key
 from voipstudio_provider.engine.proof import verify_archive
-from voipstudio_provider.engine.s3objects import is_not_found
+from voipstudio_provider.engine.s3objects import error_code, is_not_found
 from voipstudio_provider.engine.targets import SKIPPED, ArchiveOutcome, ArchiveTarget
 
 __all__ = [
-    "abort_multipart_uploads",
+    "abort_upload",
     "check_accepted",
-    "check_stored",
     "quarantine",
+    "remove_own_version",
     "skip_or_prepare",
 ]
 
 log = logging.getLogger("voipstudio_provider.engine.archive")
+#: Tries of an abort before the upload is left to the bucket's lifecycle rule.
+ABORT_ATTEMPTS = 3
 
 
-def abort_multipart_uploads(s3_client, bucket: str, key: str) -> None:
-    """Abort what a failed upload may have left, so no part of it is stored or billed."""
+def abort_upload(s3_client, bucket: str, key: str, upload_id: str) -> bool:
+    """Abort the multipart upload ``upload_id`` so no part of it stays stored or billed.
+
+    Only this upload: another run's upload of the same key is never touched. Tried
+    :data:`ABORT_ATTEMPTS` times; an upload already gone (completed or aborted) counts as
+    done.
+
+    :return: whether no part of the upload is left.
+    """
+    for attempt in range(1, ABORT_ATTEMPTS + 1):
+        try:
+            s3_client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+            return True
+        except ClientError as error:
+            if error_code(error) == "NoSuchUpload":
+                return True
+            if attempt == ABORT_ATTEMPTS:
+                log.warning(
+                    "could not abort the multipart upload %s of s3://%s/%s: %s; a lifecycle "
+                    "rule for incomplete uploads removes its parts", upload_id, bucket, key, error,
+                )  # fmt: skip
+    return False
+
+
+def remove_own_version(s3_client, bucket: str, key: str, version: str | None, why: str) -> None:
+    """Delete the version ``version`` of ``key``, which this call created, because ``why``.
+
+    Without a version id (a bucket without versioning) nothing is deleted: the object at the
+    key may by now be another run's verified archive, which a delete of the key, or one
+    conditional on an ETag that identical bytes share, would destroy. It is left for the
+    reconciliation and the next archive run to judge, and the log says so. A refused delete
+    (an archive role without ``s3:DeleteObjectVersion``) also leaves it.
+    """
+    if version is None:
+        log.warning(
+            "left s3://%s/%s as it is (%s): the bucket keeps no versions, so the object "
+            "at the key cannot be told apart from another run's; the reconciliation judges "
+            "it", bucket, key, why,
+        )  # fmt: skip
+        return
     try:
-        listing = s3_client.list_multipart_uploads(Bucket=bucket, Prefix=key)
-        for upload in listing.get("Uploads", []):
-            if upload["Key"] == key:
-                s3_client.abort_multipartupload_spooled(
-                    Bucket=bucket, Key=key, UploadId=upload["UploadId"]
-                )
-    except ClientError:
-        log.warning("could not list or abort multipart uploads of %s", key, exc_info=True)
+        s3_client.delete_object(Bucket=bucket, Key=key, VersionId=version)
+    except ClientError as error:
+        log.warning("kept s3://%s/%s version %s (%s): %s", bucket, key, version, why, error)
 
 
 def _copy_args(target: ArchiveTarget) -> dict[str, Any]:
@@ -91,31 +129,6 @@ def quarantine(
     return kept
 
 
-def check_stored(
-    s3_client, target: ArchiveTarget, key: str, size: int, checksum: str
-) -> dict[str, Any]:
-    """What S3 stored at ``key``, checked against what was uploaded."""
-    stored = s3_client.head_object(Bucket=target.bucket, Key=key, ChecksumMode="ENABLED")
-    stored_size = int(stored["ContentLength"])
-    reported = stored.get("ChecksumSHA256")
-    problem = None
-    if stored_size != size:
-        problem = f"stored size {stored_size} != downloaded size {size}"
-    elif reported and reported != checksum:
-        problem = f"S3 checksum {reported} != {checksum} computed from the downloaded bytes"
-    if problem:
-        # Never leave an object that is not the whole body; what it replaced is in
-        # quarantine.
-        s3_client.delete_object(Bucket=target.bucket, Key=key)
-        raise RuntimeError(problem)
-    if not reported:
-        log.warning(
-            "s3://%s/%s: the bucket reports no SHA-256 checksum; this copy cannot be proven "
-            "without reading it back (verify='download')", target.bucket, key,
-        )  # fmt: skip
-    return stored
-
-
 def check_accepted(s3_client, target: ArchiveTarget, key: str, stored: dict) -> None:
     """Check S3's answer to the last request of an upload.
 
@@ -128,8 +141,12 @@ def check_accepted(s3_client, target: ArchiveTarget, key: str, stored: dict) -> 
     """
     reported = stored["answer"].get("ChecksumSHA256")
     if reported and reported != stored["checksum"]:
-        s3_client.delete_object(Bucket=target.bucket, Key=key)  # never keep a wrong body
-        raise RuntimeError(f"S3 checksum {reported} != {stored['checksum']} of the downloaded body")
+        problem = f"S3 checksum {reported} != {stored['checksum']} of the downloaded body"
+        # Never keep a wrong body that is ours; never delete what may be another run's.
+        remove_own_version(
+            s3_client, target.bucket, key, stored["answer"].get("VersionId"), problem
+        )
+        raise RuntimeError(problem)
     if not reported:
         log.warning(
             "s3://%s/%s: the bucket reports no SHA-256 checksum; this copy cannot be proven "

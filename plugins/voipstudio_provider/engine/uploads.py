@@ -21,17 +21,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from typing import IO, TYPE_CHECKING, Any
 
-from boto3.s3.transfer import TransferConfig
-from botocore.exceptions import ClientError
 from s3transfer.utils import ChunksizeAdjuster
 
 from voipstudio_provider.engine.proof import checksum_of, composite_checksum
+from voipstudio_provider.engine.stored import abort_upload, remove_own_version
 from voipstudio_provider.exceptions import VoIPstudioIncompleteDownloadError
 
 if TYPE_CHECKING:
     from voipstudio_provider.engine.targets import ArchiveTarget
 
-log = logging.getLogger(__name__)
 #: A record downloaded again is reported where the rest of its archiving is.
 _archive_log = logging.getLogger("voipstudio_provider.engine.archive")
 #: The largest object one ``CopyObject`` copies: a larger multipart object keeps its
@@ -201,6 +199,7 @@ class StreamingUpload(io.RawIOBase):
                 ]
             },
         )
+        self.upload_id = None  # complete: nothing is left to abort
         if self.label:
             return self._label(sha256, checksum, answer)
         return {"checksum": checksum, "part_size": self.part_size, "answer": answer}
@@ -211,9 +210,15 @@ class StreamingUpload(io.RawIOBase):
         S3 copies the bytes server-side and computes the copy's SHA-256 checksum: AWS
         reports a full-object one (the body's own SHA-256), SeaweedFS keeps the composite.
         Either proves the bytes; the one reported is what the sidecar records. The composite
-        of the completed upload is checked first (a part list that is not the body). The
-        version the copy replaced is deleted, and so is the unlabelled object if anything
-        fails: only whole, labelled objects stay in the bucket.
+        of the completed upload is checked first (a part list that is not the body).
+
+        Only versions this call created are ever deleted, by their version ids: the
+        unlabelled version once its labelled copy is current, and both if the copy is not
+        the body. When the copy fails, the completed version is deleted, which makes what
+        was current before it (another run's archive, perhaps) current again. In a bucket
+        without versioning nothing is deleted: the completed object replaced whatever was
+        at the key and is the whole body (its parts were checked), while a delete of the
+        key could destroy another run's verified archive written meanwhile.
         """
         version = completed.get("VersionId")
         reported = completed.get("ChecksumSHA256")
@@ -237,36 +242,27 @@ class StreamingUpload(io.RawIOBase):
                 ChecksumAlgorithm="SHA256",
                 **args,
             )
-        except BaseException:
-            self._delete(version)
+        except BaseException as error:
+            self._remove(version, f"the labelling copy failed: {type(error).__name__}")
             raise
         copy = copied.get("VersionId")
         result = copied.get("CopyObjectResult", {})
         stored = result.get("ChecksumSHA256") or reported
         if stored and stored not in (checksum, checksum_of(sha256)):
-            self._delete(copy)
-            self._delete(version)
-            raise RuntimeError(f"S3 checksum {stored} of the copy is not the body's")
-        if version and copy != version:
-            self._delete(version)
-        answer = {"ETag": result.get("ETag"), "ChecksumSHA256": stored}
+            problem = f"S3 checksum {stored} of the copy is not the body's"
+            self._remove(copy, problem)
+            if copy is not None:
+                self._remove(version, problem)
+            raise RuntimeError(problem)
+        if version and copy and copy != version:
+            self._remove(version, "replaced by its labelled copy")
+        answer = {"ETag": result.get("ETag"), "ChecksumSHA256": stored, "VersionId": copy}
         return {"checksum": stored or checksum, "part_size": self.part_size, "answer": answer}
 
-    def _delete(self, version: str | None) -> None:
-        """Delete one version of the key (the current object without a version id).
-
-        An archive role without ``s3:DeleteObject``/``s3:DeleteObjectVersion`` keeps it:
-        a version the copy replaced then stays until a lifecycle rule for noncurrent
-        versions removes it, and an unlabelled object is overwritten by the next run.
-        """
-        args = {"VersionId": version} if version else {}
-        try:
-            self.s3_client.delete_object(Bucket=self.bucket, Key=self.key, **args)
-        except ClientError as error:
-            log.info(
-                "kept s3://%s/%s%s: %s", self.bucket, self.key,
-                f" version {version}" if version else "", error,
-            )  # fmt: skip
+    def _remove(self, version: str | None, why: str) -> None:
+        """Delete one version of the key that this upload created (see
+        :func:`~voipstudio_provider.engine.stored.remove_own_version`)."""
+        remove_own_version(self.s3_client, self.bucket, self.key, version, why)
 
     def abort(self) -> None:
         """Drop what was sent: wait for the parts in flight, then abort the upload."""
@@ -277,12 +273,7 @@ class StreamingUpload(io.RawIOBase):
             if not future.cancelled():
                 future.exception()  # wait; its error is the reason we abort, or moot
         if self.upload_id is not None:
-            try:
-                self.s3_client.abort_multipart_upload(
-                    Bucket=self.bucket, Key=self.key, UploadId=self.upload_id
-                )
-            except ClientError:
-                log.warning("could not abort the multipart upload of %s", self.key, exc_info=True)
+            abort_upload(self.s3_client, self.bucket, self.key, self.upload_id)
             self.upload_id = None
         self.parts = []
 
@@ -306,19 +297,50 @@ def spool_checksum(spool: IO[bytes], sha256: str, part_size: int | None) -> str:
 
 def upload_spooled(
     s3_client, spool: IO[bytes], key: str, args: dict, target: ArchiveTarget, part_size: int | None
-) -> None:
-    if part_size is None:
-        # One PUT: S3 checks the whole body against the SHA-256 we computed while downloading.
-        digest = bytes.fromhex(args["Metadata"]["sha256"])
-        args = {**args, "ChecksumSHA256": base64.b64encode(digest).decode()}
-    config = TransferConfig(
-        multipart_threshold=target.chunk_size,
-        multipart_chunksize=part_size or target.chunk_size,
-        max_concurrency=1,
-        use_threads=False,
-    )
+) -> dict[str, Any]:
+    """Store the spooled body at ``key``: one PUT, or parts of ``part_size`` bytes.
+
+    Every request carries its bytes' SHA-256 (S3 refuses bytes that do not match). A failed
+    multipart upload is aborted by its own upload id before the error is raised, so no part
+    of it stays; nothing else is touched.
+
+    :param args: ``PutObject``/``CreateMultipartUpload`` arguments, ``Metadata`` with the
+        body's ``sha256`` among them.
+    :return: S3's answer to the last request (``PutObject`` or ``CompleteMultipartUpload``).
+    """
     spool.seek(0)
-    s3_client.upload_fileobj(spool, target.bucket, key, ExtraArgs=args, Config=config)
+    args = {k: v for k, v in args.items() if k != "ChecksumAlgorithm"}
+    if part_size is None:
+        digest = bytes.fromhex(args["Metadata"]["sha256"])
+        return s3_client.put_object(
+            Bucket=target.bucket,
+            Key=key,
+            Body=spool.read(),
+            ChecksumSHA256=base64.b64encode(digest).decode(),
+            **args,
+        )
+    upload_id = s3_client.create_multipart_upload(
+        Bucket=target.bucket, Key=key, ChecksumAlgorithm="SHA256", **args
+    )["UploadId"]
+    try:
+        parts = []
+        for number, data in enumerate(iter(lambda: spool.read(part_size), b""), start=1):
+            checksum = base64.b64encode(hashlib.sha256(data).digest()).decode()
+            answer = s3_client.upload_part(
+                Bucket=target.bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=data,
+                ChecksumSHA256=checksum,
+            )
+            parts.append({"PartNumber": number, "ETag": answer["ETag"], "ChecksumSHA256": checksum})
+        return s3_client.complete_multipart_upload(
+            Bucket=target.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+        )
+    except BaseException:
+        abort_upload(s3_client, target.bucket, key, upload_id)
+        raise
 
 
 def stream_to_s3(
