@@ -213,7 +213,7 @@ class Store:
                     ("seed", str(self.seed)),
                     ("scale", str(self.scale)),
                     ("schema", SCHEMA_VERSION),
-                ],  # fmt: skip
+                ],
             )
             self.conn.execute("COMMIT")
 

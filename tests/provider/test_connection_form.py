@@ -4,6 +4,7 @@ messages of ``test_connection``."""
 from __future__ import annotations
 
 import pytest
+import requests
 from voipstudio_devstack import free_port
 from voipstudio_provider.get_provider_info import get_provider_info
 from voipstudio_provider.hooks.voipstudio import (
@@ -11,6 +12,7 @@ from voipstudio_provider.hooks.voipstudio import (
     DEFAULT_READ_TIMEOUT,
     VoIPstudioHook,
 )
+from voipstudio_sandbox.generate import SANDBOX_PASSWORD
 
 
 def test_provider_info_declares_the_connection_type():
@@ -163,3 +165,32 @@ def test_test_connection_reports_a_missing_host(make_hook):
     ok, message = make_hook(host="   ").test_connection()
     assert ok is False
     assert "base URL" in message
+
+
+def test_an_api_token_made_as_the_vendor_cli_does_serves_a_connection_until_revoked(
+    make_hook, users, sandbox
+):
+    _, other = users
+    login = requests.post(
+        f"{sandbox.base_url}/login",
+        json={"email": other["email"], "password": SANDBOX_PASSWORD},
+        timeout=30,
+    ).json()
+    made = requests.post(
+        f"{sandbox.base_url}/apitokens",
+        json={"name": "airflow"},
+        headers={"X-Auth-Token": login["user_token"]},
+        timeout=30,
+    )
+    assert made.status_code == 201
+    token = made.json()["data"]["token"]
+    hook = make_hook(token=token, login=other["email"])
+    assert hook.me()["id"] == other["id"]
+    assert {c["user_id"] for c in hook.iter_records("cdrs")} == {other["id"]}
+
+    revoked = requests.delete(
+        f"{sandbox.base_url}/apitokens/{token}", headers={"X-Auth-Token": token}, timeout=30
+    )
+    assert revoked.status_code == 204
+    ok, message = make_hook(token=token, conn_id="voipstudio_revoked").test_connection()
+    assert (ok, message) == (False, "authentication failed: check the API token")
