@@ -62,6 +62,11 @@ def sandbox_server(tmp_path_factory: pytest.TempPathFactory):
     )
     server.start()
     try:
+        settings = server.control("GET", "settings")
+        if SANDBOX_MAX_PAGE_SIZE is not None:  # the session really runs against that sandbox
+            cap = None if SANDBOX_MAX_PAGE_SIZE.lower() == "none" else int(SANDBOX_MAX_PAGE_SIZE)
+            assert settings["max_page_size"] == cap, settings
+        assert SANDBOX_ENUMS is None or settings["enums"] == SANDBOX_ENUMS, settings
         yield server
     finally:
         server.stop()
