@@ -106,7 +106,9 @@ def served_enumeration(
     The integer is the value's position in ``GET /cdrs/dictionaries`` (0-based); a value
     the dictionary does not know is sent as it is.
     """
-    codes = list(DICTIONARIES["cdrs"][field])
+    if encoding == "strings" and isinstance(value, str):
+        return value  # the common case, once per enumerated field of every row served
+    codes = _CODES[field]
     text = codes[value] if isinstance(value, int) and 0 <= value < len(codes) else value
     if (
         isinstance(text, str)
@@ -119,7 +121,7 @@ def served_enumeration(
 
 def stored_enumeration(field: str, value: Any) -> Any:
     """``value`` of an enumerated ``field`` as stored: its string, whichever way it came."""
-    codes = list(DICTIONARIES["cdrs"][field])
+    codes = _CODES[field]
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(codes):
         return codes[value]
     return value
@@ -454,3 +456,5 @@ DICTIONARIES: dict[str, dict[str, dict[str, str]]] = {
         "status": {"open": "Open", "closed": "Closed"},
     },
 }
+#: Each enumerated field's values in dictionary order: an integer is a position in it.
+_CODES = {name: list(values) for name, values in DICTIONARIES["cdrs"].items()}

@@ -235,7 +235,7 @@ class Store:
 
     def _column(self, resource: str, field: str) -> str:
         """``field`` in SQL, as the API sends it (enumerations in the account's encoding)."""
-        if field in _enumerated(resource):
+        if field in _enumerated(resource) and self.enums != "strings":  # stored as strings
             return f"served_enum('{resource}', id, '{field}', {_q(field)})"
         return _q(field)
 
