@@ -217,3 +217,11 @@ def test_a_walk_copes_with_both_encodings_of_enumerations_in_one_run(hook, sandb
     walked = list(hook.iter_records("cdrs", page_size=37))
     assert walked == truth("cdrs")
     assert {type(c["type"]) for c in walked} == {int, str}
+
+
+def test_list_page_sorts_descending_with_a_minus_as_public_clients_do(hook, truth):
+    minus, total = hook.list_page("cdrs", limit=20, sort="-calldate")
+    documented, _ = hook.list_page("cdrs", limit=20, sort="calldate", direction="DESC")
+    assert minus == documented and total == len(truth("cdrs"))
+    newest = max(c["calldate"] for c in truth("cdrs"))
+    assert minus[0]["calldate"] == newest
