@@ -441,8 +441,8 @@ class VoIPstudioHook(BaseHook):
         Each page asks for ``id > last id seen`` sorted by id, so rows added or deleted while
         walking never make it skip or repeat one. The walk ends on the page that holds all
         the answer's ``total`` (the rows left), or on an empty page; a service that sends
-        pages shorter or longer than asked (its own page cap or size) is walked to the end. ``since`` is inclusive and
-        ``until`` exclusive, on the resource's own date field.
+        pages shorter or longer than asked (its own page cap or size) is walked to the end.
+        ``since`` is inclusive and ``until`` exclusive, on the resource's own date field.
 
         ``for monitor in hook.iter_records("monitors", since=start, until=end): ...``
         """
