@@ -44,12 +44,29 @@ def s3_bucket(seaweed: SeaweedS3) -> str:
     return name
 
 
+#: Run the suite against another sandbox: ``VOIPSTUDIO_SANDBOX_MAX_PAGE_SIZE=100`` (or
+#: ``none``) caps every list page; ``VOIPSTUDIO_SANDBOX_ENUMS=integers`` (or ``mixed``)
+#: changes how the account sends enumerations. Unset, the sandbox's defaults.
+SANDBOX_MAX_PAGE_SIZE = os.environ.get("VOIPSTUDIO_SANDBOX_MAX_PAGE_SIZE") or None
+SANDBOX_ENUMS = os.environ.get("VOIPSTUDIO_SANDBOX_ENUMS") or None
+
+
 @pytest.fixture(scope="session")
 def sandbox_server(tmp_path_factory: pytest.TempPathFactory):
     """The sandbox, seed 1, running for the whole session."""
-    server = SandboxServer(tmp_path_factory.mktemp("sandbox"), seed=1)
+    server = SandboxServer(
+        tmp_path_factory.mktemp("sandbox"),
+        seed=1,
+        enums=SANDBOX_ENUMS,
+        max_page_size=SANDBOX_MAX_PAGE_SIZE,
+    )
     server.start()
     try:
+        settings = server.control("GET", "settings")
+        if SANDBOX_MAX_PAGE_SIZE is not None:  # the session really runs against that sandbox
+            cap = None if SANDBOX_MAX_PAGE_SIZE.lower() == "none" else int(SANDBOX_MAX_PAGE_SIZE)
+            assert settings["max_page_size"] == cap, settings
+        assert SANDBOX_ENUMS is None or settings["enums"] == SANDBOX_ENUMS, settings
         yield server
     finally:
         server.stop()

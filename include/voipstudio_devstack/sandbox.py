@@ -20,6 +20,10 @@ class SandboxServer:
 
     :param workdir: a directory of its own for the database and the log.
     :param seed: the data seed; the same seed gives the same account.
+    :param enums: how the account sends enumerations (``strings``, ``integers``, ``mixed``);
+        ``None`` leaves the sandbox's default, strings.
+    :param max_page_size: the most rows a list page holds (a number, or ``"none"`` for no
+        cap); ``None`` leaves the sandbox's default.
     :param extra_args: more command-line flags (``--scale``, ``--faults`` ...).
     """
 
@@ -30,12 +34,19 @@ class SandboxServer:
         token: str = DEFAULT_TOKEN,
         port: int | None = None,
         extra_args: list[str] | None = None,
+        *,
+        enums: str | None = None,
+        max_page_size: int | str | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.seed = seed
         self.token = token
         self._fixed_port = port
-        self.extra_args = extra_args or []
+        self.extra_args = list(extra_args or [])
+        if enums is not None:
+            self.extra_args += ["--enums", enums]
+        if max_page_size is not None:
+            self.extra_args += ["--max-page-size", str(max_page_size)]
         self._use_port(port or free_port())
         self.db_path = self.workdir / "sandbox.sqlite"
         self.process: ManagedProcess | None = None

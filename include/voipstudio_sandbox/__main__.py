@@ -8,10 +8,22 @@ import logging
 from pathlib import Path
 
 import uvicorn
+from voipstudio_provider.endpoints import MAX_PAGE_SIZE
 
 from voipstudio_sandbox.accounts import CSV_EXPORT_MODES, Settings
 from voipstudio_sandbox.app import DEFAULT_TOKEN, Sandbox, create_app
+from voipstudio_sandbox.generate import ENUM_ENCODINGS
 from voipstudio_sandbox.store import Store
+
+
+def _page_cap(value: str) -> int | None:
+    """``--max-page-size``: a positive number of rows, or ``none`` for no cap."""
+    if value.strip().lower() == "none":
+        return None
+    size = int(value)
+    if size < 1:
+        raise argparse.ArgumentTypeError("must be a positive integer or none")
+    return size
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -40,8 +52,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="/users/{id}/cdrs.csv answers 202 with a queued job (job) or streams the CSV",
     )  # fmt: skip
     parser.add_argument(
-        "--max-page-size", type=int, default=None,
-        help="answer at most this many rows per list page, whatever limit asks for",
+        "--max-page-size",
+        type=_page_cap,
+        default=MAX_PAGE_SIZE,
+        help="answer at most this many rows per list page, whatever limit asks for "
+        f"(default {MAX_PAGE_SIZE}; none: no cap)",
+    )
+    parser.add_argument(
+        "--enums", choices=ENUM_ENCODINGS, default="strings",
+        help="enumerations are sent as strings (as every public client sees them), as "
+        "integers (as the reference's examples show), or mixed (robustness tests)",
     )  # fmt: skip
     parser.add_argument("--log-level", default="warning")
     return parser.parse_args(argv)
@@ -52,10 +72,10 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     args.db.parent.mkdir(parents=True, exist_ok=True)
     settings = Settings().updated(
-        {"csv_export": args.csv_export, "max_page_size": args.max_page_size}
+        {"csv_export": args.csv_export, "max_page_size": args.max_page_size, "enums": args.enums}
     )
     sandbox = Sandbox(
-        Store(args.db, seed=args.seed, scale=args.scale),
+        Store(args.db, seed=args.seed, scale=args.scale, enums=args.enums),
         token=args.token,
         default_settings=settings,
         settings=settings,

@@ -1,7 +1,8 @@
 """Who is asking: the sandbox's running state, tokens, sessions and the credentials routes.
 
-The root token sees the whole account; user ``U``'s token ``{token}-user-{U}`` and a
-``POST /login`` session token see only that user's records.
+The root token sees the whole account; user ``U``'s token ``{token}-user-{U}``, a
+``POST /login`` session token and an API token made with ``POST /apitokens`` see only that
+user's records. HTTP Basic names the user by id or by e-mail, with any of those tokens.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import JSONResponse
-from voipstudio_provider.endpoints import Endpoint
+from fastapi.responses import JSONResponse, Response
+from voipstudio_provider.endpoints import MAX_PAGE_SIZE, Endpoint
 
 from voipstudio_sandbox.faults import FaultPlan, RequestLog
-from voipstudio_sandbox.generate import SANDBOX_PASSWORD
+from voipstudio_sandbox.generate import ENUM_ENCODINGS, SANDBOX_PASSWORD
 from voipstudio_sandbox.store import Store
+from voipstudio_sandbox.tokens import ApiTokens
 
 DEFAULT_TOKEN = "sandbox-token"
 #: A ``POST /login`` session token expires after this long without requests.
@@ -49,11 +51,18 @@ class Settings:
 
     :param csv_export: ``job`` or ``stream``, see :data:`CSV_EXPORT_MODES`.
     :param max_page_size: the most rows a list answer holds, whatever ``limit`` asked for
-        (``None``: the API's own cap).
+        (``None``: no cap at all; the default is the assumed cap of the service).
+    :param fixed_page_size: when set, ``limit`` is ignored and every page holds this many
+        rows (a service that answers more rows than asked, or fewer); ``page`` counts
+        pages of this size.
+    :param enums: how the account sends enumerations, see
+        :data:`~voipstudio_sandbox.generate.ENUM_ENCODINGS`.
     """
 
     csv_export: str = "job"
-    max_page_size: int | None = None
+    max_page_size: int | None = MAX_PAGE_SIZE
+    fixed_page_size: int | None = None
+    enums: str = "strings"
 
     def updated(self, changes: dict[str, Any]) -> Settings:
         if not isinstance(changes, dict):
@@ -64,10 +73,20 @@ class Settings:
         merged = Settings(**{**self.__dict__, **changes})
         if merged.csv_export not in CSV_EXPORT_MODES:
             raise ValueError(f"csv_export must be one of {', '.join(CSV_EXPORT_MODES)}")
-        size = merged.max_page_size
-        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
-            raise ValueError("max_page_size must be a positive integer or null")
+        for name in ("max_page_size", "fixed_page_size"):
+            size = getattr(merged, name)
+            if size is not None and (
+                isinstance(size, bool) or not isinstance(size, int) or size < 1
+            ):
+                raise ValueError(f"{name} must be a positive integer or null")
+        if merged.enums not in ENUM_ENCODINGS:
+            raise ValueError(f"enums must be one of {', '.join(ENUM_ENCODINGS)}")
         return merged
+
+    def page_limit(self, asked: int) -> int:
+        """How many rows a list page holds when ``asked`` were asked for."""
+        limit = self.fixed_page_size or asked
+        return limit if self.max_page_size is None else min(limit, self.max_page_size)
 
 
 @dataclass
@@ -85,19 +104,29 @@ class Sandbox:
     requests: RequestLog = field(default_factory=RequestLog)
     #: session token -> [user id, monotonic time of its last request]
     sessions: dict[str, list[float]] = field(default_factory=dict)
+    api_tokens: ApiTokens = field(default_factory=ApiTokens)
     timers: list[threading.Timer] = field(default_factory=list)
     #: ids of the CSV export jobs queued so far
     export_jobs: int = 0
+
+    def __post_init__(self) -> None:
+        self.use_settings(self.settings)
+
+    def use_settings(self, settings: Settings) -> None:
+        """Behave as ``settings`` say from the next request on."""
+        self.settings = settings
+        self.store.enums = settings.enums
 
     def reset(self) -> None:
         for timer in self.timers:
             timer.cancel()
         self.timers.clear()
         self.store.reset()
-        self.settings = self.default_settings
+        self.use_settings(self.default_settings)
         self.faults.clear()
         self.requests.clear()
         self.sessions.clear()
+        self.api_tokens.clear()
 
     def later(self, seconds: float, action: Callable[[], Any]) -> None:
         timer = threading.Timer(seconds, action)
@@ -123,7 +152,11 @@ class Caller:
 
 
 def authenticate(sandbox: Sandbox, request: Request) -> Caller:
-    """The caller of ``request`` from ``X-Auth-Token`` or Basic ``user_id:token``; else 401."""
+    """The caller of ``request`` from ``X-Auth-Token`` or Basic ``user:token``; else 401.
+
+    The Basic user is the numeric user id (the documented form) or the user's e-mail (what
+    a public client sends); either must name the user the token belongs to.
+    """
     token = request.headers.get("x-auth-token")
     basic_user = None
     authorization = request.headers.get("authorization", "")
@@ -139,9 +172,15 @@ def authenticate(sandbox: Sandbox, request: Request) -> Caller:
     user = sandbox.store.get("users", user_id) if user_id is not None else None
     if user is None or not user["active"]:
         raise ApiError(401, "Invalid or expired token")
-    if basic_user is not None and basic_user != str(user["id"]):
+    if basic_user is not None and not _names_user(basic_user, user):
         raise ApiError(401, "Token does not belong to this user")
     return Caller(user, bool(user["is_root"]))
+
+
+def _names_user(basic_user: str, user: dict[str, Any]) -> bool:
+    if basic_user.strip().isdigit():
+        return int(basic_user) == user["id"]
+    return basic_user.strip().lower() == str(user.get("email") or "").lower()
 
 
 def _user_of_token(sandbox: Sandbox, token: str) -> int | None:
@@ -153,7 +192,7 @@ def _user_of_token(sandbox: Sandbox, token: str) -> int | None:
         return int(token[len(prefix) :])
     session = sandbox.sessions.get(token)
     if session is None:
-        return None
+        return sandbox.api_tokens.user_of(token)
     if time.monotonic() - session[1] > SESSION_IDLE_SECONDS:
         sandbox.sessions.pop(token, None)
         return None
@@ -162,7 +201,7 @@ def _user_of_token(sandbox: Sandbox, token: str) -> int | None:
 
 
 def auth_handler(sandbox: Sandbox, ep: Endpoint) -> Callable[[Request], Any]:
-    """The route of a credentials endpoint: ``login``, ``ping`` or ``me``."""
+    """The route of a credentials endpoint: ``login``, ``ping``, ``me`` or an API token's."""
 
     async def login(request: Request) -> JSONResponse:
         try:
@@ -187,4 +226,38 @@ def auth_handler(sandbox: Sandbox, ep: Endpoint) -> Callable[[Request], Any]:
     def me(request: Request) -> JSONResponse:
         return JSONResponse({"data": authenticate(sandbox, request).user, "links": {}})
 
-    return {"login": login, "ping": ping, "me": me}[ep.operation]
+    async def create_api_token(request: Request) -> JSONResponse:
+        caller = authenticate(sandbox, request)
+        try:
+            payload = await request.json()
+        except ValueError:
+            payload = None
+        try:
+            created = sandbox.api_tokens.create(caller.user["id"], payload)
+        except ValueError as error:
+            raise ApiError(400, "Validation failed", [{"message": str(error)}]) from None
+        return JSONResponse({"data": created}, status_code=201)
+
+    def list_api_tokens(request: Request) -> JSONResponse:
+        caller = authenticate(sandbox, request)
+        try:
+            rows = sandbox.api_tokens.listed(caller.user["id"], request.query_params.get("filter"))
+        except ValueError as error:
+            raise ApiError(400, "Filtration error", [{"message": str(error)}]) from None
+        return JSONResponse({"data": rows, "total": len(rows)})
+
+    def revoke_api_token(request: Request) -> Response:
+        caller = authenticate(sandbox, request)
+        token = request.path_params["token"]
+        if not sandbox.api_tokens.revoke(token, None if caller.is_root else caller.user["id"]):
+            raise ApiError(404, "API token not found")
+        return Response(status_code=204)
+
+    return {
+        "login": login,
+        "ping": ping,
+        "me": me,
+        "create_api_token": create_api_token,
+        "list_api_tokens": list_api_tokens,
+        "revoke_api_token": revoke_api_token,
+    }[ep.operation]

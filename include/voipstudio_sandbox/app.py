@@ -16,10 +16,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from voipstudio_provider.endpoints import (
+    API_TOKEN_ENDPOINTS,
     AUTH_ENDPOINTS,
     DEFAULT_PAGE_SIZE,
     ENDPOINTS,
-    MAX_PAGE_SIZE,
     RESOURCES,
     VOICEMAIL_FOLDERS,
     Endpoint,
@@ -80,6 +80,15 @@ def _int_param(request: Request, name: str, default: int) -> int:
     return value
 
 
+def sort_order(request: Request) -> tuple[str, str]:
+    """``sort`` and ``dir``: ``sort=-calldate`` (a public client's form) sorts descending,
+    like ``sort=calldate&dir=DESC`` (the documented one); the default is id descending."""
+    sort = request.query_params.get("sort") or "id"
+    if sort.startswith("-") and len(sort) > 1:
+        return sort[1:], "DESC"
+    return sort, request.query_params.get("dir") or "DESC"
+
+
 def visible_record(sandbox: Sandbox, caller: Caller, resource: str, raw_id: str) -> dict:
     """The record ``raw_id`` of ``resource``: 400 if not an integer, 404, or 403 if not theirs."""
     row = sandbox.store.get(resource, record_id(raw_id))
@@ -104,17 +113,17 @@ def list_handler(sandbox: Sandbox, ep: Endpoint) -> Handler:
     def handle(request: Request) -> JSONResponse:
         caller = authenticate(sandbox, request)
         store = sandbox.store
-        limit = min(_int_param(request, "limit", DEFAULT_PAGE_SIZE), MAX_PAGE_SIZE)
-        if sandbox.settings.max_page_size is not None:  # a service that answers fewer rows
-            limit = min(limit, sandbox.settings.max_page_size)
+        # The service's page may hold fewer rows than asked (a cap), or more (a fixed size).
+        limit = sandbox.settings.page_limit(_int_param(request, "limit", DEFAULT_PAGE_SIZE))
+        sort, direction = sort_order(request)
         within = None
         if ep.operation == "list_calltracking_cdrs":
             within = ("dst", [row["e164"] for row in store.all("calltracking")])
         rows, total = store.list(
             ep.resource,
             filters=store.parse_filters(ep.resource, request.query_params.get("filter")),
-            sort=request.query_params.get("sort") or "id",
-            direction=request.query_params.get("dir") or "DESC",
+            sort=sort,
+            direction=direction,
             page=_int_param(request, "page", 1),
             limit=limit,
             owner=caller.owner,
@@ -326,7 +335,7 @@ def create_app(sandbox: Sandbox):
             app.add_api_route(
                 prefix + ep.path, handler, methods=[ep.method], name=f"{prefix}:{ep.operation}"
             )
-        for ep in AUTH_ENDPOINTS:
+        for ep in AUTH_ENDPOINTS + API_TOKEN_ENDPOINTS:
             app.add_api_route(prefix + ep.path, auth_handler(sandbox, ep), methods=[ep.method])
     app.include_router(control_router(sandbox), prefix=CONTROL_PREFIX)
     return FaultMiddleware(app, sandbox.faults, sandbox.requests, CONTROL_PREFIX)

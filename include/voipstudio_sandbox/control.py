@@ -144,7 +144,7 @@ def control_router(sandbox: Sandbox) -> APIRouter:
     @router.put("/settings")
     async def put_settings(request: Request) -> JSONResponse:
         try:
-            sandbox.settings = sandbox.settings.updated(await request.json())
+            sandbox.use_settings(sandbox.settings.updated(await request.json()))
         except (ValueError, TypeError) as error:
             return _bad_request(str(error))
         return JSONResponse(dict(sandbox.settings.__dict__))

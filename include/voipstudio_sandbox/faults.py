@@ -17,6 +17,8 @@ import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from voipstudio_sandbox.rawanswer import invalid_token_answer, write_raw_answer
+
 log = logging.getLogger(__name__)
 
 FAULT_KINDS = (
@@ -26,6 +28,10 @@ FAULT_KINDS = (
 #: 64 KiB (LineTooLong), Node's parser headers over 16 KiB (HPE_HEADER_OVERFLOW).
 _UNPARSEABLE_HEADER = (b"x-ratelimit-debug", b"x" * (80 * 1024))
 _MALFORMED_BODY = b'{"data": [{"id": 1, "calldate": "2024-01-'
+#: The forms of ``malformed_headers``: a header line too long to parse (``overflow``), or a
+#: header line that is not a header (``invalid_token``, what Node calls
+#: HPE_INVALID_HEADER_TOKEN), written on the raw connection by :mod:`.rawanswer`.
+MALFORMED_HEADER_FORMS = ("overflow", "invalid_token")
 _REASONS = {
     "429": "Too many requests",
     "500": "Internal server error",
@@ -45,6 +51,7 @@ class FaultRule:
     retry_after: float | None = 1
     delay: float = 0.5
     times: int | None = None
+    form: str = "overflow"
     hits: int = field(default=0)
 
     @classmethod
@@ -58,6 +65,8 @@ class FaultRule:
         rule.kind = str(rule.kind)
         if rule.kind not in FAULT_KINDS:
             raise ValueError(f"fault kind must be one of {', '.join(FAULT_KINDS)}")
+        if rule.form not in MALFORMED_HEADER_FORMS:
+            raise ValueError(f"fault form must be one of {', '.join(MALFORMED_HEADER_FORMS)}")
         if not 0 <= float(rule.rate) <= 1:
             raise ValueError("fault rate must be between 0 and 1")
         if rule.methods is not None:
@@ -176,6 +185,12 @@ class FaultMiddleware:
             await self._error(rule, counting_send)
         elif kind == "malformed":
             await self._answer(counting_send, 200, _MALFORMED_BODY, [])
+        elif kind == "malformed_headers" and rule.form == "invalid_token":
+            answer = invalid_token_answer(429, _REASONS["429"], rule.retry_after)
+            if await write_raw_answer(send, receive, answer):
+                entry["status"], entry["bytes"] = 429, len(answer.partition(b"\r\n\r\n")[2])
+            else:  # a server that hides its connection: the other form at least
+                await self._error(FaultRule(kind="429"), counting_send, [_UNPARSEABLE_HEADER])
         elif kind == "malformed_headers":
             # A rate-limit page whose headers no client can read (seen from the real service).
             await self._error(FaultRule(kind="429"), counting_send, [_UNPARSEABLE_HEADER])

@@ -51,9 +51,14 @@ EXTRA_FIELDS: dict[str, tuple[str, ...]] = {
     "monitors": ("bitrate", "cdr_id", "channels", "created_at", "format", "labels", "language"),
     "users": ("customer_id",),
 }
-#: One record in this many (by a hash of its id) sends its enumerations as integers.
+#: How an account sends its enumerations: ``strings`` (``"I"``, ``"CONNECTED"``: every public
+#: client sees these), ``integers`` (the position in the dictionary, as the reference's
+#: examples show) or ``mixed`` (strings, but one record in :data:`INTEGER_ENUM_ONE_IN` as
+#: integers: not an account the service has, kept to prove clients cope with either).
+ENUM_ENCODINGS = ("strings", "integers", "mixed")
+#: In a ``mixed`` account, one record in this many (by a hash of its id) sends integers.
 INTEGER_ENUM_ONE_IN = 8
-#: The enumerated fields sent as integers, per resource; see :func:`integer_enumerations`.
+#: The enumerated fields sent as integers, per resource; see :func:`served_enumeration`.
 INTEGER_ENUM_FIELDS = {"cdrs": ("type", "disposition", "destination"), "monitors": ("type",)}
 
 
@@ -84,20 +89,42 @@ def sip_call_id(seed: int, cdr_id: int) -> str:
     return f"{_hex(seed, 'call', cdr_id)[:32]}@sip.voipstudio.sandbox"
 
 
-def integer_enumerations(seed: int, resource: str, record: dict[str, Any]) -> dict[str, Any]:
-    """``record``, with its enumerations as integers if its id is in the seeded share.
+def sends_integers(seed: int, encoding: str, resource: str, record_id: int) -> bool:
+    """Whether record ``record_id`` of ``resource`` sends its enumerations as integers."""
+    if encoding == "integers":
+        return True
+    if encoding != "mixed":
+        return False
+    return int(_hex(seed, "enum", resource, record_id)[:6], 16) % INTEGER_ENUM_ONE_IN == 0
 
-    The integer is the value's position in ``GET /<resource>/dictionaries`` (0-based), as the
-    reference's examples show numbers where the public clients show strings.
+
+def served_enumeration(
+    seed: int, encoding: str, resource: str, record_id: int, field: str, value: Any
+) -> Any:
+    """``value`` of an enumerated ``field`` as the account sends it.
+
+    The integer is the value's position in ``GET /cdrs/dictionaries`` (0-based); a value
+    the dictionary does not know is sent as it is.
     """
-    fields = INTEGER_ENUM_FIELDS.get(resource, ())
-    if not fields or int(_hex(seed, "enum", resource, record["id"])[:6], 16) % INTEGER_ENUM_ONE_IN:
-        return record
-    codes = DICTIONARIES["cdrs"]
-    for name in fields:
-        if isinstance(record.get(name), str) and record[name] in codes[name]:
-            record[name] = list(codes[name]).index(record[name])
-    return record
+    if encoding == "strings" and isinstance(value, str):
+        return value  # the common case, once per enumerated field of every row served
+    codes = _CODES[field]
+    text = codes[value] if isinstance(value, int) and 0 <= value < len(codes) else value
+    if (
+        isinstance(text, str)
+        and text in codes
+        and sends_integers(seed, encoding, resource, record_id)
+    ):
+        return codes.index(text)
+    return text
+
+
+def stored_enumeration(field: str, value: Any) -> Any:
+    """``value`` of an enumerated ``field`` as stored: its string, whichever way it came."""
+    codes = _CODES[field]
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(codes):
+        return codes[value]
+    return value
 
 
 class AccountGenerator:
@@ -388,9 +415,6 @@ def generate(
         months.append(month)
         month = (month + dt.timedelta(days=32)).replace(day=1)
     data["statements"] = [account.statement(i, m) for i, m in enumerate(months, start=1)]
-    for resource in INTEGER_ENUM_FIELDS:
-        for record in data[resource]:
-            integer_enumerations(seed, resource, record)
     return data
 
 
@@ -432,3 +456,5 @@ DICTIONARIES: dict[str, dict[str, dict[str, str]]] = {
         "status": {"open": "Open", "closed": "Closed"},
     },
 }
+#: Each enumerated field's values in dictionary order: an integer is a position in it.
+_CODES = {name: list(values) for name, values in DICTIONARIES["cdrs"].items()}

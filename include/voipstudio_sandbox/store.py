@@ -36,8 +36,11 @@ _BOOLEAN = {
     "is_new", "cli_hide", "esc_enabled", "fax_enabled", "has_fax_password", "sms_enabled",
     "tel_verified", "active", "is_initial", "is_root",
 }  # fmt: skip
-#: Fields stored as given (text or integer): enumerations and ``call_id`` come as either.
+#: Fields stored as given (text or integer): ``call_id`` comes as either. Enumerations are
+#: stored as strings and sent in the account's encoding (:func:`generate.served_enumeration`).
 _AS_GIVEN = {"type", "disposition", "destination", "call_id"}
+#: Bumped when the stored form changes, so that an older database file is regenerated.
+SCHEMA_VERSION = "2"
 #: Fields holding lists or objects, kept as JSON text.
 _JSON = {"labels"}
 #: Assumption: properties the service refuses to filter on, answering 400 "Filtration error"
@@ -92,7 +95,13 @@ def table_fields(table: str) -> tuple[str, ...]:
     return RESOURCES[table].fields + generate.EXTRA_FIELDS.get(table, ())
 
 
-def _stored(field: str, value: Any) -> Any:
+def _enumerated(table: str) -> tuple[str, ...]:
+    return generate.INTEGER_ENUM_FIELDS.get(table, ())
+
+
+def _stored(table: str, field: str, value: Any) -> Any:
+    if field in _enumerated(table):
+        return generate.stored_enumeration(field, value)
     return json.dumps(value) if field in _JSON and value is not None else value
 
 
@@ -110,6 +119,8 @@ class Store:
         regenerated, one made from the same is reused as it is.
     :param scale: multiplies the number of generated records.
     :param now: the end of the generated history (defaults to the current time).
+    :param enums: how enumerations are sent, one of :data:`generate.ENUM_ENCODINGS`; the
+        attribute may change while the store runs (they are stored as strings).
     """
 
     def __init__(
@@ -118,7 +129,11 @@ class Store:
         seed: int = 1,
         scale: float = 1,
         now: dt.datetime | None = None,
+        enums: str = "strings",
     ) -> None:
+        if enums not in generate.ENUM_ENCODINGS:
+            raise ValueError(f"enums must be one of {', '.join(generate.ENUM_ENCODINGS)}")
+        self.enums = enums
         self.seed = seed
         self.scale = scale
         self.path = Path(path) if path is not None else None
@@ -154,13 +169,18 @@ class Store:
                 meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         except sqlite3.Error:
             return False
-        return meta.get("seed") == str(self.seed) and meta.get("scale") == str(self.scale)
+        return (meta.get("seed"), meta.get("scale"), meta.get("schema")) == (
+            str(self.seed),
+            str(self.scale),
+            SCHEMA_VERSION,
+        )
 
-    @staticmethod
-    def _connect(path: Path | None) -> sqlite3.Connection:
+    def _connect(self, path: Path | None) -> sqlite3.Connection:
         conn = sqlite3.connect(
             str(path) if path else ":memory:", check_same_thread=False, isolation_level=None
         )
+        # Filters and sorts compare an enumeration as it is sent, which the encoding decides.
+        conn.create_function("served_enum", 4, self._served_enum)
         conn.execute("PRAGMA journal_mode=MEMORY" if path is None else "PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=OFF")
         return conn
@@ -189,7 +209,11 @@ class Store:
                 self._insert_rows(table, rows)
             self.conn.executemany(
                 "INSERT INTO meta VALUES (?, ?)",
-                [("seed", str(self.seed)), ("scale", str(self.scale))],
+                [
+                    ("seed", str(self.seed)),
+                    ("scale", str(self.scale)),
+                    ("schema", SCHEMA_VERSION),
+                ],
             )
             self.conn.execute("COMMIT")
 
@@ -206,8 +230,19 @@ class Store:
 
     # --- reading ------------------------------------------------------------------------
 
+    def _served_enum(self, resource: str, record_id: int, field: str, value: Any) -> Any:
+        return generate.served_enumeration(self.seed, self.enums, resource, record_id, field, value)
+
+    def _column(self, resource: str, field: str) -> str:
+        """``field`` in SQL, as the API sends it (enumerations in the account's encoding)."""
+        if field in _enumerated(resource) and self.enums != "strings":  # stored as strings
+            return f"served_enum('{resource}', id, '{field}', {_q(field)})"
+        return _q(field)
+
     def _row(self, table: str, values: tuple) -> dict[str, Any]:
         row = dict(zip(table_fields(table), values, strict=True))
+        for field in _enumerated(table):
+            row[field] = self._served_enum(table, row["id"], field, row[field])
         for field in _BOOLEAN.intersection(row):
             if row[field] is not None:
                 row[field] = bool(row[field])
@@ -235,14 +270,15 @@ class Store:
             if not isinstance(entry, dict) or "property" not in entry:
                 raise ValidationError("each filter needs property, operator and value")
             prop, operator = entry["property"], entry.get("operator", "eq")
+            # The service words every refused filter the same way; errors say which and why.
             if prop not in fields:
                 raise ValidationError(
-                    f"unknown filter property {prop!r}",
+                    "Filtration error",
                     [{"message": f"Unknown property {prop!r}", "property": prop}],
                 )
             if operator not in FILTER_OPERATORS:
                 raise ValidationError(
-                    f"unsupported filter operator {operator!r}",
+                    "Filtration error",
                     [{"message": f"Unsupported operator {operator!r}", "property": prop}],
                 )
             if prop in UNFILTERABLE.get(resource, ()):
@@ -250,14 +286,14 @@ class Store:
             value = entry.get("value")
             if isinstance(value, (list, dict)):
                 raise ValidationError(
-                    f"filter value of {prop!r} must be a scalar",
+                    "Filtration error",
                     [{"message": "Value must be a scalar", "property": prop}],
                 )
             conditions.append({"property": prop, "operator": operator, "value": value})
         return conditions
 
-    @staticmethod
     def _where(
+        self,
         resource: str,
         filters: list[dict[str, Any]],
         owner: int | None,
@@ -273,15 +309,16 @@ class Store:
             value = condition["value"]
             if isinstance(value, bool):
                 value = int(value)
+            column = self._column(resource, condition["property"])
             if value is None and condition["operator"] == "eq":
-                clauses.append(f"{_q(condition['property'])} IS NULL")
+                clauses.append(f"{column} IS NULL")
                 continue
             if condition["operator"] == "like":
-                clauses.append(f"{_q(condition['property'])} LIKE ? ESCAPE '\\'")
+                clauses.append(f"{column} LIKE ? ESCAPE '\\'")
                 params.append(_like_pattern(value))
                 continue
             operator = _SQL_OPERATORS[condition["operator"]]
-            clauses.append(f"{_q(condition['property'])} {operator} ?")
+            clauses.append(f"{column} {operator} ?")
             params.append(value)
         owner_field = RESOURCES[resource].owner_field
         if owner is not None and owner_field:
@@ -313,7 +350,9 @@ class Store:
         if direction.upper() not in ("ASC", "DESC"):
             raise ValidationError("dir must be ASC or DESC", [{"message": "Invalid dir"}])
         where, params = self._where(resource, filters or [], owner, within)
-        order = f" ORDER BY {_q(sort)} {direction.upper()}, id {direction.upper()}"
+        order = (
+            f" ORDER BY {self._column(resource, sort)} {direction.upper()}, id {direction.upper()}"
+        )
         with self.lock:
             total = self.conn.execute(f"SELECT COUNT(*) FROM {_q(resource)}{where}", params)
             total = total.fetchone()[0]
@@ -389,7 +428,7 @@ class Store:
         placeholders = ", ".join("?" for _ in fields)
         self.conn.executemany(
             f"INSERT INTO {_q(table)} ({', '.join(map(_q, fields))}) VALUES ({placeholders})",
-            [tuple(_stored(f, row.get(f)) for f in fields) for row in rows],
+            [tuple(_stored(table, f, row.get(f)) for f in fields) for row in rows],
         )
 
     def insert(self, table: str, rows: list[dict[str, Any]]) -> list[int]:
@@ -450,6 +489,6 @@ class Store:
                 assignments = ", ".join(f"{_q(k)} = ?" for k in changes)
                 self.conn.execute(
                     f"UPDATE {_q(table)} SET {assignments} WHERE id = ?",
-                    [*(_stored(k, v) for k, v in changes.items()), row["id"]],
+                    [*(_stored(table, k, v) for k, v in changes.items()), row["id"]],
                 )
             self.conn.execute("COMMIT")

@@ -457,6 +457,16 @@ AUTH_ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("me", "GET", "/me", Shape.GET, "users"),
     Endpoint("login", "POST", "/login", Shape.GET, "users", error_statuses=(400, 401)),
 )
+#: How the vendor's command-line client makes and revokes API tokens. The provider never
+#: calls these (a connection holds a token made beforehand); the sandbox serves them.
+API_TOKEN_ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint("create_api_token", "POST", "/apitokens", Shape.GET, "users", success_status=201,
+             error_statuses=(400, 401)),
+    Endpoint("list_api_tokens", "GET", "/apitokens", Shape.LIST, "users",
+             error_statuses=(400, 401)),
+    Endpoint("revoke_api_token", "DELETE", "/apitokens/{token}", Shape.DELETE_IDS, "users",
+             success_status=204, error_statuses=(401, 404)),
+)  # fmt: skip
 
 #: Assumption: the largest page the service serves, and its default.
 MAX_PAGE_SIZE = 5000

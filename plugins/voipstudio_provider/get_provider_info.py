@@ -67,12 +67,12 @@ def get_provider_info() -> dict[str, Any]:
                     "hidden-fields": ["schema", "port", "extra"],
                     "relabeling": {
                         "host": "Base URL",
-                        "login": "User ID (optional)",
+                        "login": "User ID or e-mail (optional)",
                         "password": "API token",
                     },
                     "placeholders": {
                         "host": "https://l7api.com/v1.1/voipstudio",
-                        "login": "numeric user id: Basic auth instead of X-Auth-Token",
+                        "login": "user id (1234) or e-mail: Basic auth instead of X-Auth-Token",
                         "password": "an API key from the dashboard or POST /apitokens",
                         "page_size": str(FORM_PAGE_SIZE),
                         "timeout": str(FORM_TIMEOUT),

@@ -97,23 +97,36 @@ def test_one_csv_per_user_with_calls_and_header_only_for_a_listed_user(airflow_e
 
 
 @pytest.mark.slow
-def test_extra_fields_and_integer_enumerations_reach_the_csv(airflow_env):
+def test_extra_fields_and_both_encodings_of_enumerations_reach_the_csv_as_sent(airflow_env):
     sandbox = airflow_env.sandbox
+    # An account that mixes encodings (no real one does): the CSV copes with either in one
+    # run, in one file, and writes each value as the API sent it.
+    sandbox.control("PUT", "settings", {"enums": "mixed"})
     truth = sandbox.control("GET", "records/cdrs")["data"]
-    # A past day with a CDR sending integer enumerations, for a user with a labelled call.
-    coded = next(c for c in reversed(truth) if isinstance(c["type"], int)
-                 and c["calldate"][:10] < str(TODAY.date()))  # fmt: skip
-    day = dt.date.fromisoformat(coded["calldate"][:10])
+    by_user_day = collections.defaultdict(list)
+    for cdr in truth:
+        if cdr["calldate"][:10] < str(TODAY.date()):
+            by_user_day[cdr["user_id"], cdr["calldate"][:10]].append(cdr)
+    (user_id, day_text), mine = next(
+        (key, cdrs) for key, cdrs in sorted(by_user_day.items(), key=lambda kv: kv[0][1],
+                                            reverse=True)
+        if {type(c["type"]) for c in cdrs} == {int, str}
+    )  # fmt: skip
+    day = dt.date.fromisoformat(day_text)
     dag_run = run_export(TODAY, {"day": day.isoformat()})
     assert dag_run.state == "success"
 
-    _, rows = read_csv(airflow_env, coded["user_id"], day)
+    _, rows = read_csv(airflow_env, user_id, day)
     header = rows[0]
-    row = next(r for r in rows[1:] if int(r[0]) == coded["id"])
-    assert row[header.index("type")] == str(coded["type"])  # as sent: 0, 1 or 2
-    assert row[header.index("call_id")] == str(coded["call_id"])
-    assert json.loads(row[header.index("labels")]) == coded["labels"]
-    assert row[header.index("nb_notes")] == str(coded["nb_notes"])
+    written = {int(r[0]): r for r in rows[1:]}
+    assert set(written) == {c["id"] for c in mine}
+    for cdr in mine:
+        row = written[cdr["id"]]
+        for field in ("type", "disposition", "destination"):
+            assert row[header.index(field)] == str(cdr[field])  # "I" as "I", 1 as "1"
+        assert row[header.index("call_id")] == str(cdr["call_id"])
+        assert json.loads(row[header.index("labels")]) == cdr["labels"]
+        assert row[header.index("nb_notes")] == str(cdr["nb_notes"])
 
 
 @pytest.mark.slow

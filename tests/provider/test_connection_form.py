@@ -3,6 +3,8 @@ messages of ``test_connection``."""
 
 from __future__ import annotations
 
+import pytest
+import requests
 from voipstudio_devstack import free_port
 from voipstudio_provider.get_provider_info import get_provider_info
 from voipstudio_provider.hooks.voipstudio import (
@@ -10,6 +12,7 @@ from voipstudio_provider.hooks.voipstudio import (
     DEFAULT_READ_TIMEOUT,
     VoIPstudioHook,
 )
+from voipstudio_sandbox.generate import SANDBOX_PASSWORD
 
 
 def test_provider_info_declares_the_connection_type():
@@ -79,10 +82,34 @@ def test_basic_auth_with_a_wrong_token_fails(make_hook, users):
     assert (ok, message) == (False, "authentication failed: check the API token")
 
 
-def test_login_must_be_the_numeric_user_id(make_hook):
-    ok, message = make_hook(login="alice@example.com").test_connection()
+@pytest.mark.parametrize("by", ["email", "EMAIL"])
+def test_basic_auth_with_the_users_email(make_hook, users, sandbox, api_requests, by):
+    root, _ = users
+    login = root["email"] if by == "email" else root["email"].upper()
+    hook = make_hook(login=login)
+    assert hook.get_conn().auth == (login, sandbox.token)
+    assert hook.me()["id"] == root["id"]
+    assert api_requests("/me")[-1]["status"] == 200
+
+
+def test_basic_auth_with_another_users_email_fails(make_hook, users):
+    _, other = users
+    ok, message = make_hook(login=other["email"]).test_connection()  # the root's token
+    assert (ok, message) == (False, "authentication failed: check the API token")
+
+
+@pytest.mark.parametrize("login", ["alice", "12a", "a b@example.com", "x:y@example.com"])
+def test_login_must_be_a_user_id_or_an_email(make_hook, api_requests, login):
+    ok, message = make_hook(login=login).test_connection()
     assert not ok
-    assert "numeric" in message
+    assert "numeric VoIPstudio user id or the user's e-mail" in message
+    assert api_requests("/ping") == []  # refused before any request
+
+
+def test_the_form_says_the_login_is_a_user_id_or_an_email():
+    behaviour = get_provider_info()["connection-types"][0]["ui-field-behaviour"]
+    assert behaviour["relabeling"]["login"] == "User ID or e-mail (optional)"
+    assert "e-mail" in behaviour["placeholders"]["login"]
 
 
 def test_one_session_with_timeouts_and_no_extras_as_headers(make_hook):
@@ -138,3 +165,32 @@ def test_test_connection_reports_a_missing_host(make_hook):
     ok, message = make_hook(host="   ").test_connection()
     assert ok is False
     assert "base URL" in message
+
+
+def test_an_api_token_made_as_the_vendor_cli_does_serves_a_connection_until_revoked(
+    make_hook, users, sandbox
+):
+    _, other = users
+    login = requests.post(
+        f"{sandbox.base_url}/login",
+        json={"email": other["email"], "password": SANDBOX_PASSWORD},
+        timeout=30,
+    ).json()
+    made = requests.post(
+        f"{sandbox.base_url}/apitokens",
+        json={"name": "airflow"},
+        headers={"X-Auth-Token": login["user_token"]},
+        timeout=30,
+    )
+    assert made.status_code == 201
+    token = made.json()["data"]["token"]
+    hook = make_hook(token=token, login=other["email"])
+    assert hook.me()["id"] == other["id"]
+    assert {c["user_id"] for c in hook.iter_records("cdrs")} == {other["id"]}
+
+    revoked = requests.delete(
+        f"{sandbox.base_url}/apitokens/{token}", headers={"X-Auth-Token": token}, timeout=30
+    )
+    assert revoked.status_code == 204
+    ok, message = make_hook(token=token, conn_id="voipstudio_revoked").test_connection()
+    assert (ok, message) == (False, "authentication failed: check the API token")

@@ -210,6 +210,40 @@ def test_answers_with_malformed_headers_give_up_with_a_clear_error(
     assert len(api_requests("/ping")) == 3
 
 
+INVALID_TOKEN = {"kind": "malformed_headers", "form": "invalid_token"}
+
+
+def test_a_header_line_with_an_invalid_token_is_retried_like_a_dropped_connection(
+    hook, set_faults, api_requests, capfd
+):
+    set_faults({"path": CDRS, "methods": ["GET"], "times": 2, **INVALID_TOKEN})
+    rows, total = hook.list_page("cdrs", limit=3)
+    assert len(rows) == 3 and total > 3
+    log = api_requests("/cdrs")
+    assert [(e["status"], e["fault"]) for e in log] == [
+        (429, "malformed_headers"), (429, "malformed_headers"), (200, None)
+    ]  # fmt: skip
+    warnings = _retry_warnings(capfd)
+    assert len(warnings) == 2
+    assert all("HTTP headers could not be parsed (invalid header line" in w for w in warnings)
+
+
+def test_header_lines_with_an_invalid_token_give_up_as_unreadable_not_rate_limited(
+    make_hook, set_faults, api_requests
+):
+    set_faults({"path": PING, "rate": 1, **INVALID_TOKEN})
+    with pytest.raises(VoIPstudioServerError) as raised:
+        make_hook(max_attempts=3).ping()
+    error = raised.value
+    assert not isinstance(error, VoIPstudioRateLimitedError)
+    assert error.retryable and error.after_retry and error.status_code is None
+    assert str(error) == (
+        "GET /ping: the answer's HTTP headers could not be parsed "
+        "(invalid header line 'X-RateLimit Remaining: 0')"
+    )
+    assert len(api_requests("/ping")) == 3
+
+
 @pytest.mark.parametrize(
     "cause",
     [

@@ -171,3 +171,57 @@ def test_walk_loses_no_rows_when_the_sandbox_caps_pages_below_the_limit(
     pages = api_requests("/cdrs")
     assert {_query(p)["limit"] for p in pages} == {"100"}  # asked for 100, got ``cap``
     assert len(pages) == math.ceil(len(expected) / cap)
+
+
+# -- the service's page cap: 100 (the vendor CLI's page), 5,000, 10,000 or none --------------
+
+
+@pytest.fixture
+def many_chatmsgs(sandbox, truth) -> list[int]:
+    """More chat messages than two of the hook's largest pages; their ids ascending."""
+    sandbox.control("POST", "records/chatmsgs", {"count": 10_500})
+    return [m["id"] for m in truth("chatmsgs")]
+
+
+@pytest.mark.parametrize("cap", [100, 5000, 10_000, None], ids=str)
+def test_a_walk_is_whole_under_every_page_cap(hook, sandbox, api_requests, many_chatmsgs, cap):
+    sandbox.control("PUT", "settings", {"max_page_size": cap})
+    walked = [m["id"] for m in hook.iter_records("chatmsgs", page_size=MAX_PAGE_SIZE)]
+    assert walked == many_chatmsgs
+    pages = api_requests("/chatmsgs")
+    assert {_query(p)["limit"] for p in pages} == {str(MAX_PAGE_SIZE)}
+    served = MAX_PAGE_SIZE if cap is None else min(cap, MAX_PAGE_SIZE)
+    assert len(pages) == math.ceil(len(many_chatmsgs) / served)
+    assert hook.count("chatmsgs") == len(many_chatmsgs)
+
+
+@pytest.mark.parametrize("served", [3, 50, 1000])
+def test_a_walk_is_whole_when_pages_hold_more_or_fewer_rows_than_asked(
+    hook, sandbox, truth, api_requests, served
+):
+    sandbox.control("PUT", "settings", {"fixed_page_size": served})
+    expected = [r["id"] for r in truth("cdrs")]
+    walked = [r["id"] for r in hook.iter_records("cdrs", page_size=7)]
+    assert walked == expected
+    pages = api_requests("/cdrs")
+    assert {_query(p)["limit"] for p in pages} == {"7"}  # asked 7, got ``served``
+    assert len(pages) == math.ceil(len(expected) / served)
+    since = parse_api_datetime(truth("cdrs")[len(expected) // 2]["calldate"])
+    assert hook.count("cdrs", since=since) == len(
+        [c for c in truth("cdrs") if parse_api_datetime(c["calldate"]) >= since]
+    )
+
+
+def test_a_walk_copes_with_both_encodings_of_enumerations_in_one_run(hook, sandbox, truth):
+    sandbox.control("PUT", "settings", {"enums": "mixed"})
+    walked = list(hook.iter_records("cdrs", page_size=37))
+    assert walked == truth("cdrs")
+    assert {type(c["type"]) for c in walked} == {int, str}
+
+
+def test_list_page_sorts_descending_with_a_minus_as_public_clients_do(hook, truth):
+    minus, total = hook.list_page("cdrs", limit=20, sort="-calldate")
+    documented, _ = hook.list_page("cdrs", limit=20, sort="calldate", direction="DESC")
+    assert minus == documented and total == len(truth("cdrs"))
+    newest = max(c["calldate"] for c in truth("cdrs"))
+    assert minus[0]["calldate"] == newest

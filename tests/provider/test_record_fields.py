@@ -37,9 +37,12 @@ def test_a_monitor_sidecar_is_the_record_as_sent_with_its_extra_fields(hook, s3,
     assert sidecar["sha256"] == outcome.sha256
 
 
-def test_a_monitor_with_integer_enumerations_is_archived_as_sent(hook, s3, target):
-    coded = [m for m in hook.iter_records("monitors") if isinstance(m["type"], int)]
+def test_a_monitor_with_integer_enumerations_is_archived_as_sent(sandbox, hook, s3, target):
+    sandbox.control("PUT", "settings", {"enums": "mixed"})  # both encodings in one walk
+    walked = list(hook.iter_records("monitors"))
+    coded = [m for m in walked if isinstance(m["type"], int)]
     assert coded, "the seeded share of integer enumerations holds no monitor"
+    assert any(isinstance(m["type"], str) for m in walked)
 
     outcome = archive_record(hook, s3, MONITORS, coded[0], target)
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
+import subprocess
 import urllib.error
 
 import pytest
@@ -137,6 +139,61 @@ def test_malformed_headers_fault_is_an_answer_no_http_client_parses(sandbox, api
     with pytest.raises(requests.ConnectionError, match="LineTooLong"):
         api.get("/ping")
     assert api.get("/ping").status_code == 200  # the next answer is a normal one
+
+
+def _raw_get(sandbox, path: str) -> bytes:
+    """Everything the server writes for one GET, read until it closes the connection."""
+    with socket.create_connection(("127.0.0.1", sandbox.port), timeout=10) as conn:
+        conn.sendall(f"GET {path} HTTP/1.1\r\nHost: sandbox\r\nConnection: close\r\n\r\n".encode())
+        raw = b""
+        while chunk := conn.recv(65536):
+            raw += chunk
+    return raw
+
+
+INVALID_TOKEN = {"path": "/v1.1/voipstudio/ping", "kind": "malformed_headers",
+                 "form": "invalid_token", "times": 1}  # fmt: skip
+
+
+def test_malformed_headers_fault_in_its_invalid_token_form(sandbox, api: Api):
+    _faults(sandbox, INVALID_TOKEN)
+    head, _, body = _raw_get(sandbox, "/v1.1/voipstudio/ping").partition(b"\r\n\r\n")
+    status_line, *header_lines = head.split(b"\r\n")
+    assert status_line.startswith(b"HTTP/1.1 429")
+    assert b"X-RateLimit Remaining: 0" in header_lines  # a space: not a header name
+    assert json.loads(body)["message"] == "Too many requests"  # nothing after the answer
+    # Python's parser reads the status, stops at the bad line and keeps what came before.
+    _faults(sandbox, INVALID_TOKEN)
+    response = api.get("/ping")
+    assert response.status_code == 429 and "retry-after" not in response.headers
+    assert response.raw._original_response.msg.defects  # urllib3 only logged it
+    assert api.get("/ping").status_code == 200
+    log = sandbox.control("GET", "requests")["data"]
+    assert [(e["status"], e["fault"]) for e in log] == [
+        (429, "malformed_headers"), (429, "malformed_headers"), (200, None)
+    ]  # fmt: skip
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs Node.js")
+@pytest.mark.parametrize(
+    ("form", "node_error"),
+    [("invalid_token", "HPE_INVALID_HEADER_TOKEN"), ("overflow", "HPE_HEADER_OVERFLOW")],
+)
+def test_node_refuses_both_forms_of_malformed_headers(sandbox, form, node_error):
+    _faults(sandbox, {**INVALID_TOKEN, "form": form})
+    script = (
+        f"require('http').get('{sandbox.base_url}/ping', {{headers: {{'X-Auth-Token': "
+        f"'{sandbox.token}'}}}}, r => console.log('status', r.statusCode))"
+        ".on('error', e => console.log('error', e.code))"
+    )
+    node = subprocess.run(["node", "-e", script], capture_output=True, text=True, timeout=30)
+    assert node.stdout.strip() == f"error {node_error}"
+
+
+def test_an_unknown_form_of_malformed_headers_is_refused(sandbox):
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        _faults(sandbox, {**INVALID_TOKEN, "form": "gibberish"})
+    assert refused.value.code == 400
 
 
 def test_fault_rate_is_deterministic_for_a_seed(sandbox, api: Api):

@@ -55,7 +55,20 @@ def test_store_every_resource_has_its_fields(store: Store):
         assert tuple(rows[0]) == resource.fields + EXTRA_FIELDS.get(name, ()) == table_fields(name)
 
 
-def test_a_seeded_share_of_cdrs_sends_enumerations_as_integers(store: Store):
+def test_an_account_sends_one_encoding_of_enumerations(store: Store):
+    assert store.enums == "strings"
+    strings = store.all("cdrs")
+    assert all(isinstance(c[f], str) for c in strings for f in ("type", "disposition"))
+    store.enums = "integers"
+    codes = DICTIONARIES["cdrs"]
+    for cdr, as_text in zip(store.all("cdrs"), strings, strict=True):
+        for field in ("type", "disposition", "destination"):
+            assert cdr[field] == list(codes[field]).index(as_text[field])
+        assert cdr["context"] == as_text["context"]  # not an integer in any encoding
+
+
+def test_a_mixed_account_sends_a_seeded_share_of_enumerations_as_integers(store: Store):
+    store.enums = "mixed"
     cdrs = store.all("cdrs")
     coded = [c for c in cdrs if isinstance(c["type"], int)]
     assert 0 < len(coded) < len(cdrs) / 4
@@ -65,7 +78,7 @@ def test_a_seeded_share_of_cdrs_sends_enumerations_as_integers(store: Store):
             assert isinstance(cdr[field], int) and 0 <= cdr[field] < len(codes[field])
         assert isinstance(cdr["context"], str)
     assert all(isinstance(c["type"], str) for c in cdrs if c not in coded)
-    again = Store(None, seed=3, now=NOW)
+    again = Store(None, seed=3, now=NOW, enums="mixed")
     try:
         assert [c["id"] for c in again.all("cdrs") if isinstance(c["type"], int)] == [
             c["id"] for c in coded

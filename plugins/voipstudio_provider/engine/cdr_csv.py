@@ -58,7 +58,9 @@ def csv_columns(further_fields: Iterable[str]) -> list[str]:
 
 def csv_cell(value: Any) -> str:
     """A record's value as a CSV cell: absent or null empty, text as it is, anything else
-    (numbers, booleans, lists, objects) as compact JSON."""
+    (numbers, booleans, lists, objects) as compact JSON. So the file holds what the API sent,
+    whichever encoding of enumerations the account uses: ``"I"`` is written ``I``, ``1``
+    is written ``1``, even both in one file."""
     if value is None:
         return ""
     if isinstance(value, str):

@@ -13,7 +13,9 @@ from typing import Any
 
 import requests
 import tenacity
+from urllib3.exceptions import HeaderParsingError
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
+from urllib3.util.response import assert_header_parsing
 
 from voipstudio_provider.exceptions import (
     VoIPstudioAccessDeniedError,
@@ -86,9 +88,17 @@ def error_from_response(
     response: requests.Response, method: str, path: str, retry_after_cap: float
 ) -> VoIPstudioError:
     """The error that a non-2xx answer stands for, with the API's message and field errors."""
+    label = request_label(method, path)
+    unparsed = unparsed_header_line(response)
+    if unparsed is not None:
+        # A header line that is not a header (Node: HPE_INVALID_HEADER_TOKEN): nothing after
+        # it can be trusted, so the answer counts as unreadable, like a dropped connection.
+        return VoIPstudioServerError(
+            f"{label}: the answer's HTTP headers could not be parsed (invalid header line "
+            f"{unparsed!r})"
+        )
     status = response.status_code
     api_message, errors = api_error_details(response)
-    label = request_label(method, path)
     if status == 401:
         text = f"{label}: {AUTHENTICATION_FAILED}"
     else:
@@ -177,6 +187,25 @@ def _unparseable_answer(exc: BaseException) -> str | None:
             if len(detail) > 80:
                 detail = detail[:77] + "..."
             return f"{type(cause).__name__}: {detail}" if detail else type(cause).__name__
+    return None
+
+
+def unparsed_header_line(response: requests.Response) -> str | None:
+    """The first header line of ``response`` that could not be parsed, or ``None``.
+
+    http.client stops reading headers at a line that is not a header and urllib3 only logs
+    it; the parsed header block is kept on urllib3's ``_original_response`` (``msg``).
+    """
+    original = getattr(response.raw, "_original_response", None)
+    headers = getattr(original, "msg", None)
+    if not isinstance(headers, http.client.HTTPMessage):
+        return None
+    try:
+        assert_header_parsing(headers)
+    except HeaderParsingError:
+        payload = headers.get_payload()
+        line = payload.splitlines()[0] if isinstance(payload, str) and payload else "?"
+        return line[:77] + "..." if len(line) > 80 else line
     return None
 
 

@@ -87,8 +87,9 @@ class VoIPstudioHook(BaseHook):
     """Call the VoIPstudio History API through a ``voipstudio`` connection.
 
     The connection's host is the base URL (``https://l7api.com/v1.1/voipstudio``), its
-    password the API token. With a login (the numeric user id) the hook authenticates with
-    HTTP Basic ``user_id:token``, otherwise with the ``X-Auth-Token`` header. Extras:
+    password the API token. With a login (the numeric user id or the user's e-mail) the hook
+    authenticates with HTTP Basic ``login:token``, otherwise with the ``X-Auth-Token``
+    header. Extras:
     ``page_size``, ``timeout`` (read timeout in seconds) and ``verify_ssl``.
 
     A hook holds one HTTP session: use one hook per thread.
@@ -171,9 +172,7 @@ class VoIPstudioHook(BaseHook):
         session.headers.update({"Accept": "application/json", "User-Agent": "airflow-voipstudio"})
         login = (conn.login or "").strip()
         if login:
-            if not login.isdigit():
-                raise ValueError("the connection's login must be the numeric VoIPstudio user id")
-            session.auth = (login, self._token)
+            session.auth = (_basic_user(login), self._token)
         else:
             session.headers["X-Auth-Token"] = self._token
         session.verify = _as_bool(extra.get("verify_ssl", extra.get("verify", True)))
@@ -442,8 +441,8 @@ class VoIPstudioHook(BaseHook):
         Each page asks for ``id > last id seen`` sorted by id, so rows added or deleted while
         walking never make it skip or repeat one. The walk ends on the page that holds all
         the answer's ``total`` (the rows left), or on an empty page; a service that sends
-        pages shorter than asked is still walked to the end. ``since`` is inclusive and
-        ``until`` exclusive, on the resource's own date field.
+        pages shorter or longer than asked (its own page cap or size) is walked to the end.
+        ``since`` is inclusive and ``until`` exclusive, on the resource's own date field.
 
         ``for monitor in hook.iter_records("monitors", since=start, until=end): ...``
         """
@@ -665,6 +664,20 @@ class VoIPstudioHook(BaseHook):
 def _first(argument: Any, extra: Any) -> Any:
     """The hook's argument when given, else the connection's extra."""
     return argument if argument is not None else extra
+
+
+def _basic_user(login: str) -> str:
+    """The Basic user of a connection's login: the numeric user id (the documented form) or
+    the user's e-mail (what a public client sends); anything else is refused before a request."""
+    local, at, domain = login.partition("@")
+    is_email = bool(at and local and "." in domain) and not any(
+        c.isspace() or c == ":" for c in login
+    )
+    if not (login.isascii() and login.isdigit()) and not is_email:
+        raise ValueError(
+            "the connection's login must be the numeric VoIPstudio user id or the user's e-mail"
+        )
+    return login
 
 
 def _timeout(value: Any) -> tuple[float, float]:
