@@ -197,3 +197,16 @@ def test_a_hold_keeps_every_text_that_may_be_its_number_and_no_other(held, regio
         assert reason == "legal_hold_number", (text, readings)
     elif text.startswith("+"):
         assert reason is None, (text, readings)
+
+
+@given(numbers, default_regions, st.sampled_from(sorted(phonenumbers.COUNTRY_CODE_TO_REGION_CODE)))
+@example("+12125550147", None, 44)
+def test_another_country_code_never_makes_the_purged_number(purged, region, code):
+    number = phonenumbers.parse(purged)
+    assume(code != number.country_code)
+    international = phonenumbers.format_number(number, PhoneNumberFormat.INTERNATIONAL)
+    text = f"+{code}" + international.removeprefix(f"+{number.country_code}")
+    request = parse_purge_request({"phone_number": purged}, region=region)
+    record = {"id": 1, "chat_id": 2, "message": f"call {text} please"}
+    assert request.match("chatmsgs", record) is None, text
+    assert request.match("monitors", {"id": 1, "caller": text, "called": "101"}) is None, text

@@ -166,6 +166,8 @@ def _numbers_in_words(text: str, regions: Sequence[str]) -> list[FoundNumber]:
             readings = _readings(run, regions) if (first, last) != (0, len(words) - 1) else ()
             if readings:
                 runs.append((first, last, run, readings))
+    # Words after a country code (``+44 212 555 0147``) belong to it: never read beyond doubt.
+    international = text.lstrip("(").startswith("+")
     found: dict[str, FoundNumber] = {}
     for first, last, run, readings in runs:
         near = {
@@ -176,7 +178,8 @@ def _numbers_in_words(text: str, regions: Sequence[str]) -> list[FoundNumber]:
         }
         for number in readings:
             known = found.get(to_e164(number))
-            ambiguous = len(near) > 1 or (known is not None and known.ambiguous)
+            ambiguous = len(near) > 1 or (international and first > 0)
+            ambiguous = ambiguous or (known is not None and known.ambiguous)
             found[to_e164(number)] = FoundNumber(known.text if known else run, number, ambiguous)
     return list(found.values())
 
