@@ -159,13 +159,18 @@ def _cached_readings(text: str, regions: tuple[str, ...]) -> tuple[PhoneNumber, 
 def _numbers_in_words(text: str, regions: Sequence[str]) -> list[FoundNumber]:
     """The numbers in runs of a number-like text's words, when the whole reads as none."""
     words = list(_WORD.finditer(text))
-    runs = []  # (first word, last word, text, readings), leftmost and longest first
+    runs = []  # (first word, last word, text, readings)
     for first in range(len(words)):
-        for last in range(len(words) - 1, first - 1, -1):
+        digits = 0
+        for last in range(first, len(words)):
+            digits += sum(c.isdigit() for c in words[last].group(0))
+            if digits > _MAX_DIGITS:  # no run this long is one number: linear, not quadratic
+                break
             run = text[words[first].start() : words[last].end()]
             readings = _readings(run, regions) if (first, last) != (0, len(words) - 1) else ()
             if readings:
                 runs.append((first, last, run, readings))
+    runs.sort(key=lambda run: (run[0], -run[1]))  # leftmost and longest first
     # Words after a country code (``+44 212 555 0147``) belong to it: never read beyond doubt.
     international = text.lstrip("(").startswith("+")
     found: dict[str, FoundNumber] = {}
