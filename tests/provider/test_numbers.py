@@ -274,3 +274,16 @@ def test_an_entered_number_with_an_extension_is_refused(entry):
 def test_an_entered_list_of_numbers_is_refused():
     with pytest.raises(ValueError, match="is not a valid phone number"):
         parse_number("+44 20 7946 0321, +44 20 7946 0322", None, source="phone_number")
+
+
+def test_digits_next_to_an_international_number_do_not_make_it_doubtful():
+    from voipstudio_provider.engine.purge import parse_purge_request
+
+    request = parse_purge_request({"phone_number": "+44 20 7946 0321"}, region="GB")
+    said = {"id": 1, "chat_id": 2, "message": "Order 123 call me on +44 (0)20 7946 0321 2 times"}
+    assert request.match("chatmsgs", said) == "+44 (0)20 7946 0321"
+    # Digits after another country code are never this number beyond doubt, but held.
+    other = {"id": 1, "chat_id": 2, "message": "call +999 20 7946 0321 now"}
+    assert request.match("chatmsgs", other) is None
+    hold = parse_legal_hold({"numbers": ["+44 20 7946 0321"]}, region="GB")
+    assert hold.reason("chatmsgs", other) == "legal_hold_number"

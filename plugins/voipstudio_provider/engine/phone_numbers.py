@@ -181,11 +181,12 @@ def _numbers_in_words(text: str, regions: Sequence[str]) -> list[FoundNumber]:
             if other_first <= last and first <= other_last
             for n in other
         }
+        doubtful = len(near) > 1 or (international and first > 0)
         for number in readings:
+            # A number one run reads beyond doubt is not made doubtful by another run.
             known = found.get(to_e164(number))
-            ambiguous = len(near) > 1 or (international and first > 0)
-            ambiguous = ambiguous or (known is not None and known.ambiguous)
-            found[to_e164(number)] = FoundNumber(known.text if known else run, number, ambiguous)
+            if known is None or (known.ambiguous and not doubtful):
+                found[to_e164(number)] = FoundNumber(run, number, doubtful)
     return list(found.values())
 
 
