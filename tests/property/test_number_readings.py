@@ -161,6 +161,7 @@ def look_alikes(draw, purged: str) -> str:
 
 @given(numbers, default_regions, st.data())
 @example("+12125550147", None, "0212 5550147")
+@example("+218212345678", None, "06 21 234 5678")  # a Hungarian number, found by make fuzz
 @example("+12125550147", "TR", "0212 5550147")
 def test_a_purge_never_takes_a_text_that_may_be_another_number(purged, region, data):
     request = parse_purge_request({"phone_number": purged}, region=region)

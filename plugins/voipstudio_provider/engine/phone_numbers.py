@@ -14,8 +14,9 @@ libphonenumber (``phonenumbers``). One rule reads every value:
   given (the held or purged number's own country and the Variable
   ``voipstudio_default_region``). Its *readings* are the distinct valid numbers that gives;
 - when a number-like text has no reading as a whole, every run of its words is read
-  (``Order 123 020 7946 0000`` holds ``020 7946 0000``); a run is then ambiguous when an
-  overlapping run reads as another number;
+  (``Order 123 020 7946 0000`` holds ``020 7946 0000``); such a run is ambiguous unless it
+  starts with the text's ``+`` and no overlapping run reads as another number (the words
+  it leaves out may belong to it: ``06 21 234 5678`` is one Hungarian number);
 - a text with more than one reading is *ambiguous*. A legal hold applies when any reading
   of any number-like text is a held number (fail closed); a purge matches only a reading
   that is not ambiguous (see :func:`find_match`);
@@ -157,7 +158,11 @@ def _cached_readings(text: str, regions: tuple[str, ...]) -> tuple[PhoneNumber, 
 
 
 def _numbers_in_words(text: str, regions: Sequence[str]) -> list[FoundNumber]:
-    """The numbers in runs of a number-like text's words, when the whole reads as none."""
+    """The numbers in runs of a number-like text's words, when the whole reads as none.
+
+    Every run is read, for a hold to find its number wherever it may be; a run is beyond
+    doubt only when it starts with the text's ``+`` and no overlapping run reads another
+    number (``+44 (0)20 7946 0321 2``)."""
     words = list(_WORD.finditer(text))
     runs = []  # (first word, last word, text, readings)
     for first in range(len(words)):
@@ -171,7 +176,9 @@ def _numbers_in_words(text: str, regions: Sequence[str]) -> list[FoundNumber]:
             if readings:
                 runs.append((first, last, run, readings))
     runs.sort(key=lambda run: (run[0], -run[1]))  # leftmost and longest first
-    # Words after a country code (``+44 212 555 0147``) belong to it: never read beyond doubt.
+    # Only a run starting with the text's own + and country code is read beyond doubt: the
+    # words a run leaves out may belong to it (``06 21 234 5678`` is one Hungarian number,
+    # ``+44 212 555 0147`` no American one).
     international = text.lstrip("(").startswith("+")
     found: dict[str, FoundNumber] = {}
     for first, last, run, readings in runs:
@@ -181,7 +188,7 @@ def _numbers_in_words(text: str, regions: Sequence[str]) -> list[FoundNumber]:
             if other_first <= last and first <= other_last
             for n in other
         }
-        doubtful = len(near) > 1 or (international and first > 0)
+        doubtful = len(near) > 1 or not (international and first == 0)
         for number in readings:
             # A number one run reads beyond doubt is not made doubtful by another run.
             known = found.get(to_e164(number))
