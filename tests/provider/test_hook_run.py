@@ -151,3 +151,13 @@ def test_call_refuses_a_whole_collection_delete(hook, api_requests, operation):
         with pytest.raises(ValueError, match="at least one id"):
             hook.call(operation.replace("delete_all_", "delete_"), ids=[])
     assert api_requests() == []
+
+
+def test_the_base_url_is_read_once_as_requests_are_sent_to_it(make_hook, sandbox, api_requests):
+    hook = make_hook(host=sandbox.base_url + "//x/../")
+    assert hook.run("cdrs", data={"limit": 1}).status_code == 200
+    assert hook.base_url == sandbox.base_url
+    assert [e["path"] for e in api_requests()] == ["/v1.1/voipstudio/cdrs"]
+    with pytest.raises(ValueError, match="plain http"):
+        make_hook(host=sandbox.base_url + "?x=1", conn_id="voipstudio_query").run("cdrs")
+    assert len(api_requests()) == 1
