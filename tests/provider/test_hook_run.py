@@ -58,7 +58,17 @@ def test_run_sends_other_methods_with_a_json_body(hook, truth):
 
 
 @pytest.mark.parametrize(
-    "endpoint", ["https://elsewhere.example/cdrs", "//elsewhere.example/cdrs", "", None, "/"]
+    "endpoint",
+    [
+        "https://elsewhere.example/cdrs",
+        "//elsewhere.example/cdrs",
+        "",
+        None,
+        "/",
+        "../../v1.2/voipstudio/cdrs",
+        "%2F%2Felsewhere.example/cdrs",
+        "cdrs/../..",
+    ],
 )
 def test_run_refuses_anything_but_a_path_under_the_base_url(hook, api_requests, endpoint):
     with pytest.raises(ValueError, match="path under the connection's base URL"):
@@ -97,6 +107,12 @@ def test_requests_past_the_retry_policy_are_not_available(hook, api_requests):
         "monitors/,",
         "monitors/all",
         "monitors/0",
+        "../voipstudio/voicemessages",
+        "%2E%2E/voipstudio/monitors",
+        "voicemessages;1",
+        "./monitors/%252e%252e/voicemessages",
+        "monitors\\..\\chatmsgs",
+        "voicemessages%3F/1",
     ],
 )
 def test_run_refuses_a_whole_collection_delete(hook, sandbox, api_requests, endpoint):
@@ -106,6 +122,16 @@ def test_run_refuses_a_whole_collection_delete(hook, sandbox, api_requests, endp
         hook.run(endpoint)
     assert api_requests() == []
     assert sandbox.control("GET", "stats") == before
+
+
+def test_run_sends_the_path_it_judged(hook, truth, api_requests):
+    first, second = (m["id"] for m in truth("monitors")[:2])
+    hook.method = "DELETE"
+    assert hook.run(f"./x/../monitors;v=1//%{ord(str(first)[0]):X}{str(first)[1:]},{second}/")
+    assert [e["path"] for e in api_requests(method="DELETE")] == [
+        f"/v1.1/voipstudio/monitors/{first},{second}"
+    ]
+    assert not {first, second} & {m["id"] for m in truth("monitors")}
 
 
 def test_run_still_deletes_by_ids(hook, truth):
@@ -125,3 +151,13 @@ def test_call_refuses_a_whole_collection_delete(hook, api_requests, operation):
         with pytest.raises(ValueError, match="at least one id"):
             hook.call(operation.replace("delete_all_", "delete_"), ids=[])
     assert api_requests() == []
+
+
+def test_the_base_url_is_read_once_as_requests_are_sent_to_it(make_hook, sandbox, api_requests):
+    hook = make_hook(host=sandbox.base_url + "//x/../")
+    assert hook.run("cdrs", data={"limit": 1}).status_code == 200
+    assert hook.base_url == sandbox.base_url
+    assert [e["path"] for e in api_requests()] == ["/v1.1/voipstudio/cdrs"]
+    with pytest.raises(ValueError, match="plain http"):
+        make_hook(host=sandbox.base_url + "?x=1", conn_id="voipstudio_query").run("cdrs")
+    assert len(api_requests()) == 1

@@ -152,5 +152,7 @@ def test_purge_number_is_one_e164_number_and_matches_it_exactly():
     for value in ("+1 207 946 0000", "+44 161 7946 0000", "+33 1 79 46 00 00", "79460000"):
         assert not request.matches("monitors", {"id": 1, "caller": value, "called": "101"})
     without_region = parse_purge_request({"phone_number": "+44 20 7946 0000"}, region=None)
-    assert without_region.region is None
-    assert not without_region.matches("monitors", {"id": 1, "caller": "020 7946 0000"})
+    assert without_region.region is None and without_region.regions == ("GB",)
+    # A national form is read in the purged number's own country, where it is no other.
+    assert without_region.matches("monitors", {"id": 1, "caller": "020 7946 0000"})
+    assert not without_region.matches("monitors", {"id": 1, "caller": "020 7946 0001"})

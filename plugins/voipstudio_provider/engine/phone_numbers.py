@@ -2,19 +2,26 @@
 
 Every comparison of phone numbers in the provider (legal hold, retention, the compliance
 purge, CDR masking) goes through this module, which leaves the digits to Google's
-libphonenumber (``phonenumbers``):
+libphonenumber (``phonenumbers``). One rule reads every value:
 
-- a value is read as one number when it is one (``+44 (0)20 7946 0321``,
-  ``0044 20 7946 0321``, ``tel:+442079460321``, ``sip:442079460321@host``, or the API's
-  own notation ``442079460321``: E.164 digits without the plus);
-- otherwise numbers are found in its text with libphonenumber's matcher, never by
-  gluing digit runs together (``Order 123 020 7946 0000`` holds ``020 7946 0000``);
-- a national form (``020 7946 0321``) is read in the regions it is given, normally the
-  one of the Variable ``voipstudio_default_region``; without a region it is not read;
-- two numbers are the same when libphonenumber's number match says exact or
-  national/international equivalence, never because one ends like the other;
-- an empty value, ``anonymous``, an internal extension (``101``) or any other text without
-  a valid number is "no number": it matches nothing.
+- a value's *number-like texts* are its runs of digits with the separators people write
+  (spaces, ``-``, ``.``, ``/``, brackets, a leading ``+``); a comma, a semicolon, a letter or
+  ``<`` ends one, so ``442079460321,442079460322`` is two and ``"Ann" <442079460321>`` or
+  ``sip:442079460321@host`` hold one;
+- a number-like text is read in every plausible way: as written when it starts with ``+``;
+  otherwise as E.164 digits without the plus (the API's own notation, ``442079460321``),
+  after an international prefix ``00`` or ``011``, and as a national number in each region
+  given (the held or purged number's own country and the Variable
+  ``voipstudio_default_region``). Its *readings* are the distinct valid numbers that gives;
+- when a number-like text has no reading as a whole, every run of its words is read
+  (``Order 123 020 7946 0000`` holds ``020 7946 0000``); such a run is ambiguous unless it
+  starts with the text's ``+`` and no overlapping run reads as another number (the words
+  it leaves out may belong to it: ``06 21 234 5678`` is one Hungarian number);
+- a text with more than one reading is *ambiguous*. A legal hold applies when any reading
+  of any number-like text is a held number (fail closed); a purge matches only a reading
+  that is not ambiguous (see :func:`find_match`);
+- two numbers are the same when their E.164 forms are, extensions aside; a number never
+  matches because it ends like another (``101`` and ``+44 20 7946 0101``).
 
 This module reads no Variable and calls no API, so it is tested without Airflow.
 """
@@ -23,11 +30,11 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import phonenumbers
-from phonenumbers import MatchType, NumberParseException, PhoneNumber, PhoneNumberFormat
+from phonenumbers import NumberParseException, PhoneNumber, PhoneNumberFormat
 
 from voipstudio_provider.endpoints import RESOURCES
 
@@ -39,21 +46,28 @@ REGION_VARIABLE = "voipstudio_default_region"
 CHAT_VISITOR_FIELDS: tuple[str, ...] = ("visitor_name", "visitor_email")
 #: CDR fields that repeat a number as a name (an outbound call's ``dst_name`` is the number).
 CDR_NAME_FIELDS: tuple[str, ...] = ("src_name", "dst_name")
-#: A value of this many digits or fewer, and nothing else, is an internal extension.
-MAX_EXTENSION_DIGITS = 6
+#: International prefixes read in any region: ``00`` (most of the world), ``011`` (NANP).
+INTERNATIONAL_PREFIXES: tuple[str, ...] = ("00", "011")
+#: The most digits a number-like text read as one number has: E.164's 15 after ``011``.
+_MAX_DIGITS = 18
 
-_SAME = (MatchType.EXACT_MATCH, MatchType.NSN_MATCH)
-# A SIP or tel URI inside a value; its user part is the number.
+#: What people write between the digits of one number.
+_SEPARATORS = " \t\u00a0./-\u2010\u2011\u2012\u2013\u2014\u2015"
+# A number-like text: a digit or bracket (or +) then digits, brackets and separators.
+_NUMBER_LIKE = re.compile(rf"\+?[\d(][\d(){re.escape(_SEPARATORS)}]*")
+_WORD = re.compile(rf"[^{re.escape(_SEPARATORS)}]+")
+# A SIP or tel URI's scheme right before a number-like text.
+_SCHEME_BEFORE = re.compile(r"\b(?:sips?|tel):$", re.IGNORECASE)
+# A SIP or tel URI; its user part is the number.
 _URI = re.compile(r"\b(?:sips?|tel):([^@;>\s,]+)", re.IGNORECASE)
-_WORD = re.compile(r"\S+")
 
 
 class FoundNumber(NamedTuple):
     """A number read in a record: the text as written there, and the number it denotes.
 
-    ``ambiguous`` is true when the same text also reads as another valid number (a
-    national form read in several regions, or digits that are valid with and without a
-    country code).
+    ``ambiguous`` is true when the same text also reads as another valid number (digits
+    valid with and without a country code, a national form read in several regions, or
+    words that also read as another number with their neighbours).
     """
 
     text: str
@@ -84,6 +98,12 @@ def parse_region(value: object) -> str | None:
     return region
 
 
+def reading_regions(region: str | None, numbers: Iterable[PhoneNumber]) -> tuple[str, ...]:
+    """The regions national forms are read in: ``region`` (the default region, if set) and
+    the own country of each of ``numbers`` (the held or purged numbers), sorted."""
+    return tuple(sorted({*regions_of(numbers), *([region] if region else [])}))
+
+
 def uri_user_part(value: str) -> str:
     """The user part of a SIP or tel URI (``sip:4420...@host`` gives ``4420...``).
 
@@ -94,7 +114,7 @@ def uri_user_part(value: str) -> str:
     return match.group(1) if match else text
 
 
-def _parse(text: str, region: str | None) -> PhoneNumber | None:
+def _valid(text: str, region: str | None) -> PhoneNumber | None:
     try:
         number = phonenumbers.parse(text, region)
     except NumberParseException:
@@ -102,103 +122,119 @@ def _parse(text: str, region: str | None) -> PhoneNumber | None:
     return number if phonenumbers.is_valid_number(number) else None
 
 
-def _readings(value: str, regions: Sequence[str]) -> list[PhoneNumber]:
-    """The valid numbers a value denotes when read as one number as a whole."""
-    return list(_cached_readings(value, tuple(regions)))
+def _after_digits(text: str, count: int) -> str:
+    """``text`` after its first ``count`` digits (``00 44 20`` after 2 is `` 44 20``)."""
+    seen = 0
+    for index, char in enumerate(text):
+        seen += char.isdigit()
+        if seen == count:
+            return text[index + 1 :]
+    return ""
+
+
+def _readings(text: str, regions: Sequence[str]) -> tuple[PhoneNumber, ...]:
+    """Every valid number one number-like text denotes, read in every plausible way."""
+    return _cached_readings(text.strip(), tuple(regions))
 
 
 @functools.lru_cache(maxsize=65536)  # a call history repeats its numbers: parse each once
-def _cached_readings(value: str, regions: tuple[str, ...]) -> tuple[PhoneNumber, ...]:
-    text = uri_user_part(value)
-    if not text:
+def _cached_readings(text: str, regions: tuple[str, ...]) -> tuple[PhoneNumber, ...]:
+    digits = "".join(c for c in text if c.isdigit())
+    if not digits or len(digits) > _MAX_DIGITS:
         return ()
-    if text.startswith("+"):
-        number = _parse(text, None)
-        return (number,) if number else ()
-    if text.isdigit() and len(text) <= MAX_EXTENSION_DIGITS:
-        return ()  # an internal extension
-    readings: list[PhoneNumber | None] = []
-    api_notation = text.isdigit() and not text.startswith("0")
-    if api_notation:
-        # The API's notation: E.164 digits without the plus.
-        readings.append(_parse("+" + text, None))
-    for region in regions:
-        own_code = str(phonenumbers.country_code_for_region(region))
-        if not (api_notation and text.startswith(own_code)):  # else the same reading again
-            readings.append(_parse(text, region))
-    if not any(readings) and text.startswith("00"):
-        # 00 is the international prefix of most of the world, also without a region.
-        readings.append(_parse("+" + text[2:], None))
-    distinct: list[PhoneNumber] = []
+    if text.lstrip("(").startswith("+"):
+        readings = [_valid(text, None)]
+    else:
+        readings = [] if digits.startswith("0") else [_valid("+" + text, None)]
+        for prefix in INTERNATIONAL_PREFIXES:
+            if digits.startswith(prefix):
+                readings.append(_valid("+" + _after_digits(text, len(prefix)), None))
+        readings += [_valid(text, region) for region in regions]
+    distinct: dict[str, PhoneNumber] = {}
     for number in readings:
-        if number is not None and not any(same_number(number, n) for n in distinct):
-            distinct.append(number)
-    return tuple(distinct)
+        if number is not None:
+            distinct.setdefault(to_e164(number), number)
+    return tuple(distinct.values())
 
 
-class _Matcher(phonenumbers.PhoneNumberMatcher):
-    """libphonenumber's matcher, which also tries runs of whole words of a candidate.
+def _numbers_in_words(text: str, regions: Sequence[str]) -> list[FoundNumber]:
+    """The numbers in runs of a number-like text's words, when the whole reads as none.
 
-    The library reads ``Order 123 020 7946 0000`` as one candidate and, when that is not a
-    valid number, tries single words only; this also tries consecutive words, leftmost
-    and longest first, so the number next to other digits is found and nothing is glued.
-    """
-
-    def _extract_inner_match(self, candidate: str, offset: int):
-        match = super()._extract_inner_match(candidate, offset)
-        if match is not None:
-            return match
-        words = list(_WORD.finditer(candidate))
-        for first in range(len(words)):
-            for last in range(len(words) - 1, first, -1):
-                start, end = words[first].start(), words[last].end()
-                match = self._parse_and_verify(candidate[start:end], offset + start)
-                if match is not None:
-                    return match
-        return None
+    Every run is read, for a hold to find its number wherever it may be; a run is beyond
+    doubt only when it starts with the text's ``+`` and no overlapping run reads another
+    number (``+44 (0)20 7946 0321 2``)."""
+    words = list(_WORD.finditer(text))
+    runs = []  # (first word, last word, text, readings)
+    for first in range(len(words)):
+        digits = 0
+        for last in range(first, len(words)):
+            digits += sum(c.isdigit() for c in words[last].group(0))
+            if digits > _MAX_DIGITS:  # no run this long is one number: linear, not quadratic
+                break
+            run = text[words[first].start() : words[last].end()]
+            readings = _readings(run, regions) if (first, last) != (0, len(words) - 1) else ()
+            if readings:
+                runs.append((first, last, run, readings))
+    runs.sort(key=lambda run: (run[0], -run[1]))  # leftmost and longest first
+    # Only a run starting with the text's own + and country code is read beyond doubt: the
+    # words a run leaves out may belong to it (``06 21 234 5678`` is one Hungarian number,
+    # ``+44 212 555 0147`` no American one).
+    international = text.lstrip("(").startswith("+")
+    found: dict[str, FoundNumber] = {}
+    for first, last, run, readings in runs:
+        near = {
+            to_e164(n)
+            for other_first, other_last, _, other in runs
+            if other_first <= last and first <= other_last
+            for n in other
+        }
+        doubtful = len(near) > 1 or not (international and first == 0)
+        for number in readings:
+            # A number one run reads beyond doubt is not made doubtful by another run.
+            known = found.get(to_e164(number))
+            if known is None or (known.ambiguous and not doubtful):
+                found[to_e164(number)] = FoundNumber(run, number, doubtful)
+    return list(found.values())
 
 
 def numbers_in_text(text: object, regions: Sequence[str] = ()) -> list[FoundNumber]:
-    """The numbers written in free text (a chat message, a visitor field, a caller id).
+    """The numbers written in a value or free text (a caller id, a chat message, an e-mail).
 
     :param text: any value; non-strings are read as their text.
     :param regions: regions national forms are read in; with none, only international
-        forms (``+44 ...``) and SIP/tel URIs are found.
+        forms (``+44 ...``, ``0044 ...``) and E.164 digits without the plus are read.
     """
-    if text is None:
+    if text is None or isinstance(text, bool):
         return []
     text = str(text)
-    found: dict[tuple[int, str], FoundNumber] = {}  # (where, E.164) -> the number
-    for region in regions or (None,):
-        for match in _Matcher(text, region):
-            key = (match.start, to_e164(match.number))
-            found.setdefault(key, FoundNumber(match.raw_string, match.number))
-    for uri in _URI.finditer(text):
-        for reading in _found(uri.group(0), _readings(uri.group(0), regions)):
-            found[(uri.start(1), reading.e164)] = reading  # the URI as written
-    readings: dict[str, set[str]] = {}
-    for number in found.values():
-        readings.setdefault(number.text, set()).add(number.e164)
-    return [n._replace(ambiguous=len(readings[n.text]) > 1) for n in found.values()]
-
-
-def _found(text: str, readings: list[PhoneNumber]) -> Iterator[FoundNumber]:
-    for number in readings:
-        yield FoundNumber(text, number, ambiguous=len(readings) > 1)
+    found: list[FoundNumber] = []
+    for match in _NUMBER_LIKE.finditer(text):
+        number_like = match.group(0).strip(_SEPARATORS).rstrip(_SEPARATORS + "(")
+        readings = _readings(number_like, regions)
+        if readings:
+            # A URI's scheme stays with its number, as written (``sip:442079460321``).
+            scheme = _SCHEME_BEFORE.search(text, 0, match.start())
+            shown = scheme.group(0) + number_like if scheme else number_like
+            ambiguous = len(readings) > 1
+            found += [FoundNumber(shown, number, ambiguous) for number in readings]
+        elif len(_WORD.findall(number_like)) > 1:
+            found += _numbers_in_words(number_like, regions)
+    return found
 
 
 def numbers_in_value(value: object, regions: Sequence[str] = ()) -> list[FoundNumber]:
-    """The numbers in one field's value: the value as one number, else the numbers in it.
+    """The numbers in one field's value, read as :func:`numbers_in_text` reads any text;
+    a field naming one number shows as the whole field.
 
     :param value: a field of an API record (``442079460321``, ``anonymous``,
         ``"Ann" <+44 20 7946 0000>``, ``sip:101@pbx``...).
-    :param regions: regions national forms are read in (see :func:`numbers_in_text`).
+    :param regions: regions national forms are read in.
     """
-    if value is None or isinstance(value, bool):
-        return []
-    text = str(value).strip()
-    whole = list(_found(text, _readings(text, regions)))
-    return whole or numbers_in_text(text, regions)
+    found = numbers_in_text(value, regions)
+    if found and len({f.text for f in found}) == 1:
+        # One number in the field: the field as written is what names it.
+        return [f._replace(text=str(value).strip()) for f in found]
+    return found
 
 
 def number_fields(resource: str) -> tuple[str, ...]:
@@ -243,15 +279,15 @@ def record_numbers(
 
 
 def normalize_number(value: object, region: str | None = None) -> str:
-    """The E.164 form of a value that is one number (``+442079460321``), else ``""``.
+    """The E.164 form of a value that names one number beyond doubt (``+442079460321``),
+    else ``""``.
 
     :param value: a number field's value or a number as typed.
     :param region: the region a national form is read in.
     """
-    if value is None or isinstance(value, bool):
-        return ""
-    readings = _readings(str(value), (region,) if region else ())
-    return to_e164(readings[0]) if len(readings) == 1 else ""
+    found = numbers_in_text(value, (region,) if region else ())
+    distinct = {f.e164 for f in found}
+    return distinct.pop() if len(distinct) == 1 and not found[0].ambiguous else ""
 
 
 def regions_of(numbers: Iterable[PhoneNumber]) -> tuple[str, ...]:
@@ -261,21 +297,13 @@ def regions_of(numbers: Iterable[PhoneNumber]) -> tuple[str, ...]:
 
 
 def same_number(a: PhoneNumber, b: PhoneNumber) -> bool:
-    """Whether two numbers are one line: libphonenumber's exact or national match.
+    """Whether two numbers are one line: the same E.164 form.
 
-    An extension written after a number does not make it another line; a number that
-    only ends like the other (``101`` and ``+44 20 7946 0101``) never matches.
+    An extension written after a number does not make it another line (E.164 has no
+    extension); a number that only ends like the other (``101`` and ``+44 20 7946 0101``)
+    never matches.
     """
-    return phonenumbers.is_number_match(_line(a), _line(b)) in _SAME
-
-
-def _line(number: PhoneNumber) -> PhoneNumber:
-    if not number.extension:
-        return number
-    line = PhoneNumber()
-    line.merge_from(number)
-    line.clear_extension()
-    return line
+    return to_e164(a) == to_e164(b)
 
 
 def find_match(
@@ -283,16 +311,15 @@ def find_match(
 ) -> tuple[FoundNumber, PhoneNumber] | None:
     """The first number of ``found`` that is one of ``wanted``, with the one it is.
 
-    :param exact: ignore found numbers whose text is ambiguous (a purge deletes only what
-        is that number beyond doubt; a hold keeps whatever might be).
+    :param exact: ignore found numbers whose text is ambiguous: a purge deletes only a
+        record naming its number beyond doubt, where a hold keeps whatever might be one.
     """
-    wanted = list(wanted)
+    wanted = {to_e164(n): n for n in wanted}
     for number in found:
         if exact and number.ambiguous:
             continue
-        for other in wanted:
-            if same_number(number.number, other):
-                return number, other
+        if number.e164 in wanted:
+            return number, wanted[number.e164]
     return None
 
 
@@ -308,7 +335,15 @@ def parse_number(entry: object, region: str | None, *, source: str) -> PhoneNumb
     if isinstance(entry, bool) or not isinstance(entry, str | int):
         raise ValueError(f"{source}: {entry!r} is not a phone number")
     text = str(entry).strip()
-    readings = _readings(text, (region,) if region else ())
+    if _extension(text, region):
+        # A hold or a purge applies to the whole line: an extension would suggest less.
+        raise ValueError(
+            f"{source}: {entry!r} has an extension; write the number without it "
+            "(holds and purges apply to the whole line, whatever extension a record shows)"
+        )
+    user = uri_user_part(text)
+    one_text = _NUMBER_LIKE.fullmatch(user)
+    readings = _readings(user, (region,) if region else ()) if one_text else ()
     if len(readings) == 1:
         return readings[0]
     if len(readings) > 1:
@@ -316,11 +351,18 @@ def parse_number(entry: object, region: str | None, *, source: str) -> PhoneNumb
         raise ValueError(
             f"{source}: {entry!r} reads as {forms}; write it with + and its country code"
         )
-    user = uri_user_part(text)
-    if region is None and any(c.isdigit() for c in user) and not user.startswith(("+", "00")):
+    if region is None and one_text and not user.startswith(("+", *INTERNATIONAL_PREFIXES)):
         raise ValueError(
             f"{source}: {entry!r} is not in international form and the Variable "
             f"{REGION_VARIABLE} is not set, so it cannot be read as a national number; "
             "set the Variable (e.g. GB) or write the number with + and its country code"
         )
     raise ValueError(f"{source}: {entry!r} is not a valid phone number")
+
+
+def _extension(text: str, region: str | None) -> str:
+    """The extension libphonenumber reads in ``text`` (``ext. 12``, ``;ext=12``), or ``""``."""
+    try:
+        return phonenumbers.parse(text, region).extension or ""
+    except NumberParseException:
+        return ""

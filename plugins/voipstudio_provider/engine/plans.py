@@ -29,8 +29,17 @@ if TYPE_CHECKING:
 
 #: The oldest reviewed plan a confirmed purge executes; an older one must be planned again.
 PLAN_MAX_AGE = dt.timedelta(hours=72)
-#: Criteria a confirmed run must share with the plan it executes.
-PLAN_CRITERIA = ("resources", "older_than", "phone_number", "require_archive", "mask_cdrs")
+#: Criteria a confirmed run must share with the plan it executes. ``region`` (the Variable
+#: ``voipstudio_default_region`` the plan was made under) is one: it decides which records
+#: a number matches, so a plan made under another region is not this run's plan.
+PLAN_CRITERIA = (
+    "resources",
+    "older_than",
+    "phone_number",
+    "require_archive",
+    "mask_cdrs",
+    "region",
+)
 #: The columns of the plan as CSV, one row per planned or held item.
 PLAN_CSV_COLUMNS = ("resource", "id", "date", "matched_number", "held", "hold_reason")
 #: A spreadsheet reads a cell starting with one of these as a formula.

@@ -26,8 +26,8 @@ from voipstudio_provider.engine.phone_numbers import (
     FoundNumber,
     find_match,
     parse_number,
+    reading_regions,
     record_numbers,
-    regions_of,
     to_e164,
 )
 from voipstudio_provider.engine.phone_numbers import normalize_number as normalize_number
@@ -162,8 +162,9 @@ class LegalHold:
     :param ids: held ids per resource (``monitors``, ``voicemessages``, ``chatmsgs``,
         ``chats``; a held chat holds all its messages).
     :param numbers: held numbers in E.164 (``+442079460321``).
-    :param region: the region national numbers in records are read in (the Variable
-        ``voipstudio_default_region``); ``None`` when it is not set.
+    :param region: the Variable ``voipstudio_default_region``, ``None`` when it is not
+        set: national numbers in records are read in it and in each held number's own
+        country (:attr:`regions`).
     """
 
     ids: Mapping[str, frozenset[int]] = field(default_factory=dict)
@@ -176,10 +177,11 @@ class LegalHold:
 
     @property
     def regions(self) -> tuple[str, ...]:
-        """Regions a national number in a record is read in: the default region, or
-        without one each held number's own country, so that a missing region never
-        releases a record that may name a held number."""
-        return (self.region,) if self.region else regions_of(self._held)
+        """Regions a national number in a record is read in: each held number's own
+        country and the default region, so that no region ever releases a record that may
+        name a held number (``020 7946 0321`` is held for ``+44 20 7946 0321`` under ``US``
+        too)."""
+        return reading_regions(self.region, self._held)
 
     def held_id(self, resource: str, record_id: int) -> bool:
         """Whether ``record_id`` of ``resource`` is held by id."""

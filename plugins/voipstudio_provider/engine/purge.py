@@ -28,6 +28,7 @@ from voipstudio_provider.engine.evidence import fetch_by_ids
 from voipstudio_provider.engine.phone_numbers import (
     find_match,
     parse_number,
+    reading_regions,
     record_numbers,
     to_e164,
 )
@@ -59,8 +60,8 @@ class PurgeRequest:
     :param max_deletions: the most items the purge may delete; a larger plan stops the
         run before anything is deleted.
     :param plan_run_id: the dry run whose plan a confirmed purge executes.
-    :param region: the region national numbers in records are read in
-        (``voipstudio_default_region``); ``None`` reads international forms only.
+    :param region: the Variable ``voipstudio_default_region``; national numbers in
+        records are read in it and in the purged number's own country (:attr:`regions`).
     """
 
     resources: tuple[str, ...]
@@ -87,7 +88,11 @@ class PurgeRequest:
 
     @property
     def regions(self) -> tuple[str, ...]:
-        return (self.region,) if self.region else ()
+        """Regions a national number in a record is read in: the purged number's own
+        country and the default region; a record matches only when its text reads as
+        that number and as no other (:func:`~.phone_numbers.find_match`)."""
+        numbers = [self._number] if self.phone_number is not None else []
+        return reading_regions(self.region, numbers)
 
     @cached_property
     def _number(self) -> PhoneNumber:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import posixpath
 import re
 from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
@@ -153,23 +152,29 @@ class RunRequest(NamedTuple):
 
 
 def run_request(
-    method: str, endpoint: str | None, data: Any, json: Any, extra_options: dict[str, Any] | None
+    method: str,
+    endpoint: str | None,
+    data: Any,
+    json: Any,
+    extra_options: dict[str, Any] | None,
+    base_url: str,
 ) -> RunRequest:
     """Read ``run()``'s arguments: a path under the base URL (its query kept), ``data`` as the
     query of a ``GET`` or the body of other methods (a dict or list goes as JSON), and of
-    ``extra_options`` only ``timeout``. Raises ``ValueError`` for anything else."""
-    parts = urlsplit(endpoint or "")
-    if parts.scheme or parts.netloc or not parts.path.strip("/"):
-        raise ValueError("run() takes a path under the connection's base URL, e.g. 'cdrs'")
+    ``extra_options`` only ``timeout``. Raises ``ValueError`` for anything else.
+
+    The path is returned as :func:`resolve_path` reads it below ``base_url``, so what is
+    judged is what is sent; a ``DELETE`` of a collection is refused here already.
+    """
     options = dict(extra_options or {})
     timeout = options.pop("timeout", None)
     options.pop("check_response", None)  # a non-2xx answer always raises
     if options:
         raise ValueError(f"run() does not support extra_options {sorted(options)}")
-    path = "/" + parts.path.lstrip("/")
+    path, query = resolve_path(base_url, endpoint)
     if method == "DELETE":
         refuse_collection_delete(path)
-    params: dict[str, Any] = dict(parse_qsl(parts.query))
+    params: dict[str, Any] = dict(parse_qsl(query))
     body = None
     if method == "GET" and data is not None:
         params.update(parse_qsl(data) if isinstance(data, str) else data)
@@ -178,6 +183,111 @@ def run_request(
     elif data is not None:
         body = data
     return RunRequest(path, params, json, body, timeout)
+
+
+# -- the URL that is sent ----------------------------------------------------------------
+
+_UNDER_BASE = "run() takes a path under the connection's base URL, e.g. 'cdrs'"
+#: What a path may still hold once read: the History API's paths are ids, names and commas.
+_PATH_CHARACTERS = re.compile(r"[A-Za-z0-9._~,/-]*")
+_VISIBLE_ASCII = re.compile(r"[\x21-\x7e]*")
+
+
+def base_url_of(host: str) -> str:
+    """The connection's base URL as requests are sent to it: ``http(s)://host[:port]/path``
+    with repeated slashes and dot segments of its path resolved and no trailing slash.
+
+    :raises ValueError: not an ``http``/``https`` URL, or one with a query or fragment.
+    """
+    parts = urlsplit(host.strip())
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        raise ValueError("the base URL must be http(s)://host/path")
+    if parts.query or parts.fragment or not _VISIBLE_ASCII.fullmatch(host.strip()):
+        raise ValueError("the base URL must be a plain http(s)://host/path")
+    path = _without_dot_segments(re.sub(r"/+", "/", "/" + parts.path)).rstrip("/")
+    return f"{parts.scheme.lower()}://{parts.netloc}{path}"
+
+
+def resolve_path(base_url: str, endpoint: str | None) -> tuple[str, str]:
+    """Where a request for ``endpoint`` lands below ``base_url``, read as leniently as any
+    server or proxy on the way may read it; return ``(path, query)``.
+
+    The path is percent-decoded until nothing changes (``%252E`` is a dot too), backslashes
+    are slashes, a ``?`` or ``#`` that decoding reveals ends it, ``;params`` are dropped
+    from every segment, repeated slashes collapse, dot segments are removed (RFC 3986) and
+    a trailing slash goes. The answer holds only letters, digits, ``.-_~,`` and slashes, so
+    the URL sent (``base_url + path``) is exactly the URL judged: no client, proxy or server
+    can read it otherwise. ``query`` is the endpoint's own query, as written.
+
+    :raises ValueError: an absolute or scheme-relative URL, a path that leaves the base
+        URL's path (``../v1.2/voipstudio/cdrs``) or is the base URL itself, or characters
+        no History API path has.
+    """
+    text = (endpoint or "").strip()
+    if not _VISIBLE_ASCII.fullmatch(text):
+        raise ValueError(f"{_UNDER_BASE}: {endpoint!r} holds spaces or control characters")
+    parts = urlsplit(text)
+    if parts.scheme or parts.netloc:
+        raise ValueError(_UNDER_BASE)
+    path = _decoded(parts.path).replace("\\", "/")
+    path = re.split(r"[?#]", path, maxsplit=1)[0]
+    if path.startswith("//"):  # scheme-relative once decoded: another host
+        raise ValueError(_UNDER_BASE)
+    path = "/".join(segment.split(";", 1)[0] for segment in path.split("/"))
+    if not _PATH_CHARACTERS.fullmatch(path):
+        raise ValueError(f"{_UNDER_BASE}: {endpoint!r} holds characters no API path has")
+    base_path = urlsplit(base_url).path.rstrip("/")
+    full = re.sub(r"/+", "/", f"{base_path}/{path}")
+    full = _without_dot_segments(full).rstrip("/")
+    if not full.startswith(base_path + "/"):
+        raise ValueError(f"{_UNDER_BASE}: {endpoint!r} leaves the base URL's path {base_path}")
+    return full[len(base_path) :], parts.query
+
+
+def request_url(base_url: str, method: str, path: str, *, whole_collection: bool = False) -> str:
+    """The absolute URL a request for ``path`` is sent to, judged as :func:`resolve_path`
+    reads it; a ``DELETE`` of a collection is refused unless ``whole_collection`` (only
+    :meth:`~voipstudio_provider.hooks.voipstudio.VoIPstudioHook.delete_all` says so, after
+    its confirmation phrase).
+
+    :raises ValueError: see :func:`resolve_path` and :func:`refuse_collection_delete`; a
+        query in ``path`` (queries go as ``params``).
+    """
+    resolved, query = resolve_path(base_url, path)
+    if query:
+        raise ValueError(f"{path!r}: a query goes in params, not in the path")
+    if method.upper() == "DELETE" and not whole_collection:
+        refuse_collection_delete(resolved)
+    return base_url + resolved
+
+
+def _decoded(path: str) -> str:
+    """``path`` percent-decoded again and again until it no longer changes."""
+    while True:
+        decoded = unquote(path, errors="replace")
+        if decoded == path:
+            return path
+        path = decoded
+
+
+def _without_dot_segments(path: str) -> str:
+    """RFC 3986 section 5.2.4 for an absolute path: ``/a/./b/../c`` is ``/a/c``; a ``..``
+    above the root stays at the root."""
+    output: list[str] = []
+    segments = path.split("/")[1:]
+    for index, segment in enumerate(segments):
+        last = index == len(segments) - 1
+        if segment == ".":
+            if last:
+                output.append("")
+        elif segment == "..":
+            if output:
+                output.pop()
+            if last:
+                output.append("")
+        else:
+            output.append(segment)
+    return "/" + "/".join(output)
 
 
 #: Paths of whole-collection deletes, and of the collections whose rows are deleted by id.
@@ -189,15 +299,18 @@ _ID_LIST = re.compile(r"[1-9][0-9]*(,[1-9][0-9]*)*")
 
 
 def refuse_collection_delete(path: str) -> None:
-    """Raise ``ValueError`` when a ``DELETE`` of ``path`` could erase a whole collection.
+    """Raise ``ValueError`` when a ``DELETE`` of ``path`` (below the base URL) could erase a
+    whole collection.
 
-    The path is read as the server may read it (percent-decoded, dot segments and repeated
-    or trailing slashes removed, any case): a collection itself, or below a collection
-    anything but a comma-separated list of positive ids, is refused.
+    The path is read as a lenient server may read it (percent-decoded until stable,
+    backslashes as slashes, ``;params`` dropped, repeated or trailing slashes and dot
+    segments removed, any case): a collection itself, or below a collection anything but a
+    comma-separated list of positive ids, is refused.
     """
-    # normpath keeps a leading "//": collapse repeated slashes first.
-    collapsed = re.sub(r"/+", "/", "/" + unquote(path).strip())
-    normal = posixpath.normpath(collapsed).lower().rstrip("/") or "/"
+    decoded = re.split(r"[?#]", _decoded(path).replace("\\", "/"), maxsplit=1)[0]
+    decoded = "/".join(segment.split(";", 1)[0] for segment in decoded.split("/"))
+    collapsed = re.sub(r"/+", "/", "/" + decoded.strip())
+    normal = _without_dot_segments(collapsed).lower().rstrip("/") or "/"
     parent, _, last = normal.rpartition("/")
     if normal in _COLLECTION_DELETES or normal in _ID_DELETES:
         raise ValueError(

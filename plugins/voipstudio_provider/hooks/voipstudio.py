@@ -50,6 +50,7 @@ from voipstudio_provider.hooks.downloads import (
 )
 from voipstudio_provider.hooks.paths import (
     FilterLike,
+    base_url_of,
     date_filters,
     encode_json,
     encoded_query,
@@ -58,6 +59,7 @@ from voipstudio_provider.hooks.paths import (
     keyset_params,
     path_of,
     positive_id,
+    request_url,
     run_request,
     url_chunks,
 )
@@ -159,7 +161,7 @@ class VoIPstudioHook(BaseHook):
                 f"connection {self.voipstudio_conn_id!r} needs the base URL as host, "
                 "e.g. https://l7api.com/v1.1/voipstudio"
             )
-        self.base_url = host.rstrip("/")
+        self.base_url = base_url_of(host)
         self._token = conn.password or ""
         if not self._token:
             raise ValueError(f"connection {self.voipstudio_conn_id!r} has no API token")
@@ -247,14 +249,20 @@ class VoIPstudioHook(BaseHook):
         headers: dict[str, str] | None = None,
         timeout: float | tuple[float, float] | None = None,
         filters: list[dict[str, Any]] | None = None,
+        whole_collection: bool = False,
     ) -> requests.Response:
         """One request; a non-2xx answer or a transport failure raises a VoIPstudioError
-        (a 400 to a request carrying ``filters`` names the filters the service refused)."""
+        (a 400 to a request carrying ``filters`` names the filters the service refused).
+
+        The URL is judged as it will be sent (:func:`~.paths.request_url`): a ``DELETE`` of
+        a collection leaves only with ``whole_collection``, which :meth:`delete_all` alone
+        sets after its confirmation phrase."""
         session = self.get_conn()
+        url = request_url(self.base_url, method, path, whole_collection=whole_collection)
         try:
             response = session.request(
                 method,
-                self.base_url + path,
+                url,
                 params=params,
                 json=json,
                 data=data,
@@ -273,12 +281,26 @@ class VoIPstudioHook(BaseHook):
         raise error
 
     def _json(
-        self, ep: Endpoint, path: str, *, params=None, json=None, filters=None
+        self,
+        ep: Endpoint,
+        path: str,
+        *,
+        params=None,
+        json=None,
+        filters=None,
+        whole_collection: bool = False,
     ) -> tuple[Any, int]:
         """Call a JSON endpoint with retries; return the decoded body (or None) and status."""
 
         def attempt() -> tuple[Any, int]:
-            response = self._send(ep.method, path, params=params, json=json, filters=filters)
+            response = self._send(
+                ep.method,
+                path,
+                params=params,
+                json=json,
+                filters=filters,
+                whole_collection=whole_collection,
+            )
             if response.status_code == 204 or not response.content.strip():
                 return None, response.status_code
             try:
@@ -313,7 +335,8 @@ class VoIPstudioHook(BaseHook):
         ``hook.run("cdrs", data={"limit": 5, "sort": "id", "dir": "ASC"}).json()["total"]``
         """
         method = (self.method or "GET").upper()
-        request = run_request(method, endpoint, data, json, extra_options)
+        self.get_conn()  # the path is read below the connection's base URL
+        request = run_request(method, endpoint, data, json, extra_options, self.base_url)
         return self._with_retries(
             request_label(method, request.path),
             lambda: self._send(
@@ -545,7 +568,7 @@ class VoIPstudioHook(BaseHook):
         if confirm != expected:
             raise ValueError(f"deleting every {resource} record needs confirm={expected!r}")
         ep = endpoint_for(resource, Shape.DELETE_ALL)
-        _, status = self._json(ep, path_of(ep))
+        _, status = self._json(ep, path_of(ep), whole_collection=True)
         return status
 
     # -- downloads ----------------------------------------------------------------------
