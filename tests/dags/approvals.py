@@ -125,3 +125,29 @@ class ApprovalDesk:
             thread.join(timeout=60)
         if self.errors:
             raise self.errors[0]
+
+
+class TimeoutSweep:
+    """The scheduler's own sweep of expired human-in-the-loop requests, which ``dag.test()``
+    does not run: :meth:`~airflow.jobs.scheduler_job_runner.SchedulerJobRunner.
+    check_awaiting_input_timeouts`, called once a second in a thread."""
+
+    def __init__(self) -> None:
+        from airflow.jobs.job import Job
+        from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
+
+        self.runner = SchedulerJobRunner(job=Job(), num_runs=1)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(1):
+            self.runner.check_awaiting_input_timeouts()
+
+    def __enter__(self) -> TimeoutSweep:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
