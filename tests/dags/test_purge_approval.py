@@ -57,7 +57,7 @@ def test_the_request_shows_the_plan_it_asks_about(airflow_env, run_dag, desk):
     assert f"`s3://{env.bucket}/{key}`" in body
     assert f"SHA-256: `{summary['plan_sha256']}`" in body
     assert f"`s3://{env.bucket}/{summary['plan_csv_key']}`" in body
-    assert f"**Asked by** {DAG_TEST_USER} at " in body and f"run `{dag_run.run_id}`" in body
+    assert f"**Asked by** `{DAG_TEST_USER}` at " in body and f"run `{dag_run.run_id}`" in body
     asked = dag_run.run_after.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     assert f" at {asked}," in body
     expires = body.split("**Expires** ", 1)[1][:20]

@@ -128,10 +128,18 @@ def _spoken_number(e164: str) -> str:
     )
 
 
+def _in_order(entries: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """Resources in the order people name them (recordings, voicemail, chats, CDRs): a
+    plan read back from JSON has them sorted by name."""
+    order = list(RESOURCE_NOUNS)
+    return sorted(entries.items(), key=lambda item: order.index(item[0]) if item[0] in order
+                  else len(order))  # fmt: skip
+
+
 def approval_subject(plan: Mapping[str, Any]) -> str:
     """``Purge 42 recordings, 3 voicemails and 17 chat messages of +44 20 7946 0321?``."""
     criteria = plan.get("criteria", {})
-    parts = [_counted(e["count"], r) for r, e in plan.get("resources", {}).items()]
+    parts = [_counted(e["count"], r) for r, e in _in_order(plan.get("resources", {}))]
     subject = f"Purge {_listed(parts or ['nothing'])}"
     if criteria.get("phone_number"):
         subject += f" of {_spoken_number(criteria['phone_number'])}"
@@ -148,6 +156,11 @@ def _cell(value: Any) -> str:
     for special in "\\`*_[]<>|#":
         text = text.replace(special, "\\" + special)
     return text or "-"
+
+
+def _code(value: Any) -> str:
+    """A name shown as code: exactly its characters, nothing read as Markdown."""
+    return "`" + str(value).replace("`", "'") + "`"
 
 
 def _table(header: tuple[str, ...], rows: list[tuple]) -> list[str]:
@@ -181,7 +194,7 @@ def approval_body(
     criteria = plan.get("criteria", {})
     number = criteria.get("phone_number")
     lines = [
-        f"**Asked by** {_cell(requested_by or 'unknown')} at {_when(requested_at)}, "
+        f"**Asked by** {_code(requested_by or 'unknown')} at {_when(requested_at)}, "
         f"run `{plan.get('run_id', '-')}`.",
         "",
         f"**Expires** {_when(expires_at)}: without an answer by then nothing is deleted.",
@@ -206,9 +219,10 @@ def approval_body(
         entries["cdrs"] = plan["cdrs_to_mask"]
     lines += _table(
         ("resource", "to delete" if "cdrs" not in entries else "to delete (CDRs: to mask)", "held"),
-        [(r, e["count"], len(e.get("held", []))) for r, e in entries.items()],
+        [(r, e["count"], len(e.get("held", []))) for r, e in _in_order(entries)],
     )
-    rows = plan_rows(plan)
+    order = [resource for resource, _ in _in_order(entries)]
+    rows = sorted(plan_rows(plan), key=lambda row: order.index(row["resource"]))
     held = [r for r in rows if r["held"] == "yes"]
     planned = [r for r in rows if r["held"] == "no"]
     lines += ["", f"### Held, kept ({len(held)})", ""]

@@ -58,12 +58,13 @@ class PurgeApprovalOperator(ApprovalOperator):
         if event.get("error_type") == "timeout":
             answer = purge.expired_answer(context["params"])
         else:
-            # Validates the answer, and on Reject skips the deleting tasks.
-            payload = super().execute_complete(context=context, event=event)
+            self.validate_chosen_options(event["chosen_options"])
             summary = ti.xcom_pull(task_ids=self.plan_task_id)
-            answer = purge.record_answer(context["params"], summary, context["dag_run"], payload)
+            answer = purge.record_answer(context["params"], summary, context["dag_run"], event)
+        # Pushed first: on Reject, the parent skips the deleting tasks by raising.
         ti.xcom_push(key=purge.ANSWER_KEY, value=answer)
         refused = purge.refused_line(answer)
         if refused:
             raise AirflowFailException(refused)
+        super().execute_complete(context=context, event=event)
         return answer
