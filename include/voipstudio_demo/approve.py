@@ -5,8 +5,9 @@ A second person approving a purge, through Airflow's own response path: Airflow'
 app (the routes the API server serves, with the simple auth manager's users from
 ``AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS`` and the password file) on the demo's
 metadata database. It waits until ``GET /api/v2/dags/{dag_id}/dagRuns/~/hitlDetails``
-lists an unanswered request, then sends ``PATCH .../hitlDetails`` with the option, as the
-Required Actions page of the UI does, and prints what it read and what Airflow answered.
+lists an unanswered request whose task waits for input, then sends
+``PATCH .../hitlDetails`` with the option, as the Required Actions page of the UI does,
+and prints what it read and what Airflow answered.
 """
 
 from __future__ import annotations
@@ -40,7 +41,13 @@ def main(argv: list[str]) -> int:
             headers=headers,
         )
         listed.raise_for_status()
-        pending = listed.json()["hitl_details"]
+        # Answered once its task waits, as the UI shows it: on SQLite an answer written
+        # while the task is still being parked would not resume it.
+        pending = [
+            request
+            for request in listed.json()["hitl_details"]
+            if request["task_instance"]["state"] == "awaiting_input"
+        ]
         if pending:
             break
         time.sleep(1)

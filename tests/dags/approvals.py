@@ -71,14 +71,23 @@ class ApprovalDesk:
         )
 
     def pending(self, dag_id: str, user: str = "bob") -> list[dict]:
-        """The requests of ``dag_id`` still waiting for an answer, as the API lists them."""
+        """The requests of ``dag_id`` whose task waits for an answer, as the API lists them.
+
+        A request is listed as soon as the operator writes it, a moment before its task is
+        parked; a person answers what the UI shows as waiting. (On SQLite an answer in that
+        moment is recorded without resuming the task: nothing locks the two rows.)
+        """
         answer = self.api(
             "GET",
             f"/api/v2/dags/{dag_id}/dagRuns/~/hitlDetails?response_received=false",
             user,
         )
         answer.raise_for_status()
-        return answer.json()["hitl_details"]
+        return [
+            request
+            for request in answer.json()["hitl_details"]
+            if request["task_instance"]["state"] == "awaiting_input"
+        ]
 
     def answer(self, request: dict, user: str, chosen_options: list[str]) -> Answer:
         """PATCH one request as ``user``; record what the API said."""

@@ -257,6 +257,14 @@ def _approval(approval_answer: Mapping[str, Any] | None, dag_run) -> Approval:
 # -- deleting -----------------------------------------------------------------------------
 
 
+def _before_deleting(s3_client, target, dag_id: str, run_id: str, part: str) -> None:
+    """What must hold before this task's first delete request, once the approval and the
+    plan's digest are checked: the bucket proves what it stores. Every check of what came
+    before this run (earlier runs included) belongs here, so that none can come after a
+    delete."""
+    probe_bucket(s3_client, target, dag_id, run_id, part)
+
+
 def run_purge(
     resource: str, params: Mapping[str, Any], dag_run, try_number: int,
     approval_answer: Mapping[str, Any] | None,
@@ -281,9 +289,7 @@ def run_purge(
         plan = read_approved_plan(s3_client, bucket, key, approval.plan_sha256)
     except PermissionError as error:
         raise AirflowFailException(str(error)) from None
-    # Before this run deletes anything, whatever earlier runs left unsettled at the source
-    # is settled here (one place, so that every delete of this run comes after it).
-    probe_bucket(s3_client, target, dag_id, run_id, f"{resource}.try{try_number}")
+    _before_deleting(s3_client, target, dag_id, run_id, f"{resource}.try{try_number}")
     with deletion_attempt(hook, s3_client, target, dag_id, run_id, resource, try_number) as (
         audit,
         intents,
