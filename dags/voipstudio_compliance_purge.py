@@ -1,10 +1,11 @@
 """
 ### Compliance purge of VoIPstudio recordings, voicemail and chats (run by hand)
 
-Never scheduled: a person triggers it from the UI form. A **dry run** writes a plan of
-what matches. A confirmed run (`dry_run` off, `confirm` exactly `PURGE`, `plan_run_id`
-the dry run's run id) executes that reviewed plan: it deletes only planned ids that still
-match, are not held and are verified.
+Never scheduled: a person triggers it from the UI form or the REST API. One run plans,
+asks a second person to approve, and deletes exactly the approved plan: `plan_purge`
+writes the plan; `approve_purge` waits (state *awaiting input*, under Browse → Required
+Actions) until someone answers Approve or Reject; only an Approve by someone other than
+the person who triggered the run deletes anything.
 
 #### Form
 
@@ -18,9 +19,7 @@ match, are not held and are verified.
   Numbers that only share trailing digits never match; the plan lists the number text
   that matched in each record.
 - Give `older_than`, `phone_number` or both; with both, a record must match both.
-- `dry_run` (default **on**): plan and report only.
-- `confirm`: type `PURGE` to delete. Anything else (`purge`, `PURGE `) deletes nothing
-  and fails the run.
+- `dry_run` (default **on**): write the plan only; nobody is asked, nothing is deleted.
 - A run with neither `older_than` nor `phone_number` is refused by `plan_purge` at once.
 - `require_archive` (default on): delete a recording or voicemail only if its archived
   copy checks out (size, sha256 metadata against the sidecar); chats are archived first.
@@ -28,15 +27,24 @@ match, are not held and are verified.
 - `mask_cdrs` (default off): CDRs cannot be deleted one by one; with this on, the number
   is replaced by `masked` in matching CDRs (src, dst, clid and the names repeating it).
 - `max_deletions` (default 10000): the most items the purge may delete. When the plan
-  holds more, the run fails before deleting anything (dry run included); read the plan
+  holds more, the run fails before anyone is asked (dry run included); read the plan
   and trigger again with a larger value.
-- `plan_run_id`: for a confirmed purge, the run id of the dry run whose plan you
-  reviewed. The plan must be at most 72 hours old, unchanged (its digest is checked) and
-  made with the same `resources`, `older_than`, `phone_number`, `require_archive` and
-  `mask_cdrs`; otherwise the run fails before any request.
+- `approval_hours` (default 72): how long the approval request stays open. Without an
+  answer by then the run fails, nothing is deleted, and the note says `EXPIRED`.
 
 Bucket and prefix come from the Variables `voipstudio_s3_bucket` and
 `voipstudio_s3_prefix` only; a run cannot point the archive check elsewhere.
+
+#### Approval
+
+The request's subject says what goes (`Purge 42 recordings, 3 voicemails and 17 chat
+messages of +44 20 7946 0321?`); its body shows the criteria, counts per resource, held
+items and why, the first rows of the plan, the plan's key and SHA-256, who asked and when,
+and when the request expires. The Variable `voipstudio_purge_approvers`, JSON such as
+`{"users": ["bob", "carol"], "allow_self_approval": false}`, names who may answer; the
+person who triggered the run is left out of that list and, if they answer anyway, their
+Approve deletes nothing and fails the run, unless `allow_self_approval` is true. Reject
+deletes nothing. No option is ever chosen by default.
 
 #### Legal hold
 
@@ -46,24 +54,26 @@ listed apart in the plan and never deleted or masked.
 #### Output
 
 The plan: `{prefix}/audit/voipstudio_compliance_purge/{run_id}.plan.json` (criteria, and
-per resource the count, the ids and the held ids; a confirmed run keeps a copy of the
-reviewed plan under its own run id, naming the dry run it came from), and beside it the
-same plan to open in a spreadsheet, `{run_id}.plan.csv`: one row per item with resource,
-id, date, matched_number, held (yes/no) and hold_reason.
-The audit log, one line per item deleted, masked or kept, with the reason and the
-archive key checked: `{prefix}/audit/voipstudio_compliance_purge/{run_id}.jsonl`.
+per resource the count, the ids and the held ids), and beside it the same plan to open in
+a spreadsheet, `{run_id}.plan.csv`: one row per item with resource, id, date,
+matched_number, held (yes/no) and hold_reason. Once approved, `{run_id}.plan.approved.json`
+is the plan with who asked, who approved, when, and the plan's digest. The deletion reads
+the plan again and deletes only if its bytes hash to the digest the approver was shown.
+The audit log, one line per item deleted, masked or kept, with the reason, the archive
+key checked, `requested_by`, `approved_by`, `approved_at` and `plan_sha256`:
+`{prefix}/audit/voipstudio_compliance_purge/{run_id}.jsonl`.
 The archived copies in the bucket are not touched by a purge.
 
 #### Tasks
 
-`plan_purge` → `check_confirmation` → `purge_planned_records` (mapped over the
-resources, pool `voipstudio_api`) → `mask_matching_cdrs`; `write_audit_log` joins the
-audit parts, also after a failure, and fails the run when it cannot;
-`fail_if_a_task_failed` runs only when another task failed, and fails the run;
-`set_run_note` always runs and sets the run's note: `DRY RUN: N planned`,
-`REFUSED: <why>` or `PURGED: N deleted, M kept` (through the connection `airflow_api`
-to the API server; without it the note is in its log and XCom). A resource not among
-`resources`, and `mask_matching_cdrs` with `mask_cdrs` off, end *skipped*.
+`plan_purge` → `approve_purge` → `purge_planned_records` (mapped over the resources,
+pool `voipstudio_api`) → `mask_matching_cdrs`; `write_audit_log` joins the audit parts,
+also after a failure, and fails the run when it cannot; `fail_if_a_task_failed` runs only
+when another task failed, and fails the run; `set_run_note` always runs and sets the run's
+note: `DRY RUN: N planned`, `PURGED: N deleted, M kept; approved by <user>`,
+`REJECTED by <user>`, `EXPIRED: ...` or `REFUSED: <why>` (through the connection
+`airflow_api` to the API server; without it the note is in its log and XCom). A resource
+not among `resources`, and `mask_matching_cdrs` with `mask_cdrs` off, end *skipped*.
 """
 
 from __future__ import annotations
@@ -71,7 +81,10 @@ from __future__ import annotations
 import datetime as dt
 
 from airflow.sdk import Param, dag, task
+from voipstudio_provider.engine.approval import DEFAULT_APPROVAL_HOURS
 from voipstudio_provider.engine.deletion import DEFAULT_MAX_DELETIONS
+from voipstudio_provider.engine.purge import PURGE_RESOURCES
+from voipstudio_provider.operators.purge_approval import PurgeApprovalOperator
 from voipstudio_provider.tasks import purge, run_notes
 from voipstudio_provider.tasks.deletion_run import end_deletion_run
 from voipstudio_provider.tasks.settings import API_POOL, dag_default_args
@@ -83,16 +96,16 @@ from voipstudio_provider.tasks.settings import API_POOL, dag_default_args
     max_active_runs=1,
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
-    description="Purge by age or phone number: plan, then delete if confirmed with PURGE",
+    description="Purge by age or phone number: plan, approval by a second person, delete",
     doc_md=__doc__,
     tags=["voipstudio", "retention", "compliance"],
     default_args=dag_default_args(retry_minutes=2),
     params={
         "resources": Param(
-            list(purge.PURGE_RESOURCES),
+            list(PURGE_RESOURCES),
             type="array",
-            items={"type": "string", "enum": list(purge.PURGE_RESOURCES)},
-            examples=list(purge.PURGE_RESOURCES),  # the trigger form offers them as a choice
+            items={"type": "string", "enum": list(PURGE_RESOURCES)},
+            examples=list(PURGE_RESOURCES),  # the trigger form offers them as a choice
             minItems=1,
             uniqueItems=True,
             title="Resources",
@@ -115,16 +128,11 @@ from voipstudio_provider.tasks.settings import API_POOL, dag_default_args
                 "exactly this number match"
             ),
         ),
-        "dry_run": Param(True, type="boolean", title="Dry run", description="plan only"),
-        # Nullable, so that the form lets a dry run go with the field left empty.
-        "confirm": Param(
-            None,
-            type=["null", "string"],
-            title="Confirm",
-            description=(
-                "Type PURGE to delete the planned records at the source (with Dry run off). "
-                "Anything else: a dry run that only writes the plan."
-            ),
+        "dry_run": Param(
+            True,
+            type="boolean",
+            title="Dry run",
+            description="plan only: nothing is asked or deleted",
         ),
         "require_archive": Param(
             True,
@@ -146,12 +154,12 @@ from voipstudio_provider.tasks.settings import API_POOL, dag_default_args
             description="most items this purge may delete; a larger plan fails the run "
             "before anything is deleted",
         ),
-        # Nullable, so that the form lets a dry run go with the field left empty.
-        "plan_run_id": Param(
-            None,
-            type=["null", "string"],
-            title="Plan run id",
-            description="a confirmed purge executes the plan of this dry run (its run id)",
+        "approval_hours": Param(
+            DEFAULT_APPROVAL_HOURS,
+            type="number",
+            exclusiveMinimum=0,
+            title="Approval hours",
+            description="how long the approval request stays open; unanswered, nothing is deleted",
         ),
     },
 )
@@ -160,9 +168,8 @@ def voipstudio_compliance_purge():
     def plan_purge(params=None, dag_run=None, ti=None):
         return purge.run_plan(params, dag_run.dag_id, dag_run.run_id, ti=ti)
 
-    @task(retries=0)
-    def check_confirmation(plan_summary: dict, params=None):
-        return purge.check_confirmation(params, plan_summary)
+    # No retries: a second try would ask again, and an answer is final.
+    approve_purge = PurgeApprovalOperator(task_id="approve_purge", retries=0)
 
     @task(
         pool=API_POOL,
@@ -170,28 +177,34 @@ def voipstudio_compliance_purge():
         map_index_template="{{ task.op_kwargs.resource }}",
     )
     def purge_planned_records(resource: str, params=None, dag_run=None, ti=None):
-        return purge.run_purge(resource, params, dag_run.dag_id, dag_run.run_id, ti.try_number)
+        answer = ti.xcom_pull(task_ids="approve_purge")
+        return purge.run_purge(resource, params, dag_run, ti.try_number, answer)
 
-    @task(pool=API_POOL, trigger_rule="none_failed")
+    # Runs when at least one resource was purged: after a Reject every one is skipped.
+    @task(pool=API_POOL, trigger_rule="none_failed_min_one_success")
     def mask_matching_cdrs(params=None, dag_run=None, ti=None):
-        return purge.run_masking(params, dag_run.dag_id, dag_run.run_id, ti.try_number)
+        answer = ti.xcom_pull(task_ids="approve_purge")
+        return purge.run_masking(params, dag_run, ti.try_number, answer)
 
     @task(trigger_rule="all_done", retries=0)
     def set_run_note(params=None, dag_run=None, ti=None):
-        plan_summary = ti.xcom_pull(task_ids="plan_purge")
+        plan_summary = ti.xcom_pull(task_ids="plan_purge", key=purge.PLAN_SUMMARY_KEY)
+        answer = ti.xcom_pull(task_ids="approve_purge", key=purge.ANSWER_KEY)
         purged = ti.xcom_pull(task_ids="purge_planned_records")
-        note = purge.purge_note(params, plan_summary, purged)
+        note = purge.purge_note(params, plan_summary, answer, purged)
         return run_notes.set_run_note(dag_run.dag_id, dag_run.run_id, note)
 
     plan = plan_purge()
-    resources = check_confirmation(plan)
-    purged = purge_planned_records.expand(resource=resources)
+    plan >> approve_purge
+    purged = purge_planned_records.expand(resource=list(PURGE_RESOURCES))
+    approve_purge >> purged
     masked = purged >> mask_matching_cdrs()
-    # write_audit_log is the teardown; fail_if_a_task_failed keeps a refused confirmation
-    # or a failed resource failing the run too.
-    end_deletion_run(masked, [plan, resources, purged, masked])
-    # Beside the audit teardown, not after it, so that the teardown stays a leaf.
-    [plan, resources, purged, masked] >> set_run_note()
+    # write_audit_log is the teardown; fail_if_a_task_failed keeps a refused approval or a
+    # failed resource failing the run too.
+    end_deletion_run(masked, [plan, approve_purge, purged, masked])
+    # Not a direct downstream of approve_purge, whose Reject skips its direct downstream;
+    # beside the audit teardown, not after it, so that the teardown stays a leaf.
+    [plan, purged, masked] >> set_run_note()
 
 
 voipstudio_compliance_purge()

@@ -1,9 +1,11 @@
 """``make demo``: run every VoIPstudio DAG once against a local sandbox and S3, then report.
 
 Starts the VoIPstudio sandbox and a SeaweedFS S3 server on loopback (data in ``.demo/``),
-prepares an Airflow home in ``.airflow/`` (SQLite), runs the five DAGs once each with
+prepares an Airflow home in ``.airflow/`` (SQLite), runs the DAGs once each with
 ``dag.test()`` (as ``airflow dags test`` does, without task retries) and prints what they
-archived, exported, deleted and kept, and where it is in the bucket. Everything it
+archived, exported, deleted and kept, and where it is in the bucket. The compliance purge
+waits for approval by a second person: the demo user ``bob`` answers it through Airflow's
+API (``voipstudio_demo.approve``), and the report says who asked and who approved. Everything it
 started is stopped at the end, also on Ctrl-C.
 
 Set ``VOIPSTUDIO_DEMO_DIR`` to create ``.demo/`` and ``.airflow/`` somewhere else than the
@@ -23,12 +25,14 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "plugins")]
 
 from voipstudio_demo.report import (  # noqa: E402
+    approval_lines,
     audit_lines,
     bucket_lines,
     csv_lines,
+    note_lines,
     run_summary_lines,
 )
-from voipstudio_demo.stack import BUCKET, PREFIX, REPO, DemoStack  # noqa: E402
+from voipstudio_demo.stack import APPROVER, BUCKET, PREFIX, REPO, DemoStack  # noqa: E402
 
 HISTORY_HOURS = 181 * 24  # the sandbox holds 180 days of calls
 RETENTION_DAYS = 150
@@ -85,24 +89,16 @@ def run(stack: DemoStack) -> int:
 
     remaining = stack.sandbox.control("GET", "records/monitors")["data"]
     number = _busiest_number(remaining)
-    # A purge for one caller: first the plan only, then the reviewed plan, confirmed.
-    purge = {"resources": ["monitors", "voicemessages"], "phone_number": number}
-    print(f"Running voipstudio_compliance_purge (purge-dry-run) for {number} ...", flush=True)
+    # A purge for one caller: one run plans it, a second person approves it in Airflow
+    # (the demo's approver answers the request through Airflow's API), then it deletes.
+    purge = {"resources": ["monitors", "voicemessages"], "phone_number": number,
+             "dry_run": False}  # fmt: skip
+    print(f"Running voipstudio_compliance_purge for {number}; {APPROVER} approves ...", flush=True)
     results.append(
-        stack.run_dag(
-            "voipstudio_compliance_purge", logical_date, {**purge, "dry_run": True}, variables,
-            "purge-dry-run",
+        stack.run_dag_answered(
+            "voipstudio_compliance_purge", logical_date, purge, variables, "purge"
         )
-    )  # fmt: skip
-    confirmed = {**purge, "dry_run": False, "confirm": "PURGE",
-                 "plan_run_id": _plan_run_id(stack.seaweed.client())}  # fmt: skip
-    print(f"Running voipstudio_compliance_purge (purge-confirmed) for {number} ...", flush=True)
-    results.append(
-        stack.run_dag(
-            "voipstudio_compliance_purge", (today + dt.timedelta(seconds=1)).isoformat(),
-            confirmed, variables, "purge-confirmed",
-        )
-    )  # fmt: skip
+    )
     print("Running voipstudio_archive_recordings again over the same window ...", flush=True)
     again = stack.run_dag(
         "voipstudio_archive_recordings", recordings_date, recordings, variables, "archive-again"
@@ -164,24 +160,14 @@ def print_report(stack: DemoStack, results, number: str, held_monitor: int) -> N
         print(line)
 
     print(f"\nCompliance purge of recordings and voicemail involving {number}:")
-    print("  a dry run (plan only), then its plan confirmed with confirm=PURGE, plan_run_id:")
+    print(f"  one run: the plan, approved by a second person ({APPROVER}) in Airflow, deleted:")
+    for line in approval_lines(s3, BUCKET, PREFIX, "voipstudio_compliance_purge"):
+        print(line)
+    for line in note_lines(by_label["purge"].log_text()):
+        print(line)
     for line in audit_lines(s3, BUCKET, PREFIX, "voipstudio_compliance_purge"):
         print(line)
-    plans = [o for o in _keys(s3, f"{PREFIX}/audit/voipstudio_compliance_purge/") if "plan" in o]
-    for key in plans:
-        print(f"    plan: {key}")
     print("\nThe archived copies stay in the bucket; the audit logs say what was checked.")
-
-
-def _plan_run_id(s3) -> str | None:
-    """The run id of the purge's dry run, read from its plan in the bucket."""
-    plans = [k for k in _keys(s3, f"{PREFIX}/audit/voipstudio_compliance_purge/") if "plan" in k]
-    return plans[-1].rsplit("/", 1)[1].removesuffix(".plan.json") if plans else None
-
-
-def _keys(s3, prefix: str) -> list[str]:
-    listing = s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)
-    return [o["Key"] for o in listing.get("Contents", [])]
 
 
 def main() -> int:

@@ -33,8 +33,7 @@ def test_demo_runs_every_dag_reports_and_stops_what_it_started(tmp_path):
         ("archive-pcaps", "voipstudio_archive_pcaps"),
         ("export-user-cdrs", "voipstudio_export_user_cdrs"),
         ("retention", "voipstudio_retention"),
-        ("purge-dry-run", "voipstudio_compliance_purge"),
-        ("purge-confirmed", "voipstudio_compliance_purge"),
+        ("purge", "voipstudio_compliance_purge"),
         ("archive-again", "voipstudio_archive_recordings"),
     ):
         assert re.search(rf"^  {label}\s+{dag_id}\s+success\b", report, re.MULTILINE), label
@@ -48,8 +47,12 @@ def test_demo_runs_every_dag_reports_and_stops_what_it_started(tmp_path):
     assert re.search(r"cdr-csv/user_id=\d+/date=[\d-]+/cdrs\.csv: 0 rows \(header only", report)
     assert re.search(r"deleted [1-9]\d* monitors: archive_verified", report)
     assert "skipped 1 monitors: legal_hold_id" in report
-    planned = re.search(r"would_delete ([1-9]\d*) monitors", report)
+    # The purge: asked by the run's user, approved by the demo's second person, deleted.
+    assert re.search(r"^    asked by dag_test at ", report, re.MULTILINE)
+    assert re.search(r"^    approved by bob at ", report, re.MULTILINE)
+    planned = re.search(r"the plan approved: ([1-9]\d*) monitors", report)
     assert planned and f"deleted {planned[1]} monitors: archive_verified" in report
+    assert re.search(r"note: PURGED: \d+ deleted, \d+ kept; approved by bob", report)
     assert "Stopped the sandbox and SeaweedFS." in report
     assert "sandbox-token" not in report + done.stderr
     assert (tmp_path / ".airflow" / "airflow.db").exists()

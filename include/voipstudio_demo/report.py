@@ -105,3 +105,28 @@ def _audit_counts(entries: Iterable[dict]) -> list[str]:
             where = f", e.g. checked against {checked}" if checked else ""
             lines.append(f"      {action} {n} {resource}: {reason}{where}")
     return lines
+
+
+def approval_lines(s3_client, bucket: str, prefix: str, dag_id: str) -> list[str]:
+    """Per approved plan of ``dag_id``: who asked, who approved, when, and which plan."""
+    lines = []
+    for obj in _objects(s3_client, bucket, f"{prefix}/audit/{dag_id}/"):
+        if not obj["Key"].endswith(".plan.approved.json"):
+            continue
+        plan = json.loads(s3_client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
+        approval = plan["approval"]
+        planned = ", ".join(f"{e['count']} {r}" for r, e in plan["resources"].items())
+        lines += [
+            f"    asked by {approval['requested_by']} at {approval['requested_at']}",
+            f"    approved by {approval['approved_by']['name']} at {approval['approved_at']}",
+            f"    the plan approved: {planned} (sha256 {approval['plan_sha256'][:16]}...)",
+            f"    {obj['Key']}",
+        ]
+    return lines or [f"    no approved plan under {prefix}/audit/{dag_id}/"]
+
+
+def note_lines(log_text: str) -> list[str]:
+    """The run's note, as its ``set_run_note`` task logged it."""
+    notes = re.findall(r"run note(?: not set)? \([^)]*\): (.*?)(?:\s+\[[\w.]+\]|$)", log_text,
+                       re.MULTILINE)  # fmt: skip
+    return [f"    note: {note.strip()}" for note in notes[-1:]]

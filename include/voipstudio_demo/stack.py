@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -16,6 +17,8 @@ from voipstudio_devstack import SandboxServer, SeaweedS3
 REPO = Path(__file__).resolve().parents[2]
 BUCKET = "voipstudio-archive"
 PREFIX = "voipstudio"
+#: The demo's second person, who approves the purge in Airflow (simple auth manager).
+APPROVER = "bob"
 
 
 @dataclass
@@ -47,6 +50,9 @@ class DemoStack:
         self.sandbox = SandboxServer(self.demo_dir / "sandbox", seed=1)
         self.seaweed = SeaweedS3(self.demo_dir / "seaweedfs")
         self._running: subprocess.Popen | None = None
+        self._answering: subprocess.Popen | None = None
+        # Signs the API tokens of this demo's Airflow; the same in every process it starts.
+        self._jwt_secret = secrets.token_urlsafe(64)
 
     # -- servers ------------------------------------------------------------------------
 
@@ -62,8 +68,9 @@ class DemoStack:
 
     def stop(self) -> None:
         """Stop a DAG run in progress and both servers; safe to call more than once."""
-        if self._running is not None and self._running.poll() is None:
-            _kill_group(self._running)
+        for process in (self._answering, self._running):
+            if process is not None and process.poll() is None:
+                _kill_group(process)
         self.seaweed.stop()
         self.sandbox.stop()
 
@@ -81,6 +88,10 @@ class DemoStack:
                 "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.airflow_home}/airflow.db",
+                # Who may sign in to Airflow's API: the approver answers the purge's request.
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{APPROVER}:admin",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.passwords_file),
+                "AIRFLOW__API_AUTH__JWT_SECRET": self._jwt_secret,
                 "AIRFLOW_CONN_VOIPSTUDIO_DEFAULT": self.sandbox.airflow_conn_json(),
                 "AIRFLOW_CONN_AWS_DEFAULT": self.seaweed.airflow_conn_uri(),
                 "PYTHONPATH": os.pathsep.join(
@@ -112,9 +123,15 @@ class DemoStack:
                     _kill_group(self._running)
                 self._running = None
 
+    @property
+    def passwords_file(self) -> Path:
+        return self.airflow_home / "demo-passwords.json"
+
     def prepare_airflow(self, variables: dict[str, object]) -> None:
-        """Migrate the SQLite metadata database and create the API pool."""
+        """Migrate the SQLite metadata database, create the API pool and the approver."""
         self.airflow_home.mkdir(parents=True, exist_ok=True)
+        self.passwords_file.write_text(json.dumps({APPROVER: secrets.token_urlsafe(16)}))
+        self.passwords_file.chmod(0o600)
         env = self.airflow_env(variables)
         log = self.logs / "airflow-setup.log"
         for args in (
@@ -138,6 +155,36 @@ class DemoStack:
         argv = [sys.executable, "-m", "voipstudio_demo.run_dag", dag_id, logical_date]
         code = self._process([*argv, json.dumps(conf)], self.airflow_env(variables), log_path)
         return DagRunResult(dag_id, label, code == 0, log_path, conf)
+
+    def run_dag_answered(
+        self,
+        dag_id: str,
+        logical_date: str,
+        conf: dict,
+        variables: dict[str, object],
+        label: str,
+        answer: str = "Approve",
+    ) -> DagRunResult:
+        """Run one DAG once while :data:`APPROVER` answers its approval request from outside
+        (``python -m voipstudio_demo.approve``, log ``{label}-approval.log``)."""
+        answer_log = self.logs / f"{label}-approval.log"
+        argv = [sys.executable, "-m", "voipstudio_demo.approve", dag_id, APPROVER, answer]
+        with open(answer_log, "ab") as log:
+            self._answering = subprocess.Popen(
+                argv, env=self.airflow_env(variables), stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        try:
+            result = self.run_dag(dag_id, logical_date, conf, variables, label)
+            answered = self._answering.wait(timeout=60) == 0
+        except subprocess.TimeoutExpired:
+            answered = False
+        finally:
+            if self._answering.poll() is None:
+                _kill_group(self._answering)
+            self._answering = None
+        result.ok = result.ok and answered
+        return result
 
 
 def _kill_group(process: subprocess.Popen) -> None:

@@ -7,19 +7,20 @@ import datetime as dt
 import json
 
 import pytest
-from airflow.sdk.exceptions import AirflowFailException
 from voipstudio_provider.engine.audit import read_audit
 from voipstudio_provider.engine.layout import ARCHIVE_KINDS, archive_key, audit_key, plan_key
 from voipstudio_provider.engine.policy import normalize_number
 from voipstudio_provider.engine.purge import PURGE_RESOURCES, plan_counts
-from voipstudio_provider.tasks.purge import check_confirmation
+from voipstudio_provider.tasks.purge import refusal
 
+from tests.dags.approvals import DAG_TEST_USER, ApprovalDesk
 from tests.dags.conftest import load_dag
 from tests.dags.test_retention import archive_old, assert_token_nowhere, older_than, today, truth
 from tests.dags.test_retention import run_dag as run_dag  # noqa: F401 (fixture, no retries)
 
 DAG_ID = "voipstudio_compliance_purge"
 PURGED = ("monitors", "voicemessages", "chatmsgs")
+APPROVAL_FIELDS = ("requested_by", "approved_by", "approved_at", "plan_sha256")
 
 
 def state(sandbox) -> dict[str, list[dict]]:
@@ -35,14 +36,25 @@ def audit_lines(env, dag_run) -> list[dict]:
     return read_audit(env.s3(), env.bucket, audit_key(env.prefix, DAG_ID, dag_run.run_id))
 
 
-def reviewed_purge(run_dag, conf: dict, between=None):
-    """A dry run of ``conf``, then (after ``between()``) the confirmed run of its plan."""
-    dry = run_dag(DAG_ID, logical_date=today(), conf={**conf, "dry_run": True})
-    assert dry.state == "success"
-    if between is not None:
-        between()
-    confirmed = {**conf, "dry_run": False, "confirm": "PURGE", "plan_run_id": dry.run_id}
-    return dry, run_dag(DAG_ID, logical_date=today() + dt.timedelta(seconds=1), conf=confirmed)
+@pytest.fixture
+def desk(airflow_env, tmp_path) -> ApprovalDesk:
+    """Airflow's API app on the test's metadata database, to answer as a person would."""
+    return ApprovalDesk(airflow_env.monkeypatch, tmp_path)
+
+
+def approved_purge(run_dag, desk, conf: dict, steps=(("bob", ["Approve"]),), between=None):
+    """One run of ``conf`` (``dry_run`` off), its approval request answered from outside,
+    step by step ``(user, options)``; ``between()`` runs after the plan, before the answer."""
+
+    def answer_steps():
+        if between is not None:
+            between()
+        return list(steps)
+
+    desk.answer_when_asked(DAG_ID, answer_steps)
+    dag_run = run_dag(DAG_ID, logical_date=today(), conf={**conf, "dry_run": False})
+    desk.join()
+    return dag_run
 
 
 def test_form_is_a_json_schema(airflow_env):
@@ -56,35 +68,36 @@ def test_form_is_a_json_schema(airflow_env):
     assert schema["dry_run"]["type"] == "boolean" and dag.params["dry_run"] is True
     assert schema["require_archive"]["type"] == "boolean" and dag.params["require_archive"] is True
     assert schema["mask_cdrs"]["type"] == "boolean" and dag.params["mask_cdrs"] is False
-    # Nullable: the UI form refuses to trigger while a plain string field is empty.
-    assert schema["confirm"]["type"] == ["null", "string"] and dag.params["confirm"] is None
     assert schema["resources"]["examples"] == list(PURGE_RESOURCES)  # a multi-select
     assert dag.max_active_runs == 1
     assert schema["max_deletions"]["type"] == "integer" and dag.params["max_deletions"] == 10000
     assert schema["max_deletions"]["minimum"] == 1 and schema["max_deletions"]["title"]
-    assert schema["plan_run_id"]["type"] == ["null", "string"] and dag.params["plan_run_id"] is None
+    assert schema["approval_hours"]["type"] == "number" and dag.params["approval_hours"] == 72
+    assert schema["approval_hours"]["exclusiveMinimum"] == 0
+    # One way to purge, the approved one: no typed confirmation, no second run.
+    assert "confirm" not in schema and "plan_run_id" not in schema
     # The archive location comes from the Variables only.
     assert "bucket" not in schema and "prefix" not in schema
+    approval = dag.get_task("approve_purge")
+    assert approval.options == ["Approve", "Reject"] and approval.defaults is None
+    assert approval.retries == 0
 
 
-@pytest.mark.parametrize(
-    ("conf", "expected_state"),
-    [
-        ({"dry_run": True, "confirm": "PURGE"}, "success"),
-        ({"dry_run": False, "confirm": "purge"}, "failed"),
-        ({"dry_run": False, "confirm": "PURGE "}, "failed"),
-        ({"dry_run": False}, "failed"),
-    ],
-)
-def test_nothing_deleted_without_exact_confirmation(airflow_env, run_dag, conf, expected_state):
+def test_a_dry_run_writes_the_plan_and_asks_nothing(airflow_env, run_dag):
     env = airflow_env
     older = (today() - dt.timedelta(days=150)).date().isoformat()
     before = state(env.sandbox)
+    env.sandbox.control("DELETE", "requests")
 
-    dag_run = run_dag(DAG_ID, logical_date=today(), conf={"older_than": older, **conf})
+    dag_run = run_dag(DAG_ID, logical_date=today(), conf={"older_than": older})
 
-    assert dag_run.state == expected_state
+    assert dag_run.state == "success"
+    states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
+    assert states["approve_purge"] == "skipped"
+    assert states["purge_planned_records"] == "skipped"
     assert state(env.sandbox) == before
+    requests = env.sandbox.control("GET", "requests")["data"]
+    assert requests and all(r["method"] == "GET" for r in requests)
     plan = read_plan(env, dag_run)
     cutoff = dt.datetime.fromisoformat(older).replace(tzinfo=dt.UTC)
     for resource in PURGED:
@@ -92,29 +105,33 @@ def test_nothing_deleted_without_exact_confirmation(airflow_env, run_dag, conf, 
             r["id"] for r in older_than(before[resource], resource, cutoff)
         )
     assert plan["resources"]["monitors"]["count"] > 0
-    lines = audit_lines(env, dag_run)
-    assert {x["action"] for x in lines} <= {"would_delete", "skipped"}
-    if expected_state == "failed":
-        assert lines == []
+    assert audit_lines(env, dag_run) == []
 
 
-def test_confirmed_purge_deletes_exactly_its_plan(airflow_env, run_dag, capfd):
+def test_an_approved_purge_deletes_exactly_its_plan_and_names_both_people(
+    airflow_env, run_dag, desk, capfd
+):
     env = airflow_env
     older = today() - dt.timedelta(days=150)
     archive_old(env, "monitors", older)
     archive_old(env, "voicemessages", older)
     before = state(env.sandbox)
+    env.sandbox.control("DELETE", "requests")
 
-    dry, dag_run = reviewed_purge(run_dag, {"older_than": older.date().isoformat()})
+    dag_run = approved_purge(run_dag, desk, {"older_than": older.date().isoformat()})
 
     assert dag_run.state == "success"
+    assert [(a.user, a.status) for a in desk.answers] == [("bob", 200)]
     after = state(env.sandbox)
     plan = read_plan(env, dag_run)
-    reviewed = read_plan(env, dry)
-    assert plan["reviewed"]["run_id"] == dry.run_id
-    for resource in PURGED:
-        assert plan["resources"][resource]["ids"] == reviewed["resources"][resource]["ids"]
     lines = audit_lines(env, dag_run)
+    deletes = [r for r in env.sandbox.control("GET", "requests")["data"] if r["method"] == "DELETE"]
+    asked = set()
+    for request in deletes:
+        resource, ids = request["path"].rsplit("/", 2)[-2:]
+        asked |= {(resource, int(i)) for i in ids.split(",")}
+    planned = {(r, i) for r in PURGED for i in plan["resources"][r]["ids"]}
+    assert asked == planned and planned
     for resource in PURGED:
         deleted = {r["id"] for r in before[resource]} - {r["id"] for r in after[resource]}
         assert deleted == set(plan["resources"][resource]["ids"]), resource
@@ -124,7 +141,27 @@ def test_confirmed_purge_deletes_exactly_its_plan(airflow_env, run_dag, capfd):
     assert after["cdrs"] == before["cdrs"]
     assert plan["resources"]["chatmsgs"]["count"] > 0
     assert all(x["archive_key"] for x in lines)
+    # Every line names who asked and who approved which plan.
+    digest = xcom(dag_run, "plan_purge")["plan_sha256"]
+    answered_at = desk.answers[0].body["responded_at"]
+    for line in lines:
+        assert line["requested_by"] == DAG_TEST_USER
+        assert line["approved_by"] == {"id": "bob", "name": "bob"}
+        assert line["approved_at"][:19] == answered_at[:19]
+        assert line["plan_sha256"] == digest
+        assert "self_approved" not in line
+    copy_key = plan_key(env.prefix, DAG_ID, dag_run.run_id).replace(".json", ".approved.json")
+    copy = json.loads(env.s3().get_object(Bucket=env.bucket, Key=copy_key)["Body"].read())
+    assert copy["resources"] == plan["resources"]
+    assert copy["approval"]["approved_by"] == {"id": "bob", "name": "bob"}
+    assert copy["approval"]["requested_by"] == DAG_TEST_USER
+    assert copy["approval"]["plan_sha256"] == digest
     assert_token_nowhere(env, capfd)
+
+
+def xcom(dag_run, task_id: str, key: str = "return_value"):
+    ti = next(ti for ti in dag_run.get_task_instances() if ti.task_id == task_id)
+    return ti.xcom_pull(task_ids=task_id, key=key)
 
 
 def _number_with_voicemail(sandbox) -> str:
@@ -137,7 +174,7 @@ def _spaced(number: str) -> str:
 
 
 @pytest.mark.parametrize("mask_cdrs", [True, False])
-def test_phone_number_purge_finds_every_kind(airflow_env, run_dag, mask_cdrs, capfd):
+def test_phone_number_purge_finds_every_kind(airflow_env, run_dag, desk, mask_cdrs, capfd):
     env = airflow_env
     sandbox = env.sandbox
     number = _number_with_voicemail(sandbox)
@@ -153,8 +190,9 @@ def test_phone_number_purge_finds_every_kind(airflow_env, run_dag, mask_cdrs, ca
     )
     before = state(sandbox)
 
-    _, dag_run = reviewed_purge(
+    dag_run = approved_purge(
         run_dag,
+        desk,
         {"phone_number": _spaced(number), "require_archive": False, "mask_cdrs": mask_cdrs},
     )
 
@@ -191,14 +229,14 @@ def test_phone_number_purge_finds_every_kind(airflow_env, run_dag, mask_cdrs, ca
     assert_token_nowhere(env, capfd)
 
 
-def test_held_number_is_not_purged(airflow_env, run_dag):
+def test_held_number_is_not_purged(airflow_env, run_dag, desk):
     env = airflow_env
     number = _number_with_voicemail(env.sandbox)
     env.set_variable("voipstudio_legal_hold", {"numbers": [_spaced(number)]})
     before = state(env.sandbox)
 
-    _, dag_run = reviewed_purge(
-        run_dag, {"phone_number": number, "require_archive": False, "mask_cdrs": True}
+    dag_run = approved_purge(
+        run_dag, desk, {"phone_number": number, "require_archive": False, "mask_cdrs": True}
     )
 
     assert dag_run.state == "success"
@@ -213,18 +251,21 @@ def test_held_number_is_not_purged(airflow_env, run_dag):
     for record_id in held:
         line = lines[("voicemessages", record_id)]
         assert (line["action"], line["reason"]) == ("skipped", "legal_hold_number")
+    assert all(x["approved_by"]["name"] == "bob" for x in lines.values())
 
 
-def test_plan_larger_than_max_deletions_fails_before_deleting(airflow_env, run_dag, capfd):
+def test_plan_larger_than_max_deletions_fails_before_anyone_is_asked(airflow_env, run_dag, capfd):
     env = airflow_env
     older = (today() - dt.timedelta(days=150)).date().isoformat()
     before = state(env.sandbox)
-    conf = {"older_than": older, "require_archive": False, "dry_run": True, "max_deletions": 2}
+    conf = {"older_than": older, "require_archive": False, "dry_run": False, "max_deletions": 2}
 
     dag_run = run_dag(DAG_ID, logical_date=today(), conf=conf)
 
     assert dag_run.state == "failed"
     assert state(env.sandbox) == before
+    states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
+    assert states["approve_purge"] == "upstream_failed"
     plan = read_plan(env, dag_run)  # written all the same, for a person to read
     planned = sum(plan["resources"][r]["count"] for r in PURGED)
     assert planned > 2 and plan["criteria"]["max_deletions"] == 2
@@ -232,14 +273,14 @@ def test_plan_larger_than_max_deletions_fails_before_deleting(airflow_env, run_d
     out, err = capfd.readouterr()
     assert f"trigger again with max_deletions raised to at least {planned}" in out + err
 
+    from voipstudio_provider.engine.purge import parse_purge_request
+
     summary = {"plan_key": "k", "counts": plan_counts(plan)}
-    conf = {**conf, "dry_run": False, "confirm": "PURGE", "plan_run_id": dag_run.run_id}
-    with pytest.raises(AirflowFailException, match="max_deletions"):
-        check_confirmation({**conf, "max_deletions": planned - 1}, summary)
-    assert check_confirmation({**conf, "max_deletions": planned}, summary) == list(PURGED)
+    assert refusal(parse_purge_request({**conf, "max_deletions": planned - 1}), summary)
+    assert refusal(parse_purge_request({**conf, "max_deletions": planned}), summary) is None
 
 
-def test_unverified_archive_is_kept_when_the_archive_is_required(airflow_env, run_dag):
+def test_unverified_archive_is_kept_when_the_archive_is_required(airflow_env, run_dag, desk):
     env = airflow_env
     older = today() - dt.timedelta(days=150)
     monitors = archive_old(env, "monitors", older)
@@ -253,8 +294,8 @@ def test_unverified_archive_is_kept_when_the_archive_is_required(airflow_env, ru
     s3.put_object(Bucket=env.bucket, Key=key, Body=body[:-1], Metadata={"sha256": "0" * 64})
     before = state(env.sandbox)
 
-    _, dag_run = reviewed_purge(
-        run_dag, {"resources": ["monitors"], "older_than": older.date().isoformat()}
+    dag_run = approved_purge(
+        run_dag, desk, {"resources": ["monitors"], "older_than": older.date().isoformat()}
     )
 
     assert dag_run.state == "success"
@@ -294,10 +335,12 @@ def test_a_failed_audit_log_or_task_fails_the_run(airflow_env, dag_id):
     if dag_id == DAG_ID:  # the note is set whatever happened, and never hides a failure
         note = dag.get_task("set_run_note")
         assert note.trigger_rule == "all_done" and not note.downstream_task_ids
-        assert note.upstream_task_ids == work
+        # Not directly after the approval, whose Reject skips its direct downstream.
+        assert note.upstream_task_ids == work - {"approve_purge"}
+        assert "approve_purge" in dag.get_task("plan_purge").downstream_task_ids
 
 
-def test_confirmed_purge_executes_the_reviewed_plan_after_the_source_changed(airflow_env, run_dag):
+def test_an_approved_purge_executes_its_plan_after_the_source_changed(airflow_env, run_dag, desk):
     env = airflow_env
     sandbox = env.sandbox
     callers = collections.Counter(m["caller"] for m in truth(sandbox, "monitors"))
@@ -308,18 +351,17 @@ def test_confirmed_purge_executes_the_reviewed_plan_after_the_source_changed(air
     arrived: list[int] = []
     deleted_elsewhere: list[int] = []
     held: list[int] = []
+    plans: list[dict] = []
 
     def source_changes() -> None:
-        plan = read_plan(env, dry)
-        planned = plan["resources"]["monitors"]["ids"]
+        """While the request waits: new calls, a planned recording deleted, one held."""
+        key = plan_key(env.prefix, DAG_ID, desk.requests[0]["task_instance"]["dag_run_id"])
+        plans.append(json.loads(env.s3().get_object(Bucket=env.bucket, Key=key)["Body"].read()))
+        planned = plans[0]["resources"]["monitors"]["ids"]
         assert len(planned) >= 3
-        # New calls of the number arrive, one planned recording is deleted by someone
-        # else, and one goes on hold.
-        arrived.extend(
-            sandbox.control("POST", "records/monitors", {"count": 2, "fields": {"caller": number}})[
-                "ids"
-            ]
-        )
+        calls = {"count": 2, "fields": {"caller": number}}
+        new = sandbox.control("POST", "records/monitors", calls)
+        arrived.extend(new["ids"])
         deleted_elsewhere.append(planned[0])
         from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
 
@@ -327,25 +369,17 @@ def test_confirmed_purge_executes_the_reviewed_plan_after_the_source_changed(air
         held.append(planned[1])
         env.set_variable("voipstudio_legal_hold", {"ids": {"monitors": [planned[1]]}})
 
-    dry = None
+    dag_run = approved_purge(run_dag, desk, conf, between=source_changes)
 
-    def run(dag_id, logical_date=None, conf=None):
-        nonlocal dry
-        dag_run = run_dag(dag_id, logical_date=logical_date, conf=conf)
-        dry = dry or dag_run
-        return dag_run
-
-    dry, confirmed = reviewed_purge(run, conf, between=source_changes)
-
-    assert confirmed.state == "success"
-    plan = read_plan(env, dry)
+    assert dag_run.state == "success"
+    plan = plans[0]
     planned = {r: set(plan["resources"][r]["ids"]) for r in ("monitors", "voicemessages")}
     after = {r: {x["id"] for x in truth(sandbox, r)} for r in planned}
     assert set(arrived) <= after["monitors"]  # not planned: not purged
     assert set(held) <= after["monitors"]
     assert not (planned["monitors"] - set(held)) & after["monitors"]
     assert not planned["voicemessages"] & after["voicemessages"]
-    lines = {(x["resource"], x["id"]): x for x in audit_lines(env, confirmed)}
+    lines = {(x["resource"], x["id"]): x for x in audit_lines(env, dag_run)}
     assert {i for r, i in lines if r == "monitors"} == planned["monitors"]
     assert lines[("monitors", deleted_elsewhere[0])]["reason"] == "gone"
     assert lines[("monitors", held[0])]["reason"] == "legal_hold_id"
@@ -353,54 +387,32 @@ def test_confirmed_purge_executes_the_reviewed_plan_after_the_source_changed(air
     assert deleted == planned["monitors"] - set(held) - set(deleted_elsewhere)
 
 
-def test_a_confirmed_purge_without_a_reviewed_plan_fails_before_any_request(airflow_env, run_dag):
+def test_a_plan_changed_after_the_request_was_asked_deletes_nothing(airflow_env, run_dag, desk):
     env = airflow_env
     older = (today() - dt.timedelta(days=150)).date().isoformat()
     before = state(env.sandbox)
-    env.sandbox.control("DELETE", "requests")
 
-    dag_run = run_dag(
-        DAG_ID, logical_date=today(), conf={"older_than": older, "dry_run": False,
-                                            "confirm": "PURGE"},
-    )  # fmt: skip
+    def widen_the_plan() -> None:
+        """Rewrite the plan, and its sha256 metadata with it, while the request waits."""
+        run_id = desk.requests[0]["task_instance"]["dag_run_id"]
+        key = plan_key(env.prefix, DAG_ID, run_id)
+        s3 = env.s3()
+        plan = json.loads(s3.get_object(Bucket=env.bucket, Key=key)["Body"].read())
+        plan["resources"]["monitors"]["ids"].append(before["monitors"][-1]["id"])
+        body = json.dumps(plan).encode()
+        import hashlib
+
+        s3.put_object(Bucket=env.bucket, Key=key, Body=body,
+                      Metadata={"sha256": hashlib.sha256(body).hexdigest()})  # fmt: skip
+        env.sandbox.control("DELETE", "requests")
+
+    dag_run = approved_purge(
+        run_dag, desk, {"older_than": older, "require_archive": False}, between=widen_the_plan
+    )
 
     assert dag_run.state == "failed"
-    assert env.sandbox.control("GET", "requests")["data"] == []
     assert state(env.sandbox) == before
-
-
-def test_a_reviewed_plan_is_refused_when_changed_old_or_for_other_criteria(airflow_env, run_dag):
-    from voipstudio_provider.engine.archive import ArchiveTarget
-    from voipstudio_provider.engine.plans import load_reviewed_plan
-    from voipstudio_provider.engine.purge import parse_purge_request
-
-    env = airflow_env
-    older = (today() - dt.timedelta(days=150)).date().isoformat()
-    dry = run_dag(DAG_ID, logical_date=today(), conf={"older_than": older, "dry_run": True})
-    assert dry.state == "success"
-    confirmed = {"older_than": older, "dry_run": False, "confirm": "PURGE",
-                 "plan_run_id": dry.run_id}  # fmt: skip
-    s3, target = env.s3(), ArchiveTarget(bucket=env.bucket, prefix=env.prefix)
-    request = parse_purge_request(confirmed)
-    assert load_reviewed_plan(s3, target, DAG_ID, request)["run_id"] == dry.run_id
-
-    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=73)
-    with pytest.raises(PermissionError, match="h old, more than 72 h"):
-        load_reviewed_plan(s3, target, DAG_ID, request, now=later)
-    other = parse_purge_request({**confirmed, "older_than": today().date().isoformat()})
-    with pytest.raises(PermissionError, match="other older_than"):
-        load_reviewed_plan(s3, target, DAG_ID, other)
-    with pytest.raises(PermissionError, match="digest is not the one"):
-        load_reviewed_plan(s3, target, DAG_ID, request, reviewed_sha256="0" * 64)
-    key = plan_key(env.prefix, DAG_ID, dry.run_id)
-    plan = json.loads(s3.get_object(Bucket=env.bucket, Key=key)["Body"].read())
-    plan["resources"]["monitors"]["ids"].append(1)  # widened after the review
-    head = s3.head_object(Bucket=env.bucket, Key=key)
-    s3.put_object(Bucket=env.bucket, Key=key, Body=json.dumps(plan).encode(),
-                  Metadata=head["Metadata"])  # fmt: skip
-    with pytest.raises(PermissionError, match="changed after it was written"):
-        load_reviewed_plan(s3, target, DAG_ID, request)
-    before = state(env.sandbox)
-    refused = run_dag(DAG_ID, logical_date=today() + dt.timedelta(seconds=1), conf=confirmed)
-    assert refused.state == "failed"
-    assert state(env.sandbox) == before
+    log = env.sandbox.control("GET", "requests")["data"]
+    assert [r for r in log if r["method"] != "GET"] == []
+    states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
+    assert states["approve_purge"] == "failed"  # the approval could not record the plan

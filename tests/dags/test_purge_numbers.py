@@ -8,7 +8,8 @@ import json
 import pytest
 from voipstudio_provider.engine.layout import plan_key
 
-from tests.dags.test_purge import reviewed_purge
+from tests.dags.test_purge import approved_purge
+from tests.dags.test_purge import desk as desk  # noqa: F401 (fixture)
 from tests.dags.test_retention import run_dag as run_dag  # noqa: F401 (fixture, no retries)
 from tests.dags.test_retention import today, truth
 
@@ -35,7 +36,7 @@ def writes(sandbox) -> list[dict]:
     return [e for e in log if e["method"] in ("DELETE", "PATCH", "POST", "PUT")]
 
 
-def test_purge_takes_one_number_and_leaves_its_neighbours(airflow_env, run_dag):
+def test_purge_takes_one_number_and_leaves_its_neighbours(airflow_env, run_dag, desk):
     env = airflow_env
     sandbox = env.sandbox
     env.set_variable("voipstudio_default_region", "GB")
@@ -56,7 +57,7 @@ def test_purge_takes_one_number_and_leaves_its_neighbours(airflow_env, run_dag):
     before = {res: by_id(sandbox, res) for res in ("monitors", "voicemessages", "chatmsgs")}
 
     conf = {"phone_number": NUMBER, "require_archive": False, "mask_cdrs": True}
-    dry, dag_run = reviewed_purge(run_dag, conf)
+    dag_run = approved_purge(run_dag, desk, conf)
 
     assert dag_run.state == "success"
     after = {res: by_id(sandbox, res) for res in ("monitors", "voicemessages", "chatmsgs")}
@@ -73,7 +74,7 @@ def test_purge_takes_one_number_and_leaves_its_neighbours(airflow_env, run_dag):
     assert cdrs[cdr]["src"] == "anonymous"
     assert cdrs[neighbour_cdr]["src"] == "12079460321"
 
-    key = plan_key(env.prefix, PURGE, dry.run_id)
+    key = plan_key(env.prefix, PURGE, dag_run.run_id)
     plan = json.loads(env.s3().get_object(Bucket=env.bucket, Key=key)["Body"].read())
     assert plan["criteria"]["phone_number"] == "+442079460321"
     assert plan["criteria"]["region"] == "GB"
@@ -93,26 +94,25 @@ def test_purge_takes_one_number_and_leaves_its_neighbours(airflow_env, run_dag):
     ],
 )
 def test_a_hold_entry_that_does_not_parse_fails_the_run_before_any_delete(
-    airflow_env, run_dag, capfd, dag_id, numbers
+    airflow_env, run_dag, desk, capfd, dag_id, numbers
 ):
     env = airflow_env
     sandbox = env.sandbox
     env.set_variable("voipstudio_retention_policy", {"monitors": 30, "voicemessages": 30})
     older = (today() - dt.timedelta(days=30)).date().isoformat()
-    conf = None
-    if dag_id == PURGE:
-        # A reviewed dry run first: the bad entry is added to the hold after it, so the
-        # confirmed run gets as far as reading the hold before its first delete.
-        dry = run_dag(PURGE, logical_date=today(), conf={"older_than": older, "dry_run": True})
-        assert dry.state == "success"
-        conf = {"older_than": older, "dry_run": False, "confirm": "PURGE"}
-        conf["plan_run_id"] = dry.run_id
-    env.set_variable("voipstudio_legal_hold", {"numbers": numbers})
     before = {res: by_id(sandbox, res) for res in ("monitors", "voicemessages", "chatmsgs")}
-    sandbox.control("DELETE", "requests")
-    capfd.readouterr()
 
-    dag_run = run_dag(dag_id, logical_date=today() + dt.timedelta(seconds=1), conf=conf)
+    def bad_hold() -> None:
+        env.set_variable("voipstudio_legal_hold", {"numbers": numbers})
+        sandbox.control("DELETE", "requests")
+
+    if dag_id == PURGE:
+        # The bad entry is added to the hold while the approval waits, so that the approved
+        # run gets as far as reading the hold again before its first delete.
+        dag_run = approved_purge(run_dag, desk, {"older_than": older}, between=bad_hold)
+    else:
+        bad_hold()
+        dag_run = run_dag(dag_id, logical_date=today() + dt.timedelta(seconds=1))
 
     assert dag_run.state == "failed"
     assert writes(sandbox) == []

@@ -10,7 +10,8 @@ from voipstudio_provider.engine.plans import PLAN_CSV_COLUMNS
 from voipstudio_provider.engine.purge import PURGE_RESOURCES
 
 from tests.dags.conftest import load_dag
-from tests.dags.test_purge import DAG_ID, read_plan, reviewed_purge, state
+from tests.dags.test_purge import DAG_ID, approved_purge, read_plan, state
+from tests.dags.test_purge import desk as desk  # noqa: F401 (fixture)
 from tests.dags.test_retention import archive_old, today
 from tests.dags.test_retention import run_dag as run_dag  # noqa: F401 (fixture, no retries)
 
@@ -55,10 +56,8 @@ def test_dry_run_skips_what_it_has_no_work_for_and_says_what_it_planned(airflow_
 
     assert dag_run.state == "success"
     states = task_states(dag_run)
-    by_resource = dict(zip(PURGE_RESOURCES, range(len(PURGE_RESOURCES)), strict=True))
-    assert states[("purge_planned_records", by_resource["monitors"])] == "success"
-    assert states[("purge_planned_records", by_resource["voicemessages"])] == "skipped"
-    assert states[("purge_planned_records", by_resource["chatmsgs"])] == "skipped"
+    assert states[("approve_purge", -1)] == "skipped"
+    assert {s for (t, _), s in states.items() if t == "purge_planned_records"} == {"skipped"}
     assert states[("mask_matching_cdrs", -1)] == "skipped"
     assert states[("write_audit_log", -1)] == "success"
     assert states[("set_run_note", -1)] == "success"
@@ -102,7 +101,7 @@ def test_a_run_without_criteria_is_refused_by_its_first_task_at_once(airflow_env
     assert dag_run.state == "failed"
     states = task_states(dag_run)
     assert states[("plan_purge", -1)] == "failed"
-    assert states[("check_confirmation", -1)] == "upstream_failed"
+    assert states[("approve_purge", -1)] == "upstream_failed"
     plan_ti = next(ti for ti in dag_run.get_task_instances() if ti.task_id == "plan_purge")
     assert plan_ti.try_number == 1
     assert run_note(dag_run) == (
@@ -112,17 +111,9 @@ def test_a_run_without_criteria_is_refused_by_its_first_task_at_once(airflow_env
     assert airflow_env.keys("audit/") == []
 
 
-def test_a_wrong_confirmation_is_refused_in_the_note(airflow_env, run_dag):
-    older = (today() - dt.timedelta(days=150)).date().isoformat()
-    conf = {"older_than": older, "dry_run": False, "confirm": "purge"}
-
-    dag_run = run_dag(DAG_ID, logical_date=today(), conf=conf)
-
-    assert dag_run.state == "failed"
-    assert run_note(dag_run).startswith("REFUSED: dry_run is off but confirm is 'purge'")
-
-
-def test_a_confirmed_purge_notes_what_it_deleted_and_kept(airflow_env, run_dag):
+def test_an_approved_purge_notes_what_it_deleted_and_kept_and_who_approved(
+    airflow_env, run_dag, desk
+):
     env = airflow_env
     older = today() - dt.timedelta(days=150)
     archive_old(env, "monitors", older)
@@ -130,13 +121,19 @@ def test_a_confirmed_purge_notes_what_it_deleted_and_kept(airflow_env, run_dag):
     conf = {"older_than": older.date().isoformat(), "resources": ["monitors", "voicemessages"]}
 
     # Voicemail is not archived: with require_archive on every planned one is kept.
-    dry, dag_run = reviewed_purge(run_dag, conf)
+    dag_run = approved_purge(run_dag, desk, conf)
 
     assert dag_run.state == "success"
+    states = task_states(dag_run)
+    by_resource = dict(zip(PURGE_RESOURCES, range(len(PURGE_RESOURCES)), strict=True))
+    assert states[("purge_planned_records", by_resource["monitors"])] == "success"
+    assert states[("purge_planned_records", by_resource["voicemessages"])] == "success"
+    assert states[("purge_planned_records", by_resource["chatmsgs"])] == "skipped"
+    assert states[("mask_matching_cdrs", -1)] == "skipped"
     deleted = len(before) - len(state(env.sandbox)["monitors"])
-    kept = read_plan(env, dry)["resources"]["voicemessages"]["count"]
+    kept = read_plan(env, dag_run)["resources"]["voicemessages"]["count"]
     assert deleted > 0 and kept > 0
-    assert run_note(dag_run) == f"PURGED: {deleted} deleted, {kept} kept"
+    assert run_note(dag_run) == f"PURGED: {deleted} deleted, {kept} kept; approved by bob"
     assert xcom(dag_run, "set_run_note")["via"] == "metadata_db"
 
 

@@ -121,6 +121,8 @@ class AirflowCluster:
     :param broker_url: the Celery broker.
     :param extra_env: ``AIRFLOW_CONN_*``, ``AIRFLOW_VAR_*`` and other settings.
     :param dags_folder: the folder the DAG processor parses.
+    :param users: more users of the simple auth manager besides ``ops`` (all admins, each
+        with a password of their own), e.g. the asker and the approver of a purge.
     """
 
     def __init__(
@@ -130,13 +132,16 @@ class AirflowCluster:
         broker_url: str,
         extra_env: Mapping[str, str],
         dags_folder: Path = REPO / "dags",
+        users: tuple[str, ...] = (),
     ) -> None:
         self.home = Path(home)
         self.api_port = free_port()
         self.api_url = f"http://127.0.0.1:{self.api_port}"
         self.password = secrets.token_urlsafe(16)
+        self.passwords = {ADMIN_USER: self.password}
+        self.passwords.update({user: secrets.token_urlsafe(16) for user in users})
         self.processes: list[ManagedProcess] = []
-        self._token: str | None = None
+        self._tokens: dict[str, str] = {}
         self.env = self._environment(sql_alchemy_conn, broker_url, dags_folder, extra_env)
 
     def _environment(
@@ -144,7 +149,7 @@ class AirflowCluster:
     ) -> dict[str, str]:
         passwords = self.home / "passwords.json"
         self.home.mkdir(parents=True, exist_ok=True)
-        passwords.write_text(json.dumps({ADMIN_USER: self.password}))
+        passwords.write_text(json.dumps(self.passwords))
         # Only what the processes need: a developer's AIRFLOW__* must not leak in.
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "VOIPSTUDIO"))}
         env.update(
@@ -158,7 +163,9 @@ class AirflowCluster:
                 "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
                 "AIRFLOW__CORE__FERNET_KEY": _fernet_key(),
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api_url}/execution/",
-                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(
+                    f"{user}:admin" for user in self.passwords
+                ),
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": sql_alchemy_conn,
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_POOL_SIZE": "3",
@@ -260,23 +267,27 @@ class AirflowCluster:
 
     # -- REST API v2 -----------------------------------------------------------------------
 
-    def token(self) -> str:
+    def token(self, user: str = ADMIN_USER) -> str:
         """A JWT from the simple auth manager, as ``POST /auth/token`` hands it out."""
-        if self._token is None:
+        if user not in self._tokens:
             answer = self.api(
                 "POST",
                 "/auth/token",
-                {"username": ADMIN_USER, "password": self.password},
+                {"username": user, "password": self.passwords[user]},
                 auth=False,
             )
-            self._token = answer["access_token"]
-        return self._token
+            self._tokens[user] = answer["access_token"]
+        return self._tokens[user]
 
-    def api(self, method: str, path: str, body: Any = None, *, auth: bool = True) -> Any:
-        """Call the API server and decode its JSON answer; raise with the body on errors."""
+    def api(
+        self, method: str, path: str, body: Any = None, *, auth: bool = True,
+        user: str = ADMIN_USER,
+    ) -> Any:  # fmt: skip
+        """Call the API server as ``user`` and decode its JSON answer; raise with the body
+        on errors."""
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if auth:
-            headers["Authorization"] = f"Bearer {self.token()}"
+            headers["Authorization"] = f"Bearer {self.token(user)}"
         request = urllib.request.Request(
             self.api_url + path,
             data=None if body is None else json.dumps(body).encode(),

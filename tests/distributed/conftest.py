@@ -28,12 +28,16 @@ def _why_celery_cannot_run() -> str | None:
     return None
 
 
-@pytest.fixture(scope="module")
+#: The purge's asker and approver, users of the simple auth manager beside ``ops``.
+PURGE_USERS = ("alice", "bob")
+
+
+@pytest.fixture(scope="session")
 def archive_prefix() -> str:
     return "voipstudio-it"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def archive_bucket(seaweed) -> str:
     """The bucket the DAGs write to; like a deployment's, it exists before the first run."""
     name = f"voipstudio-it-{uuid.uuid4().hex[:8]}"
@@ -41,7 +45,9 @@ def archive_bucket(seaweed) -> str:
     return name
 
 
-@pytest.fixture(scope="module")
+# One cluster for the session: starting one takes minutes, and every module drives it
+# through the REST API only, as separate operators of one deployment would.
+@pytest.fixture(scope="session")
 def airflow_cluster(tmp_path_factory, sandbox_server, seaweed, archive_bucket, archive_prefix):
     """PostgreSQL, Redis, API server, scheduler, DAG processor, triggerer, two Celery workers.
 
@@ -64,6 +70,7 @@ def airflow_cluster(tmp_path_factory, sandbox_server, seaweed, archive_bucket, a
                 "AIRFLOW_VAR_VOIPSTUDIO_S3_PREFIX": archive_prefix,
                 "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
             },
+            users=PURGE_USERS,
         )
         try:
             cluster.migrate()

@@ -31,7 +31,9 @@ DAG_IDS = {
     "voipstudio_retention",
     "voipstudio_compliance_purge",
 }
-PURGE_PARAMS = {"dry_run", "confirm", "resources", "older_than", "phone_number", "require_archive"}
+PURGE_PARAMS = {
+    "dry_run", "resources", "older_than", "phone_number", "require_archive", "approval_hours"
+}  # fmt: skip
 RECORDING_KINDS = (ARCHIVE_KINDS["monitors"], ARCHIVE_KINDS["voicemessages"])
 # The archive window: recent enough to leave older recordings unarchived, so that
 # retention has old records it must keep (no archived copy) as well as ones it deletes.

@@ -126,14 +126,10 @@ def test_purge_form_is_checked(params, message):
         parse_purge_request(params)
 
 
-@pytest.mark.parametrize(
-    ("confirm", "dry_run", "confirmed"),
-    [("PURGE", False, True), ("purge", False, False), ("PURGE ", False, False),
-     ("", False, False), ("PURGE", True, False)],
-)  # fmt: skip
-def test_only_the_exact_phrase_confirms_a_purge(confirm, dry_run, confirmed):
-    params = {"older_than": "2026-01-01", "confirm": confirm, "dry_run": dry_run}
-    assert parse_purge_request(params).confirmed is confirmed
+@pytest.mark.parametrize("hours", [0, -1, "72", True, None])
+def test_approval_hours_must_be_a_number_above_zero(hours):
+    with pytest.raises(ValueError, match="approval_hours must be a number of hours above 0"):
+        parse_purge_request({"older_than": "2026-01-01", "approval_hours": hours})
 
 
 def test_purge_defaults_are_safe():

@@ -69,10 +69,9 @@ def test_the_cutoff_never_counts_from_the_future():
         retention_reference(dt.datetime(2026, 11, 20), now)
 
 
-def test_a_purge_form_carries_the_reviewed_plan_run_id():
-    form = {"older_than": "2026-01-01", "dry_run": False, "confirm": "PURGE",
-            "plan_run_id": "  manual__2026-11-20T10:00:00+00:00 "}  # fmt: skip
+def test_a_purge_form_has_one_way_to_delete_the_approved_one():
+    form = {"older_than": "2026-01-01", "dry_run": False, "approval_hours": 0.5}
     request = parse_purge_request(form)
-    assert request.confirmed and request.plan_run_id == "manual__2026-11-20T10:00:00+00:00"
-    assert "plan_run_id" not in request.criteria()
-    assert parse_purge_request({"older_than": "2026-01-01"}).plan_run_id is None
+    assert not request.dry_run and request.approval_hours == 0.5
+    assert parse_purge_request({"older_than": "2026-01-01"}).approval_hours == 72
+    assert not {"confirm", "plan_run_id"} & set(request.criteria())

@@ -15,7 +15,6 @@ from voipstudio_provider.engine.deletion import batched
 from voipstudio_provider.engine.phone_numbers import numbers_by_field
 from voipstudio_provider.engine.policy import LegalHold
 from voipstudio_provider.engine.purge import (
-    CONFIRM_PHRASE,
     MASK_BATCH,
     MASKED_NUMBER,
     PurgeRequest,
@@ -35,23 +34,25 @@ def _masked(cdr: Mapping[str, Any], request: PurgeRequest) -> dict[str, Any]:
 
 
 def mask_planned_cdrs(
-    hook, audit: AuditLog, request: PurgeRequest, plan: Mapping[str, Any], hold: LegalHold
-) -> int:
+    hook, audit: AuditLog, request: PurgeRequest, plan: Mapping[str, Any], hold: LegalHold,
+    audit_fields: Mapping[str, Any] | None = None,
+) -> int:  # fmt: skip
     """Mask the purge's number in the planned CDRs by bulk PATCH; return how many.
 
     Each batch is read back: a CDR still showing the number is audited as ``failed``.
+
+    :param audit_fields: fields every line carries (who asked, who approved).
     """
-    if not (request.dry_run or request.confirmed):
-        raise PermissionError(f"confirm must be exactly {CONFIRM_PHRASE!r}; nothing was masked")
+    fields = dict(audit_fields or {})
     ids = plan.get("cdrs_to_mask", {}).get("ids", [])
     masked = 0
     for batch in batched(planned_records(hook, "cdrs", ids), MASK_BATCH):
         rows = []
         for cdr in batch:
             if hold.reason("cdrs", cdr):
-                audit.add("cdrs", cdr["id"], SKIPPED, "legal_hold_number")
+                audit.add("cdrs", cdr["id"], SKIPPED, "legal_hold_number", **fields)
             elif request.dry_run:
-                audit.add("cdrs", cdr["id"], WOULD_MASK, "number_matched")
+                audit.add("cdrs", cdr["id"], WOULD_MASK, "number_matched", **fields)
             else:
                 rows.append(_masked(cdr, request))
         if not rows:
@@ -59,8 +60,10 @@ def mask_planned_cdrs(
         hook.update_records("cdrs", rows)
         for cdr in planned_records(hook, "cdrs", [row["id"] for row in rows]):
             if request.matches("cdrs", cdr):
-                audit.add("cdrs", cdr["id"], "failed", "number_matched", detail="still unmasked")
+                audit.add(
+                    "cdrs", cdr["id"], "failed", "number_matched", detail="still unmasked", **fields
+                )
             else:
                 masked += 1
-                audit.add("cdrs", cdr["id"], MASKED, "number_matched")
+                audit.add("cdrs", cdr["id"], MASKED, "number_matched", **fields)
     return masked

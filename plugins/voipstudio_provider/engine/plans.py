@@ -1,21 +1,19 @@
-"""Purge plans: written by a dry run, reviewed by a person, executed by a confirmed run.
+"""Purge plans: written by the purge's first task, approved by a person, then executed.
 
 A plan is JSON at :func:`~.layout.plan_key` with ``sha256`` metadata and S3's own
-``ChecksumSHA256``; :func:`load_reviewed_plan` is what a confirmed purge checks before any
-request to the API.
+``ChecksumSHA256``; :func:`read_approved_plan` is what the deletion checks before any
+request to the API: the bytes must hash to the digest the approver was shown.
 """
 
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import io
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from botocore.exceptions import ClientError
 
-from voipstudio_provider.engine.layout import plan_key
 from voipstudio_provider.engine.s3objects import (
     ChangedObjectError,
     is_not_found,
@@ -24,22 +22,6 @@ from voipstudio_provider.engine.s3objects import (
     read_checked_json,
 )
 
-if TYPE_CHECKING:
-    from voipstudio_provider.engine.purge import PurgeRequest
-
-#: The oldest reviewed plan a confirmed purge executes; an older one must be planned again.
-PLAN_MAX_AGE = dt.timedelta(hours=72)
-#: Criteria a confirmed run must share with the plan it executes. ``region`` (the Variable
-#: ``voipstudio_default_region`` the plan was made under) is one: it decides which records
-#: a number matches, so a plan made under another region is not this run's plan.
-PLAN_CRITERIA = (
-    "resources",
-    "older_than",
-    "phone_number",
-    "require_archive",
-    "mask_cdrs",
-    "region",
-)
 #: The columns of the plan as CSV, one row per planned or held item.
 PLAN_CSV_COLUMNS = ("resource", "id", "date", "matched_number", "held", "hold_reason")
 #: A spreadsheet reads a cell starting with one of these as a formula.
@@ -125,64 +107,49 @@ def read_plan(s3_client, bucket: str, key: str) -> dict[str, Any]:
     return plan
 
 
-def load_reviewed_plan(
-    s3_client,
-    target,
-    dag_id: str,
-    request: PurgeRequest,
-    *,
-    reviewed_sha256: str | None = None,
-    now: dt.datetime | None = None,
-) -> dict[str, Any]:
-    """The dry run's plan a confirmed purge executes, checked before any request to the API.
+def read_approved_plan(s3_client, bucket: str, key: str, approved_sha256: str) -> dict[str, Any]:
+    """The plan a person approved: its bytes, read from S3 now, must hash to the digest the
+    approval request showed (passed through XCom), whatever metadata is stored beside it.
 
-    :param reviewed_sha256: the plan's digest as the dry run reported it (its XCom), when
-        it can be read: the plan object must still have it.
-    :raises PermissionError: no ``plan_run_id``, no such plan, a plan that changed, was not
-        a dry run's, is older than :data:`PLAN_MAX_AGE`, or asked for other criteria.
+    :raises PermissionError: the plan is gone, or is not the approved bytes.
     """
-    run_id = request.plan_run_id
-    if not run_id:
-        raise PermissionError(
-            "a confirmed purge executes a reviewed plan: set plan_run_id to the run id of "
-            "a dry run of this DAG; nothing was deleted"
-        )
-    key = plan_key(target.prefix, dag_id, run_id)
     try:
-        plan = read_plan(s3_client, target.bucket, key)
+        plan = read_plan(s3_client, bucket, key)
     except ClientError as error:
         if not is_not_found(error):
             raise
-        raise PermissionError(f"no plan of run {run_id!r} at {key}; nothing was deleted") from None
+        raise PermissionError(f"the approved plan {key} is gone; nothing was deleted") from None
     except ValueError as error:
         raise PermissionError(f"{error}; nothing was deleted") from None
-    problems = []
-    if reviewed_sha256 is not None and plan["sha256"] != reviewed_sha256:
-        problems.append("its digest is not the one its dry run reported")
-    if plan.get("dag_id") != dag_id or plan.get("run_id") != run_id:
-        problems.append("it belongs to another run")
-    if not plan.get("criteria", {}).get("dry_run", False):
-        problems.append("it was not written by a dry run")
-    planned_at = dt.datetime.fromisoformat(plan.get("planned_at", "1970-01-01T00:00:00+00:00"))
-    age = (now or dt.datetime.now(dt.UTC)) - planned_at
-    if age > PLAN_MAX_AGE:
-        problems.append(f"it is {age.total_seconds() / 3600:.0f} h old, more than "
-                        f"{PLAN_MAX_AGE.total_seconds() / 3600:.0f} h")  # fmt: skip
-    asked = request.criteria()
-    differing = [n for n in PLAN_CRITERIA if plan.get("criteria", {}).get(n) != asked[n]]
-    if differing:
-        problems.append(f"this run asks for other {', '.join(differing)} than the plan")
-    if problems:
+    if plan["sha256"] != approved_sha256:
         raise PermissionError(
-            f"the plan {key} cannot be executed: {'; '.join(problems)}. Nothing was "
-            "deleted: run a dry run again and review its plan."
+            f"the plan s3://{bucket}/{key} hashes to {plan['sha256']}, not to the approved "
+            f"{approved_sha256}: nothing was deleted"
         )
     return plan
 
 
-def reviewed_digest(dag_id: str, plan_run_id: str | None, ti) -> str | None:
-    """The plan digest the dry run ``plan_run_id`` reported in its XCom, if readable."""
-    if ti is None or not plan_run_id:
-        return None
-    summary = ti.xcom_pull(task_ids="plan_purge", dag_id=dag_id, run_id=plan_run_id)
-    return (summary or {}).get("plan_sha256")
+def approved_plan_key(plan_json_key: str) -> str:
+    """The run's copy of its plan with the approval: ``….plan.json`` -> ``….plan.approved.json``."""
+    return plan_json_key.removesuffix(".json") + ".approved.json"
+
+
+def check_plan_criteria(plan: Mapping[str, Any], criteria: Mapping[str, Any]) -> None:
+    """Refuse to execute ``plan`` for a request whose criteria differ from the plan's.
+
+    A deleting task reads its form and the Variables again, hours after the plan was
+    approved; ``region`` (``voipstudio_default_region``) decides which records a number
+    matches, so a plan made under another region, or other criteria, is not the one to
+    execute.
+
+    :param criteria: :meth:`~.purge.PurgeRequest.criteria` of the executing request.
+    :raises PermissionError: a criterion differs; nothing may be deleted then.
+    """
+    planned = plan.get("criteria") or {}
+    differing = sorted(name for name in criteria if planned.get(name) != criteria[name])
+    if differing:
+        shown = ", ".join(f"{n} {planned.get(n)!r} -> {criteria[n]!r}" for n in differing)
+        raise PermissionError(
+            f"this run asks for other {', '.join(differing)} than the plan ({shown}): nothing "
+            "was deleted; trigger a new purge to plan and approve again"
+        )

@@ -3,8 +3,8 @@
 :func:`parse_purge_request` checks the purge form and builds a :class:`PurgeRequest`, which
 knows which records it matches (exactly one E.164 number, through :mod:`~.phone_numbers`)
 and the criteria a plan records (:mod:`~.plans`). :func:`build_plan` lists what matches per
-resource, held items apart; :func:`purge_planned` deletes a reviewed plan's ids that still
-match, are not held and are verified, through
+resource, held items apart; :func:`purge_planned` deletes a plan's ids that still match,
+are not held and are verified, once a second person approved it, through
 :class:`~voipstudio_provider.engine.deletion.SourceDeleter`. Masking the number in CDRs is
 in :mod:`~.masking`.
 
@@ -37,10 +37,10 @@ from voipstudio_provider.engine.policy import LegalHold
 if TYPE_CHECKING:
     from phonenumbers import PhoneNumber
 
+    from voipstudio_provider.engine.approval import Approval
     from voipstudio_provider.engine.phone_numbers import FoundNumber
 
 PURGE_RESOURCES: tuple[str, ...] = ("monitors", "voicemessages", "chatmsgs")
-CONFIRM_PHRASE = "PURGE"
 #: What a masked CDR shows instead of the number.
 MASKED_NUMBER = "masked"
 MASK_BATCH = 100
@@ -53,13 +53,12 @@ class PurgeRequest:
     :param resources: which of :data:`PURGE_RESOURCES` to purge.
     :param older_than: purge records dated before this UTC day.
     :param phone_number: purge records involving exactly this number, in E.164.
-    :param dry_run: plan and report only.
-    :param confirm: must be exactly ``PURGE`` for anything to be deleted.
+    :param dry_run: plan and report only (nothing is asked for approval).
     :param require_archive: delete only what is verified in the archive.
     :param mask_cdrs: mask ``phone_number`` in matching CDRs.
     :param max_deletions: the most items the purge may delete; a larger plan stops the
         run before anything is deleted.
-    :param plan_run_id: the dry run whose plan a confirmed purge executes.
+    :param approval_hours: how long the approval request stays open.
     :param region: the Variable ``voipstudio_default_region``; national numbers in
         records are read in it and in the purged number's own country (:attr:`regions`).
     """
@@ -68,17 +67,11 @@ class PurgeRequest:
     older_than: dt.date | None = None
     phone_number: str | None = None
     dry_run: bool = True
-    confirm: str = ""
     require_archive: bool = True
     mask_cdrs: bool = False
     max_deletions: int = DEFAULT_MAX_DELETIONS
-    plan_run_id: str | None = None
+    approval_hours: float = 72
     region: str | None = None
-
-    @property
-    def confirmed(self) -> bool:
-        """Deleting is allowed: not a dry run, and ``confirm`` is exactly ``PURGE``."""
-        return not self.dry_run and self.confirm == CONFIRM_PHRASE
 
     @property
     def cutoff(self) -> dt.datetime | None:
@@ -117,8 +110,6 @@ class PurgeRequest:
         values = asdict(self)
         values["older_than"] = self.older_than.isoformat() if self.older_than else None
         values["resources"] = list(self.resources)
-        values.pop("confirm")
-        values.pop("plan_run_id")
         return values
 
 
@@ -130,8 +121,8 @@ def parse_purge_request(params: Mapping[str, Any], region: str | None = None) ->
         ``None`` reads international forms only.
     :raises ValueError: unknown resources, a bad date, a ``phone_number`` that is not one
         valid number (a national one without a region among them), no ``older_than`` nor
-        ``phone_number``, ``mask_cdrs`` without a number, or a ``max_deletions`` that is
-        not a whole number of at least 1.
+        ``phone_number``, ``mask_cdrs`` without a number, a ``max_deletions`` that is
+        not a whole number of at least 1, or ``approval_hours`` not above 0.
     """
     resources = tuple(params.get("resources") or PURGE_RESOURCES)
     unknown = set(resources) - set(PURGE_RESOURCES)
@@ -159,16 +150,18 @@ def parse_purge_request(params: Mapping[str, Any], region: str | None = None) ->
         raise ValueError(
             f"max_deletions must be a whole number of at least 1, not {max_deletions!r}"
         )
+    hours = params.get("approval_hours", 72)
+    if isinstance(hours, bool) or not isinstance(hours, int | float) or not hours > 0:
+        raise ValueError(f"approval_hours must be a number of hours above 0, not {hours!r}")
     return PurgeRequest(
         resources=resources,
         older_than=older_than,
         phone_number=phone,
         dry_run=bool(params.get("dry_run", True)),
-        confirm=str(params.get("confirm") or ""),
         require_archive=bool(params.get("require_archive", True)),
         mask_cdrs=mask,
         max_deletions=max_deletions,
-        plan_run_id=str(params.get("plan_run_id") or "").strip() or None,
+        approval_hours=hours,
         region=region,
     )
 
@@ -317,9 +310,13 @@ def _still_matches(request: PurgeRequest, resource: str, plan: Mapping[str, Any]
 
 
 def audit_held(
-    hook, audit: AuditLog, resource: str, plan: Mapping[str, Any], hold: LegalHold
-) -> int:
-    """One ``skipped`` line per item the plan lists as held; return how many."""
+    hook, audit: AuditLog, resource: str, plan: Mapping[str, Any], hold: LegalHold,
+    audit_fields: Mapping[str, Any] | None = None,
+) -> int:  # fmt: skip
+    """One ``skipped`` line per item the plan lists as held; return how many.
+
+    :param audit_fields: fields every line carries (the approval).
+    """
     held = list(plan["resources"].get(resource, {}).get("held", []))
     found = {record["id"]: record for record in planned_records(hook, resource, held)}
     for record_id in held:
@@ -331,28 +328,33 @@ def audit_held(
             resource, record_id, SKIPPED, reason or "held_when_planned",
             detail=None if reason else "held when the plan was made: kept",
             chat_id=record.get("chat_id") if record and resource == "chatmsgs" else None,
+            **dict(audit_fields or {}),
         )  # fmt: skip
     return len(held)
 
 
 def purge_planned(
     hook, s3_client, target, audit: AuditLog, request: PurgeRequest, resource: str,
-    plan: Mapping[str, Any], hold: LegalHold, checkpoint=None, *, hold_loader=None,
-    intents=None,
+    plan: Mapping[str, Any], hold: LegalHold, checkpoint=None, *, approval: Approval,
+    hold_loader=None, intents=None,
 ) -> SourceDeleter:  # fmt: skip
-    """Delete the planned ids of ``resource`` (or, dry, say what would go).
+    """Delete the planned ids of ``resource``, as ``approval`` approved them.
 
     Only planned ids are touched, each checked again: it still matches the criteria (and
     its own date is before ``older_than``), it is not held (the hold is read again before
     every batch with ``hold_loader``) and its archive verifies. Records gone since planning
-    get a ``gone`` line; every held item of the plan gets a ``skipped`` line.
+    get a ``gone`` line; every held item of the plan gets a ``skipped`` line. Every line
+    carries who asked and who approved (:meth:`~.approval.Approval.audit_fields`).
+
+    :raises PermissionError: a dry run, which deletes nothing.
     """
-    if not (request.dry_run or request.confirmed):
-        raise PermissionError(f"confirm must be exactly {CONFIRM_PHRASE!r}; nothing was deleted")
+    if request.dry_run:
+        raise PermissionError("a dry run deletes nothing")
+    fields = approval.audit_fields()
     ids = list(plan["resources"].get(resource, {}).get("ids", []))
-    audit_held(hook, audit, resource, plan, hold)
+    audit_held(hook, audit, resource, plan, hold, fields)
     deleter = SourceDeleter(
-        hook, s3_client, target, audit, resource, hold=hold, dry_run=request.dry_run,
+        hook, s3_client, target, audit, resource, hold=hold, dry_run=False, audit_fields=fields,
         budget=len(ids), require_archive=request.require_archive, checkpoint=checkpoint,
         cutoff=request.cutoff, hold_loader=hold_loader, intents=intents,
         still_matches=_still_matches(request, resource, plan),
@@ -366,5 +368,5 @@ def purge_planned(
 
     deleter.run(tracked())
     for missing in sorted(set(ids) - seen):
-        audit.add(resource, missing, SKIPPED, "gone", detail="no longer at the source")
+        audit.add(resource, missing, SKIPPED, "gone", detail="no longer at the source", **fields)
     return deleter

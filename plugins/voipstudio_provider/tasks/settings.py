@@ -5,8 +5,8 @@ A DAG param of a run wins, else the Airflow Variable, else the default:
 ``prefix`` / ``voipstudio_s3_prefix`` / ``voipstudio``. The DAGs that delete at the source
 pass no params (:func:`deletion_target`): for them the Variables decide alone.
 
-The Variables of the deleting DAGs (retention policy, legal hold, default region) and the
-two clients every task builds from its connections are read here too.
+The Variables of the deleting DAGs (retention policy, legal hold, default region, purge
+approvers) and the two clients every task builds from its connections are read here too.
 """
 
 from __future__ import annotations
@@ -199,6 +199,15 @@ def legal_hold_client():
 
     check_connections(LEGAL_HOLD_CONN_ID)
     return S3Hook(aws_conn_id=LEGAL_HOLD_CONN_ID).get_conn()
+
+
+def load_purge_approvers():
+    """Who may approve a purge, from ``voipstudio_purge_approvers``
+    (:func:`~voipstudio_provider.engine.approval.parse_approvers`); unset: no list, and the
+    person who asked may never approve."""
+    from voipstudio_provider.engine.approval import APPROVERS_VARIABLE, parse_approvers
+
+    return parse_approvers(_variable(APPROVERS_VARIABLE))
 
 
 def clients(voipstudio_conn_id: str, aws_conn_id: str):
