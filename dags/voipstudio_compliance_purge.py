@@ -74,6 +74,8 @@ note: `DRY RUN: N planned`, `PURGED: N deleted, M kept; approved by <user>`,
 `REJECTED by <user>`, `EXPIRED: ...` or `REFUSED: <why>` (through the connection
 `airflow_api` to the API server; without it the note is in its log and XCom). A resource
 not among `resources`, and `mask_matching_cdrs` with `mask_cdrs` off, end *skipped*.
+
+Manual: [Compliance purge](http://127.0.0.1:8000/deletion/#compliance-purge)
 """
 
 from __future__ import annotations
