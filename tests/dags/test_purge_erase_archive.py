@@ -167,3 +167,26 @@ def test_a_rejected_purge_erases_nothing(archived, run_dag, desk):
     assert every_archived_version(env) == before
     assert env.keys("audit/erasure/") == []
     assert run_note(dag_run).startswith("REJECTED by bob")
+
+
+def test_without_the_erasure_connection_the_run_fails_and_nothing_is_erased(
+    archived, run_dag, desk, capfd
+):
+    env, ids = archived
+    env.monkeypatch.delenv("AIRFLOW_CONN_AWS_ERASURE")
+    before = every_archived_version(env)
+
+    dag_run = approved_purge(run_dag, desk, CONF)
+
+    assert dag_run.state == "failed"
+    states = task_states(dag_run)
+    assert states[("erase_archived_copies", -1)] == "failed"
+    assert states[("fail_if_a_task_failed", -1)] == "failed"
+    assert ids["gone"] not in by_id(env.sandbox, "monitors")  # the source purge ran
+    assert every_archived_version(env) == before
+    assert env.keys("audit/erasure/") == []
+    out, err = capfd.readouterr()
+    assert "connection 'aws_erasure' is not defined" in out + err
+    assert run_note(dag_run).endswith(
+        "; archived copies not erased (see erase_archived_copies's log)"
+    )
