@@ -190,3 +190,15 @@ def test_without_the_erasure_connection_the_run_fails_and_nothing_is_erased(
     assert run_note(dag_run).endswith(
         "; archived copies not erased (see erase_archived_copies's log)"
     )
+
+
+def test_the_form_offers_erase_archive_off_by_default(airflow_env):
+    from tests.dags.conftest import load_dag
+
+    dag = load_dag("voipstudio_compliance_purge")
+    schema = dag.params.get_param("erase_archive").schema
+    assert schema["type"] == "boolean" and dag.params["erase_archive"] is False
+    assert schema["title"] == "Erase archive" and "aws_erasure" in schema["description"]
+    task = dag.get_task("erase_archived_copies")
+    assert task.trigger_rule == "none_failed_min_one_success"
+    assert {"purge_planned_records", "mask_matching_cdrs"} <= task.upstream_task_ids
