@@ -196,9 +196,9 @@ def test_the_form_offers_erase_archive_off_by_default(airflow_env):
     from tests.dags.conftest import load_dag
 
     dag = load_dag("voipstudio_compliance_purge")
-    schema = dag.params.get_param("erase_archive").schema
-    assert schema["type"] == "boolean" and dag.params["erase_archive"] is False
-    assert schema["title"] == "Erase archive" and "aws_erasure" in schema["description"]
+    param = dag.params.get_param("erase_archive")
+    assert param.schema["type"] == "boolean" and dag.params["erase_archive"] is False
+    assert param.schema["title"] == "Erase archive" and "aws_erasure" in param.description
     task = dag.get_task("erase_archived_copies")
     assert task.trigger_rule == "none_failed_min_one_success"
     assert {"purge_planned_records", "mask_matching_cdrs"} <= task.upstream_task_ids
