@@ -31,6 +31,10 @@ the person who triggered the run deletes anything.
   and trigger again with a larger value.
 - `approval_hours` (default 72): how long the approval request stays open. Without an
   answer by then the run fails, nothing is deleted, and the note says `EXPIRED`.
+- `erase_archive` (default off): once the source records are deleted, erase their
+  archived copies too, through the connection `aws_erasure` only; held, Object-Locked and
+  duty-bound copies (`voipstudio_minimum_keep_days`) are kept, and a record the purge
+  kept at the source keeps its archived copies.
 
 Bucket and prefix come from the Variables `voipstudio_s3_bucket` and
 `voipstudio_s3_prefix` only; a run cannot point the archive check elsewhere.
@@ -62,18 +66,23 @@ the plan again and deletes only if its bytes hash to the digest the approver was
 The audit log, one line per item deleted, masked or kept, with the reason, the archive
 key checked, `requested_by`, `approved_by`, `approved_at` and `plan_sha256`:
 `{prefix}/audit/voipstudio_compliance_purge/{run_id}.jsonl`.
-The archived copies in the bucket are not touched by a purge.
+The archived copies in the bucket are not touched by a purge, unless `erase_archive` is
+on: then `{prefix}/audit/erasure/{run_id}.jsonl` has a line per archived object erased or
+kept.
 
 #### Tasks
 
 `plan_purge` → `approve_purge` → `purge_planned_records` (mapped over the resources,
-pool `voipstudio_api`) → `mask_matching_cdrs`; `write_audit_log` joins the audit parts,
+pool `voipstudio_api`) → `mask_matching_cdrs` → `erase_archived_copies` (with
+`erase_archive`; only records gone from the source); `write_audit_log` joins the audit parts,
 also after a failure, and fails the run when it cannot; `fail_if_a_task_failed` runs only
 when another task failed, and fails the run; `set_run_note` always runs and sets the run's
-note: `DRY RUN: N planned`, `PURGED: N deleted, M kept; approved by <user>`,
+note: `DRY RUN: N planned`, `PURGED: N deleted, M kept; approved by <user>` (and
+`; N archived copies erased, K kept` with `erase_archive`),
 `REJECTED by <user>`, `EXPIRED: ...` or `REFUSED: <why>` (through the connection
 `airflow_api` to the API server; without it the note is in its log and XCom). A resource
-not among `resources`, and `mask_matching_cdrs` with `mask_cdrs` off, end *skipped*.
+not among `resources`, `mask_matching_cdrs` with `mask_cdrs` off and
+`erase_archived_copies` with `erase_archive` off, end *skipped*.
 
 Manual: [Compliance purge](http://127.0.0.1:8000/deletion/#compliance-purge)
 """
@@ -87,7 +96,7 @@ from voipstudio_provider.engine.approval import DEFAULT_APPROVAL_HOURS
 from voipstudio_provider.engine.deletion import DEFAULT_MAX_DELETIONS
 from voipstudio_provider.engine.purge import PURGE_RESOURCES
 from voipstudio_provider.operators.purge_approval import PurgeApprovalOperator
-from voipstudio_provider.tasks import purge, run_notes
+from voipstudio_provider.tasks import erasure, purge, run_notes
 from voipstudio_provider.tasks.deletion_run import end_deletion_run
 from voipstudio_provider.tasks.settings import API_POOL, dag_default_args
 
@@ -163,6 +172,16 @@ from voipstudio_provider.tasks.settings import API_POOL, dag_default_args
             title="Approval hours",
             description="how long the approval request stays open; unanswered, nothing is deleted",
         ),
+        "erase_archive": Param(
+            False,
+            type="boolean",
+            title="Erase archive",
+            description=(
+                "also erase the archived copies of the records deleted, through the "
+                "aws_erasure connection; held, Object-Locked and duty-bound copies "
+                "(voipstudio_minimum_keep_days) are kept"
+            ),
+        ),
     },
 )
 def voipstudio_compliance_purge():
@@ -188,12 +207,20 @@ def voipstudio_compliance_purge():
         answer = ti.xcom_pull(task_ids="approve_purge")
         return purge.run_masking(params, dag_run, ti.try_number, answer)
 
+    # After the deletion, and only when something was purged: a Reject, an expiry and a
+    # dry run skip it with the resources.
+    @task(pool=API_POOL, trigger_rule="none_failed_min_one_success")
+    def erase_archived_copies(params=None, dag_run=None, ti=None):
+        answer = ti.xcom_pull(task_ids="approve_purge")
+        return erasure.erase_after_purge(params, dag_run, answer, ti.try_number)
+
     @task(trigger_rule="all_done", retries=0)
     def set_run_note(params=None, dag_run=None, ti=None):
         plan_summary = ti.xcom_pull(task_ids="plan_purge", key=purge.PLAN_SUMMARY_KEY)
         answer = ti.xcom_pull(task_ids="approve_purge", key=purge.ANSWER_KEY)
         purged = ti.xcom_pull(task_ids="purge_planned_records")
-        note = purge.purge_note(params, plan_summary, answer, purged)
+        erased = ti.xcom_pull(task_ids="erase_archived_copies")
+        note = purge.purge_note(params, plan_summary, answer, purged, erased)
         return run_notes.set_run_note(dag_run.dag_id, dag_run.run_id, note)
 
     plan = plan_purge()
@@ -201,12 +228,15 @@ def voipstudio_compliance_purge():
     purged = purge_planned_records.expand(resource=list(PURGE_RESOURCES))
     approve_purge >> purged
     masked = purged >> mask_matching_cdrs()
-    # write_audit_log is the teardown; fail_if_a_task_failed keeps a refused approval or a
-    # failed resource failing the run too.
-    end_deletion_run(masked, [plan, approve_purge, purged, masked])
+    # Downstream of both: with mask_cdrs off the masking is skipped, the purge is not.
+    erased = erase_archived_copies()
+    [purged, masked] >> erased
+    # write_audit_log is the teardown; fail_if_a_task_failed keeps a refused approval, a
+    # failed resource or a failed erasure failing the run too.
+    end_deletion_run([masked, erased], [plan, approve_purge, purged, masked, erased])
     # Not a direct downstream of approve_purge, whose Reject skips its direct downstream;
     # beside the audit teardown, not after it, so that the teardown stays a leaf.
-    [plan, purged, masked] >> set_run_note()
+    [plan, purged, masked, erased] >> set_run_note()
 
 
 voipstudio_compliance_purge()

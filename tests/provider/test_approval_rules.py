@@ -95,3 +95,24 @@ def test_the_subject_says_what_goes():
     assert approval_subject(older) == "Purge 1 recording older than 2026-01-01?"
     masked = {**plan, "cdrs_to_mask": {"count": 5}}
     assert approval_subject(masked).endswith("of +44 20 7946 0321, and mask it in 5 CDRs?")
+    erased = {**masked, "criteria": {**plan["criteria"], "erase_archive": True}}
+    assert approval_subject(erased).endswith(
+        "and mask it in 5 CDRs, and erase their archived copies?"
+    )
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_erase_archive_is_a_criterion_of_the_plan(value):
+    from voipstudio_provider.engine.purge import parse_purge_request
+
+    request = parse_purge_request({"older_than": "2026-01-01", "erase_archive": value})
+    assert request.erase_archive is value and request.criteria()["erase_archive"] is value
+    assert parse_purge_request({"older_than": "2026-01-01"}).erase_archive is False
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None, "true"])
+def test_erase_archive_is_true_or_false_and_nothing_else(value):
+    from voipstudio_provider.engine.purge import parse_purge_request
+
+    with pytest.raises(ValueError, match="erase_archive must be true or false"):
+        parse_purge_request({"older_than": "2026-01-01", "erase_archive": value})

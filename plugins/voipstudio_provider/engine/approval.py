@@ -147,6 +147,8 @@ def approval_subject(plan: Mapping[str, Any]) -> str:
         subject += f" older than {criteria['older_than']}"
     if "cdrs_to_mask" in plan:
         subject += f", and mask it in {_counted(plan['cdrs_to_mask']['count'], 'cdrs')}"
+    if criteria.get("erase_archive"):
+        subject += ", and erase their archived copies"
     return subject + "?"
 
 
@@ -210,6 +212,7 @@ def approval_body(
         f"- require archive: {'yes' if criteria.get('require_archive', True) else 'no'}; "
         f"mask CDRs: {'yes' if criteria.get('mask_cdrs') else 'no'}; "
         f"max deletions: {criteria.get('max_deletions', '-')}",
+        f"- erase archived copies: {'yes' if criteria.get('erase_archive') else 'no'}",
         "",
         "### Counts",
         "",

@@ -59,6 +59,7 @@ class PurgeRequest:
     :param max_deletions: the most items the purge may delete; a larger plan stops the
         run before anything is deleted.
     :param approval_hours: how long the approval request stays open.
+    :param erase_archive: erase the archived copies of what the purge deleted too.
     :param region: the Variable ``voipstudio_default_region``; national numbers in
         records are read in it and in the purged number's own country (:attr:`regions`).
     """
@@ -71,6 +72,7 @@ class PurgeRequest:
     mask_cdrs: bool = False
     max_deletions: int = DEFAULT_MAX_DELETIONS
     approval_hours: float = 72
+    erase_archive: bool = False
     region: str | None = None
 
     @property
@@ -122,7 +124,8 @@ def parse_purge_request(params: Mapping[str, Any], region: str | None = None) ->
     :raises ValueError: unknown resources, a bad date, a ``phone_number`` that is not one
         valid number (a national one without a region among them), no ``older_than`` nor
         ``phone_number``, ``mask_cdrs`` without a number, a ``max_deletions`` that is
-        not a whole number of at least 1, or ``approval_hours`` not above 0.
+        not a whole number of at least 1, ``approval_hours`` not above 0, or an
+        ``erase_archive`` that is not true or false.
     """
     resources = tuple(params.get("resources") or PURGE_RESOURCES)
     unknown = set(resources) - set(PURGE_RESOURCES)
@@ -153,6 +156,9 @@ def parse_purge_request(params: Mapping[str, Any], region: str | None = None) ->
     hours = params.get("approval_hours", 72)
     if isinstance(hours, bool) or not isinstance(hours, int | float) or not hours > 0:
         raise ValueError(f"approval_hours must be a number of hours above 0, not {hours!r}")
+    erase_archive = params.get("erase_archive", False)
+    if not isinstance(erase_archive, bool):
+        raise ValueError(f"erase_archive must be true or false, not {erase_archive!r}")
     return PurgeRequest(
         resources=resources,
         older_than=older_than,
@@ -162,6 +168,7 @@ def parse_purge_request(params: Mapping[str, Any], region: str | None = None) ->
         mask_cdrs=mask,
         max_deletions=max_deletions,
         approval_hours=hours,
+        erase_archive=erase_archive,
         region=region,
     )
 

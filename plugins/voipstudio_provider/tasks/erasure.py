@@ -1,5 +1,6 @@
-"""Erasure of the archived copies, as task bodies: after a purge (:func:`erase_archived_copies`)
-and daily, for what had to wait (:func:`erase_due_copies`).
+"""Erasure of the archived copies, as task bodies: after a purge (:func:`erase_archived_copies`,
+run by the purge's task through :func:`erase_after_purge`) and daily, for what had to wait
+(:func:`erase_due_copies`).
 
 Both read the archive's place from the Variables only (as every deleting DAG does), the
 legal hold and ``voipstudio_minimum_keep_days`` afresh, and delete only through the
@@ -105,3 +106,63 @@ def erase_due_copies(run_id: str, *, now: dt.datetime | None = None) -> dict[str
     result = erase_due(s3_client, erasure_client(), target, index, rules, run_id)
     log.info("due erasures: %s", result)
     return result
+
+
+def erase_after_purge(
+    params: Mapping[str, Any], dag_run, approval_answer: Mapping[str, Any] | None,
+    try_number: int = 1,
+) -> dict[str, Any]:  # fmt: skip
+    """Task of the purge: erase the archived copies of what the approved purge deleted.
+
+    Only records gone from the source are erased (:func:`~voipstudio_provider.engine.
+    erasure_scope.erasure_plan`): a record the purge kept keeps its archived copies too.
+    The approval and the plan's digest and criteria are checked again, as where the purge
+    deletes; a missing ``aws_erasure`` connection or a Variable that does not parse fails
+    the task, without retries, before anything is erased.
+
+    :param approval_answer: what ``approve_purge`` returned.
+    :param try_number: this attempt; a retry audits in ``{run_id}.try{n}`` of its own.
+    :return: the counts of :func:`erase_archived_copies` and ``left`` (per resource and
+        reason, records whose copies stay because the source still has them).
+    :raises AirflowSkipException: ``erase_archive`` is off.
+    """
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+    from voipstudio_provider.engine.erasure_scope import erasure_plan
+    from voipstudio_provider.engine.layout import plan_key
+    from voipstudio_provider.engine.plans import check_plan_criteria, read_approved_plan
+    from voipstudio_provider.engine.subject_index import SubjectIndex
+    from voipstudio_provider.tasks.purge import _approval, _request
+    from voipstudio_provider.tasks.settings import (
+        clients,
+        deletion_target,
+        erasure_client,
+        fail_on_configuration_error,
+        load_legal_hold,
+        load_minimum_keep_days,
+    )
+
+    request = _request(params)
+    if not request.erase_archive:
+        raise AirflowSkipException("erase_archive is off: the archived copies stay")
+    approval = _approval(approval_answer, dag_run)
+    with fail_on_configuration_error("erasure's connection and Variables"):
+        erasure_client()
+        load_legal_hold()
+        load_minimum_keep_days()
+    target = deletion_target()
+    hook, s3_client = clients("voipstudio_default", "aws_default")
+    key = plan_key(target.prefix, dag_run.dag_id, dag_run.run_id)
+    try:
+        plan = read_approved_plan(s3_client, target.bucket, key, approval.plan_sha256)
+        check_plan_criteria(plan, request.criteria())
+    except PermissionError as error:
+        raise AirflowFailException(str(error)) from None
+    index = SubjectIndex.read(s3_client, target.bucket, target.prefix)
+    scope = erasure_plan(hook, plan, index)
+    for resource, reasons in sorted(scope.left.items()):
+        log.info("%s: archived copies kept of records the source still has: %s",
+                 resource, reasons)  # fmt: skip
+    run_id = dag_run.run_id if try_number <= 1 else f"{dag_run.run_id}.try{try_number}"
+    result = erase_archived_copies(scope.plan, run_id, purge_run=dag_run.run_id)
+    return {**result, "left": scope.left}

@@ -354,14 +354,18 @@ def purge_note(
     plan_summary: Mapping[str, Any] | None,
     answer: Mapping[str, Any] | None,
     purged: Any,
+    erased: Mapping[str, Any] | None = None,
 ) -> str:
     """The run's note: ``DRY RUN: N planned``, ``REJECTED by <user>``, ``EXPIRED: ...``,
     ``REFUSED: <why>`` or ``PURGED: N deleted, M kept; approved by <user>`` (``FAILED:
-    ...`` when a task failed otherwise).
+    ...`` when a task failed otherwise), and ``; N archived copies erased, K kept`` when
+    the archived copies were erased (``; archived copies not erased ...`` when
+    ``erase_archive`` asked for it and the erasure did not end well).
 
     :param plan_summary: what ``plan_purge`` reported, ``None`` when it wrote no plan.
     :param answer: what ``approve_purge`` made of the answer, ``None`` without one.
     :param purged: the XComs of ``purge_planned_records`` (one dict or a list of them).
+    :param erased: what ``erase_archived_copies`` returned, ``None`` when it did not run.
     """
     try:
         request = _request(params)
@@ -405,4 +409,8 @@ def purge_note(
         note += " (self-approved, as voipstudio_purge_approvers allows)"
     if missing:
         note = f"FAILED: {', '.join(missing)} not purged (see their logs); " + note[8:]
+    if erased:
+        note += f"; {erased.get('erased', 0)} archived copies erased, {erased.get('kept', 0)} kept"
+    elif request.erase_archive:
+        note += "; archived copies not erased (see erase_archived_copies's log)"
     return note
