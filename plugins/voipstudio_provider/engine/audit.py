@@ -64,6 +64,8 @@ REASONS: dict[str, str] = {
     "gone": "no longer at the source when its turn came",
     "delete_error": "the API refused or failed the delete",
     "delete_unconfirmed": "still listed after the delete was accepted",
+    "delete_outcome_unknown": "the delete failed or its answer was lost; it may have taken "
+    "effect, so the source is asked again",
     "delete_interrupted": "an attempt was interrupted around its delete; still at the source",
     "number_matched": "the CDR involves the phone number of the purge",
 }
