@@ -22,6 +22,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -230,6 +231,8 @@ def reconcile_intents(
     *,
     resource: str | None = None,
     final: bool = False,
+    wait: float = 0.0,
+    line_fields: dict[str, Any] | None = None,
 ) -> list[str]:
     """Write the outcome of every id of the run's pending intents; return their keys.
 
@@ -237,24 +240,33 @@ def reconcile_intents(
     source no longer lists gets a ``deleted`` line (after a ``deleted_unconfirmed`` one,
     that line is the later confirmation). An id still listed is decided again by the
     attempt's walk; when ``final`` (the run's audit is being written) it is audited
-    ``failed`` instead. The caller uploads ``audit``, then resolves the returned intents.
+    ``failed`` instead, and its intent is released. The caller uploads ``audit``, then
+    resolves the returned intents.
+
+    :param wait: when ``final``, seconds to keep asking about ids whose delete was
+        accepted or may have taken effect (``deleted_unconfirmed``) before releasing them.
+    :param line_fields: added to every line written (e.g. ``recovered_by``).
     """
     intents = pending_intents(s3_client, target, dag_id, run_id, resource)
     if not intents:
         return []
     outcomes = audit_outcomes(s3_client, target.bucket, target.prefix, dag_id, run_id)
+    extra = dict(line_fields or {})
     for key, intent in intents:
         name = intent["resource"]
+        attempt = intent.get("attempt")
         ids = [int(i) for i in intent["ids"]]
         still = present_ids(hook, name, ids)
+        maybe_late = {i for i in still if DELETED_UNCONFIRMED in outcomes.get((name, i), set())}
+        if final and wait > 0 and maybe_late:
+            still = _ask_until(hook, name, still, wait)
         for record_id in ids:
             done = outcomes.get((name, record_id), set())
             if done & {DELETED, SKIPPED}:
                 continue
-            fields = dict(intent["items"].get(str(record_id), {}))
+            fields = dict(intent["items"].get(str(record_id), {})) | extra
             reason = fields.pop("reason", "archive_verified")
             archive_key = fields.pop("archive_key", None)
-            attempt = intent.get("attempt")
             if record_id not in still:
                 detail = f"absent at the source when the delete intent of {attempt} was reconciled"
                 audit.add(
@@ -275,6 +287,16 @@ def reconcile_intents(
             key, attempt, len(ids), len(still),
         )  # fmt: skip
     return [key for key, _ in intents]
+
+
+def _ask_until(hook, resource: str, ids: set[int], wait: float) -> set[int]:
+    """The ids of ``ids`` still listed after asking again for up to ``wait`` seconds."""
+    deadline = time.monotonic() + wait
+    still = set(ids)
+    while still and time.monotonic() < deadline:
+        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+        still = present_ids(hook, resource, still)
+    return still
 
 
 @contextlib.contextmanager
@@ -302,17 +324,34 @@ def deletion_attempt(
         yield audit, intents
 
 
-def reconcile_run(hook, s3_client, target, dag_id: str, run_id: str) -> int:
+def reconcile_run(
+    hook,
+    s3_client,
+    target,
+    dag_id: str,
+    run_id: str,
+    *,
+    wait: float = 0.0,
+    line_fields: dict[str, Any] | None = None,
+    part_name: str = "reconciled",
+) -> int:
     """Reconcile every pending intent of a run into a part of its own; return how many.
 
-    Called when the run's audit is written: an id still at the source is audited
-    ``failed`` then.
+    Called when the run's audit is written, by its own teardown or by a later run that
+    settles it: an id still at the source is audited ``failed`` then and released.
+
+    :param wait: see :func:`reconcile_intents`.
+    :param line_fields: added to every line written.
+    :param part_name: the part's name before its time stamp.
     """
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
-    part = f"reconciled.{stamp}.{uuid.uuid4().hex[:8]}"
+    part = f"{part_name}.{stamp}.{uuid.uuid4().hex[:8]}"
     key = f"{audit_parts_prefix(target.prefix, dag_id, run_id)}{part}.jsonl"
     with AuditLog(dag_id, run_id, key, evidence_args(target, lock=False)) as audit:
-        handled = reconcile_intents(hook, s3_client, target, audit, dag_id, run_id, final=True)
+        handled = reconcile_intents(
+            hook, s3_client, target, audit, dag_id, run_id, final=True, wait=wait,
+            line_fields=line_fields,
+        )  # fmt: skip
         if len(audit):
             audit.upload(s3_client, target.bucket, key)
     for intent in handled:

@@ -1,0 +1,114 @@
+"""What a deleting run settles before it deletes: whatever earlier runs left behind.
+
+A run whose process dies outright (SIGKILL, an OOM kill, a lost node) never runs its
+teardown: its write-ahead intents stay pending below ``{run_id}.intents/`` and its audit
+parts are never joined. :func:`settle_left_behind` finds every such run of *either*
+deleting DAG under ``{p}/audit/{dag_id}/``, asks the source about each pending intent's ids
+(gone: a ``deleted`` line; still there: a ``failed`` line, and the intent is released), and
+joins the run's parts into its audit object, so that the finished object of the run that
+sent the deletes holds every line. Each line written so carries ``recovered_by``, the
+``dag_id/run_id`` of the run that settled it.
+
+A run still writing is left alone: one whose intents and parts were all last written less
+than ``grace`` ago may be alive, and its own teardown settles it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from voipstudio_provider.engine.audit import merge_audit_parts
+from voipstudio_provider.engine.evidence import evidence_args, reconcile_run
+from voipstudio_provider.engine.layout import audit_key
+
+log = logging.getLogger(__name__)
+
+#: The DAGs that delete at the source; each settles what any of them left.
+DELETING_DAG_IDS = ("voipstudio_retention", "voipstudio_compliance_purge")
+#: A run that wrote no intent or audit part for this long is taken for dead.
+SETTLE_GRACE = dt.timedelta(hours=1)
+#: The suffixes of what a run leaves below its audit key while it deletes.
+_LEFT_BEHIND = (".intents/", ".parts/")
+
+
+@dataclass
+class Settled:
+    """What :func:`settle_left_behind` did."""
+
+    #: ``dag_id/run_id`` of every run whose audit object was completed.
+    runs: list[str] = field(default_factory=list)
+    #: Pending intents asked of the source and resolved.
+    intents: int = 0
+    #: ``dag_id/run_id`` of runs left alone because they wrote recently.
+    recent: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"runs": self.runs, "intents": self.intents, "recent": self.recent}
+
+
+def runs_left_behind(s3_client, target, dag_id: str) -> dict[str, dt.datetime]:
+    """The runs of ``dag_id`` with intents or parts, run id -> when they last wrote one."""
+    below = audit_key(target.prefix, dag_id, "").removesuffix(".jsonl")  # {p}/audit/{dag}/
+    last: dict[str, dt.datetime] = {}
+    paginator = s3_client.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=target.bucket, Prefix=below):
+        for obj in page.get("Contents", []):
+            rest = obj["Key"][len(below) :]
+            for suffix in _LEFT_BEHIND:
+                run_id, sep, _ = rest.partition(suffix)
+                if sep and "/" not in run_id:
+                    when = obj["LastModified"]
+                    last[run_id] = max(when, last.get(run_id, when))
+                    break
+    return last
+
+
+def settle_left_behind(
+    hook,
+    s3_client,
+    target,
+    *,
+    dag_id: str,
+    run_id: str,
+    grace: dt.timedelta = SETTLE_GRACE,
+    wait: float = 0.0,
+    dag_ids: tuple[str, ...] = DELETING_DAG_IDS,
+    now: dt.datetime | None = None,
+) -> Settled:
+    """Settle every other run of ``dag_ids`` that left intents or parts; return what.
+
+    :param dag_id: the settling run's DAG (its own run is never settled here).
+    :param run_id: the settling run's id, written as ``recovered_by`` on each line.
+    :param grace: a run that wrote an intent or a part more recently is left alone.
+    :param wait: seconds to keep asking about deletes that may still land, see
+        :func:`~voipstudio_provider.engine.evidence.reconcile_intents`.
+    :raises: whatever S3 or the API raise: a run that cannot settle must not delete.
+    """
+    moment = now or dt.datetime.now(dt.UTC)
+    settled = Settled()
+    recovered_by = f"{dag_id}/{run_id}"
+    for earlier_dag in dag_ids:
+        for earlier_run, last in sorted(runs_left_behind(s3_client, target, earlier_dag).items()):
+            if (earlier_dag, earlier_run) == (dag_id, run_id):
+                continue
+            name = f"{earlier_dag}/{earlier_run}"
+            if moment - last < grace:
+                log.warning("%s wrote at %s, less than %s ago: taken for alive, left alone",
+                            name, last.isoformat(), grace)  # fmt: skip
+                settled.recent.append(name)
+                continue
+            settled.intents += reconcile_run(
+                hook, s3_client, target, earlier_dag, earlier_run, wait=wait,
+                line_fields={"recovered_by": recovered_by}, part_name="recovered",
+            )  # fmt: skip
+            summary = merge_audit_parts(
+                s3_client, target.bucket, target.prefix, earlier_dag, earlier_run,
+                write_args=evidence_args(target, lock=True),
+            )  # fmt: skip
+            log.warning("settled %s, left behind: its audit s3://%s/%s now has %d lines",
+                        name, target.bucket, summary["key"], summary["lines"])  # fmt: skip
+            settled.runs.append(name)
+    return settled
