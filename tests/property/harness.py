@@ -124,7 +124,7 @@ class Verdict:
         assert not unaudited, f"deleted by us, no deleted line in a finished audit: {unaudited}"
         untrue = sorted(i for r, i in lines if r == resource and i in after)
         assert not untrue, f"deleted lines for ids still at the source: {untrue}"
-        wrongly = sorted(set(must_stay) & (before - after))
+        wrongly = sorted(set(must_stay) & (before - after) - set(removed_elsewhere))
         assert not wrongly, f"deleted although held or not verifiably archived: {wrongly}"
 
 

@@ -243,8 +243,8 @@ def reconcile_intents(
     ``failed`` instead, and its intent is released. The caller uploads ``audit``, then
     resolves the returned intents.
 
-    :param wait: when ``final``, seconds to keep asking about ids whose delete was
-        accepted or may have taken effect (``deleted_unconfirmed``) before releasing them.
+    :param wait: when ``final``, seconds to keep asking about ids still listed whose
+        delete was not refused for certain (it may land late) before releasing them.
     :param line_fields: added to every line written (e.g. ``recovered_by``).
     """
     intents = pending_intents(s3_client, target, dag_id, run_id, resource)
@@ -257,9 +257,11 @@ def reconcile_intents(
         attempt = intent.get("attempt")
         ids = [int(i) for i in intent["ids"]]
         still = present_ids(hook, name, ids)
-        maybe_late = {i for i in still if DELETED_UNCONFIRMED in outcomes.get((name, i), set())}
+        # Any id not refused for certain may still be deleted late (a queued delete, a
+        # request sent just before the process died): ask again before releasing it.
+        maybe_late = {i for i in still if FAILED not in outcomes.get((name, i), set())}
         if final and wait > 0 and maybe_late:
-            still = _ask_until(hook, name, still, wait)
+            still = (still - maybe_late) | _ask_until(hook, name, maybe_late, wait)
         for record_id in ids:
             done = outcomes.get((name, record_id), set())
             if done & {DELETED, SKIPPED}:

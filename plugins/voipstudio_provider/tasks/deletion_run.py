@@ -106,6 +106,7 @@ def settle_earlier_runs(
     run_id: str,
     *,
     grace: dt.timedelta = SETTLE_GRACE,
+    wait: float = CONFIRM_TIMEOUT,
 ) -> dict[str, Any]:
     """Settle what any earlier run of either deleting DAG left, before deleting anything.
 
@@ -120,12 +121,13 @@ def settle_earlier_runs(
     :param dag_id: the settling run's DAG id.
     :param run_id: the settling run's id (never settled by itself).
     :param grace: runs that wrote an intent or a part more recently are left alone.
+    :param wait: seconds to keep asking about ids a dead run may have deleted late
+        before they are audited ``failed`` and released.
     :return: ``{"runs": [...], "intents": n, "recent": [...]}``.
     """
     settled = settle_left_behind(
-        hook, s3_client, target, dag_id=dag_id, run_id=run_id, grace=grace,
-        wait=CONFIRM_TIMEOUT,
-    )  # fmt: skip
+        hook, s3_client, target, dag_id=dag_id, run_id=run_id, grace=grace, wait=wait
+    )
     return settled.as_dict()
 
 
