@@ -109,8 +109,10 @@ def _held_number_choices(candidates: list[dict]) -> list[str]:
     return sorted(set(found))
 
 
-@dataclass
+@dataclass(repr=False)
 class World:
+    """What every scenario starts from (short in a falsifying example's report)."""
+
     sandbox: InProcessSandbox
     hook: VoIPstudioHook
     s3: object
@@ -121,6 +123,12 @@ class World:
     corrupted: int
     numbers: list[str]
     archive: dict = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return (
+            f"World(candidates={self.candidates}, unarchived={self.unarchived}, "
+            f"corrupted={self.corrupted}, numbers={self.numbers})"
+        )
 
 
 # -- scenarios ----------------------------------------------------------------------------

@@ -129,3 +129,41 @@ def test_a_delete_that_never_lands_is_released_at_the_end(
     assert not [x for x in lines if x["action"] == "deleted"]
     assert {x["id"] for x in lines if x["action"] == "failed"} == ids
     assert pending_intents(s3, target, DAG, RUN) == []
+
+
+class DeletesAfterLateEffects:
+    """The real hook, except that a delete request waits until the sandbox's queued
+    deletes have landed: the moment a late delete lands between a walk and its request."""
+
+    def __init__(self, hook, sandbox) -> None:
+        self.hook = hook
+        self.sandbox = sandbox
+
+    def __getattr__(self, name: str):
+        return getattr(self.hook, name)
+
+    def delete_records(self, resource: str, ids) -> list[int]:
+        wait_for_late_effects(self.sandbox)
+        return self.hook.delete_records(resource, ids)
+
+
+def test_an_earlier_attempts_delete_landing_during_the_retry_keeps_its_line(
+    hook, truth, s3, s3_bucket, set_faults, sandbox
+):
+    records = truth("monitors")[:2]
+    ids = {r["id"] for r in records}
+    set_faults({"path": BY_IDS, "methods": ["DELETE"], "kind": "late", "delay": 1.0, "times": 1})
+    delete_once(hook, s3, s3_bucket, records, expect=Exception)  # unconfirmed after 0.3 s
+    target = ArchiveTarget(bucket=s3_bucket, prefix=PREFIX)
+    retry = DeletesAfterLateEffects(hook, sandbox)
+    with deletion_attempt(retry, s3, target, DAG, RUN, "monitors", 2) as (audit, intents):
+        assert set(intents.earlier) == ids  # still listed: the intent stays pending
+        SourceDeleter(
+            retry, s3, target, audit, "monitors", hold=LegalHold(), dry_run=False, budget=100,
+            require_archive=False, intents=intents, confirm_timeout=0.3,
+            checkpoint=lambda: audit.upload(s3, s3_bucket, audit.key),
+        ).run(records)  # fmt: skip
+    assert not ids & present(truth)
+    finish_audit(hook, s3, target, DAG, RUN, wait=0.5)
+    assert deleted_lines(s3, s3_bucket) == Counter(dict.fromkeys(ids, 1))
+    assert pending_intents(s3, target, DAG, RUN) == []

@@ -47,6 +47,9 @@ CONFIRM_TIMEOUT = 20.0
 GO_REASONS = frozenset({"archive_verified", "archive_not_required", "archive_pending"})
 
 
+_LANDED_LATE = "absent when deleted again: an earlier delete request of this run landed late"
+
+
 class DeletionUnconfirmedError(RuntimeError):
     """Deleted ids were still listed after the wait: audited, the task must fail."""
 
@@ -332,9 +335,14 @@ class SourceDeleter:
                 # All or nothing: one id vanished meanwhile (deleted elsewhere); the rest
                 # remain.
                 retried_away = set()
+                earlier = self.intents.earlier if self.intents is not None else {}
                 for gone in sorted(absent):
-                    record, key, _ = by_id[gone]
-                    self._note(record, SKIPPED, "gone", "not found when deleting", key)
+                    record, key, reason = by_id[gone]
+                    if gone in earlier:  # this run's earlier accepted delete landed late
+                        self.deleted += 1
+                        self._note(record, DELETED, reason, _LANDED_LATE, key)
+                    else:
+                        self._note(record, SKIPPED, "gone", "not found when deleting", key)
                     pending.discard(gone)
                     settled.add(gone)
             if still:

@@ -145,6 +145,9 @@ class DeleteIntents:
         self.part = part
         self._seq = 0
         self._write_args = evidence_args(target, lock=False)
+        #: Ids an earlier attempt of the run asked to delete that were still listed when
+        #: this one began (id -> reason, archive key): their delete may yet land.
+        self.earlier: dict[int, dict[str, Any]] = {}
 
     def record(self, resource: str, items: dict[int, dict[str, Any]]) -> str:
         """Write the intent to delete ``items`` (id -> its audit fields); return its key.
@@ -233,13 +236,16 @@ def reconcile_intents(
     final: bool = False,
     wait: float = 0.0,
     line_fields: dict[str, Any] | None = None,
+    still_open: dict[int, dict[str, Any]] | None = None,
 ) -> list[str]:
-    """Write the outcome of every id of the run's pending intents; return their keys.
+    """Write the outcome of every id of the run's pending intents; return the keys of the
+    intents every id of which now has its outcome.
 
     An id with a ``deleted`` or ``skipped`` line already is left alone. Any other id the
     source no longer lists gets a ``deleted`` line (after a ``deleted_unconfirmed`` one,
-    that line is the later confirmation). An id still listed is decided again by the
-    attempt's walk; when ``final`` (the run's audit is being written) it is audited
+    that line is the later confirmation). An id still listed keeps its intent pending and
+    is decided again by the attempt's walk (``still_open`` gets it, id -> reason and
+    archive key); when ``final`` (the run's audit is being written) it is audited
     ``failed`` instead, and its intent is released. The caller uploads ``audit``, then
     resolves the returned intents.
 
@@ -250,6 +256,7 @@ def reconcile_intents(
     intents = pending_intents(s3_client, target, dag_id, run_id, resource)
     if not intents:
         return []
+    settled: list[str] = []
     outcomes = audit_outcomes(s3_client, target.bucket, target.prefix, dag_id, run_id)
     extra = dict(line_fields or {})
     for key, intent in intents:
@@ -259,9 +266,12 @@ def reconcile_intents(
         still = present_ids(hook, name, ids)
         # Any id not refused for certain may still be deleted late (a queued delete, a
         # request sent just before the process died): ask again before releasing it.
-        maybe_late = {i for i in still if FAILED not in outcomes.get((name, i), set())}
+        maybe_late = {
+            i for i in still if not outcomes.get((name, i), set()) & {DELETED, SKIPPED, FAILED}
+        }
         if final and wait > 0 and maybe_late:
             still = (still - maybe_late) | _ask_until(hook, name, maybe_late, wait)
+        open_ids = 0
         for record_id in ids:
             done = outcomes.get((name, record_id), set())
             if done & {DELETED, SKIPPED}:
@@ -284,11 +294,19 @@ def reconcile_intents(
                     **fields,
                 )  # fmt: skip
                 outcomes.setdefault((name, record_id), set()).add(FAILED)
+            elif not done & {FAILED}:
+                # Still listed, and the request may yet land: the intent stays, and the
+                # attempt's walk learns the id (a later 404 on it is this run's delete).
+                open_ids += 1
+                if still_open is not None:
+                    still_open[record_id] = {"reason": reason, "archive_key": archive_key}
         log.warning(
             "reconciled the delete intent %s of %s (%d ids, %d still at the source)",
             key, attempt, len(ids), len(still),
         )  # fmt: skip
-    return [key for key, _ in intents]
+        if not open_ids:
+            settled.append(key)
+    return settled
 
 
 def _ask_until(hook, resource: str, ids: set[int], wait: float) -> set[int]:
@@ -317,12 +335,13 @@ def deletion_attempt(
     ) as audit:
         intents = DeleteIntents(s3_client, target, dag_id, run_id, part)
         handled = reconcile_intents(
-            hook, s3_client, target, audit, dag_id, run_id, resource=resource
-        )
-        if handled:
+            hook, s3_client, target, audit, dag_id, run_id, resource=resource,
+            still_open=intents.earlier,
+        )  # fmt: skip
+        if len(audit):
             audit.upload(s3_client, target.bucket, audit.key)
-            for key in handled:
-                intents.resolve(key)
+        for key in handled:
+            intents.resolve(key)
         yield audit, intents
 
 
