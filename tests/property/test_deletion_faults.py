@@ -50,7 +50,7 @@ DELETE_KINDS = (
 READ_KINDS = ("429", "500", "503", "slow", "drop")
 #: Seconds the deleter waits for rows to vanish, and the teardowns for late deletes; every
 #: generated late effect lands within the teardown's wait.
-CONFIRM, SETTLE_WAIT, LATEST_EFFECT = 0.3, 0.8, 0.4
+CONFIRM, SETTLE_WAIT, LATEST_EFFECT = 0.3, 0.6, 0.4
 TRIED = {"scenarios": 0}
 
 
