@@ -43,11 +43,11 @@ def finished_audit_lines(s3, bucket: str, prefix: str) -> list[dict[str, Any]]:
 
 
 def left_behind(s3, bucket: str, prefix: str) -> list[str]:
-    """Intents and parts still waiting (none may remain once every run is settled)."""
+    """Intents, parts and leases still there (none may remain once every run is settled)."""
     return [
         o["Key"]
         for o in keys_below(s3, bucket, f"{prefix}/audit/")
-        if ".intents/" in o["Key"] or ".parts/" in o["Key"]
+        if any(f".{what}/" in o["Key"] for what in ("intents", "parts", "leases"))
     ]
 
 

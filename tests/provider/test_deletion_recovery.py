@@ -8,6 +8,8 @@ and only performed later.
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import time
 from collections import Counter
 
@@ -167,3 +169,36 @@ def test_an_earlier_attempts_delete_landing_during_the_retry_keeps_its_line(
     finish_audit(hook, s3, target, DAG, RUN, wait=0.5)
     assert deleted_lines(s3, s3_bucket) == Counter(dict.fromkeys(ids, 1))
     assert pending_intents(s3, target, DAG, RUN) == []
+
+
+def test_a_run_whose_attempt_still_holds_its_lease_is_left_alone(hook, truth, s3, s3_bucket):
+    from voipstudio_provider.engine.evidence import DeleteIntents
+    from voipstudio_provider.engine.leases import leases_prefix
+    from voipstudio_provider.tasks.deletion_run import settle_earlier_runs
+
+    target = ArchiveTarget(bucket=s3_bucket, prefix=PREFIX)
+    record = truth("monitors")[0]
+    hook.delete_records("monitors", [record["id"]])  # the other run's delete went through
+    DeleteIntents(s3, target, DAG, RUN, "monitors.try1").record(
+        "monitors", {record["id"]: {"reason": "archive_verified", "archive_key": "k"}}
+    )
+    lease_key = f"{leases_prefix(PREFIX, DAG, RUN)}monitors.try1.json"
+
+    def lease(refreshed: dt.datetime) -> None:
+        body = {"host": "another-worker", "pid": 1, "refreshed": refreshed.isoformat()}
+        s3.put_object(Bucket=s3_bucket, Key=lease_key, Body=json.dumps(body).encode())
+
+    purge = "voipstudio_compliance_purge"
+    lease(dt.datetime.now(dt.UTC))  # refreshed just now on another host: alive
+    settled = settle_earlier_runs(hook, s3, target, purge, "manual__now", wait=0.5)
+    assert settled == {"runs": [], "intents": 0, "recent": [f"{DAG}/{RUN}"]}
+    assert len(pending_intents(s3, target, DAG, RUN)) == 1
+
+    lease(dt.datetime.now(dt.UTC) - dt.timedelta(minutes=11))  # ten heartbeats missed
+    settled = settle_earlier_runs(hook, s3, target, purge, "manual__later", wait=0.5)
+    assert settled == {"runs": [f"{DAG}/{RUN}"], "intents": 1, "recent": []}
+    (line,) = read_audit(s3, s3_bucket, audit_key(PREFIX, DAG, RUN))
+    assert (line["id"], line["action"], line["run_id"]) == (record["id"], "deleted", RUN)
+    assert line["recovered_by"] == f"{purge}/manual__later"
+    left = s3.list_objects_v2(Bucket=s3_bucket, Prefix=f"{PREFIX}/audit/{DAG}/{RUN}.")
+    assert [o["Key"] for o in left["Contents"]] == [audit_key(PREFIX, DAG, RUN)]

@@ -41,6 +41,7 @@ from voipstudio_provider.engine.audit import (
     audit_parts_prefix,
 )
 from voipstudio_provider.engine.layout import audit_key
+from voipstudio_provider.engine.leases import AttemptLease
 from voipstudio_provider.engine.s3objects import put_checked, put_json, stored_checksum
 
 log = logging.getLogger(__name__)
@@ -326,13 +327,18 @@ def deletion_attempt(
     """The audit part and the intents of one deleting task attempt, earlier ones reconciled.
 
     ``with deletion_attempt(hook, s3, target, dag_id, run_id, "monitors", 2) as (audit,
-    intents): ...``; the audit part is uploaded when the block ends, however it ends.
+    intents): ...``; the audit part is uploaded when the block ends, however it ends, and
+    the attempt holds its lease (:class:`~.leases.AttemptLease`) meanwhile.
     """
     part = f"{resource}.try{try_number}"
     write_args = evidence_args(target, lock=False)
-    with audit_part(
-        s3_client, target.bucket, target.prefix, dag_id, run_id, part, write_args
-    ) as audit:
+    # The lease says "alive" to a run that settles what dead runs left (engine.recovery).
+    with (
+        AttemptLease(s3_client, target, dag_id, run_id, part, write_args),
+        audit_part(
+            s3_client, target.bucket, target.prefix, dag_id, run_id, part, write_args
+        ) as audit,
+    ):
         intents = DeleteIntents(s3_client, target, dag_id, run_id, part)
         handled = reconcile_intents(
             hook, s3_client, target, audit, dag_id, run_id, resource=resource,

@@ -9,8 +9,9 @@ joins the run's parts into its audit object, so that the finished object of the 
 sent the deletes holds every line. Each line written so carries ``recovered_by``, the
 ``dag_id/run_id`` of the run that settled it.
 
-A run still writing is left alone: one whose intents and parts were all last written less
-than ``grace`` ago may be alive, and its own teardown settles it.
+A run that may still be at work is left alone, for its own teardown or a later run: one
+of its attempts holds a lease (:mod:`~voipstudio_provider.engine.leases`) whose process
+still runs on this host or that was refreshed within ``grace``.
 """
 
 from __future__ import annotations
@@ -23,15 +24,17 @@ from typing import Any
 from voipstudio_provider.engine.audit import merge_audit_parts
 from voipstudio_provider.engine.evidence import evidence_args, reconcile_run
 from voipstudio_provider.engine.layout import audit_key
+from voipstudio_provider.engine.leases import lease_is_dead, leases_prefix, read_lease
 
 log = logging.getLogger(__name__)
 
 #: The DAGs that delete at the source; each settles what any of them left.
 DELETING_DAG_IDS = ("voipstudio_retention", "voipstudio_compliance_purge")
-#: A run that wrote no intent or audit part for this long is taken for dead.
-SETTLE_GRACE = dt.timedelta(hours=1)
+#: A lease not refreshed for this long (ten heartbeats), or a run without leases that wrote
+#: nothing for this long, is taken for dead.
+SETTLE_GRACE = dt.timedelta(minutes=10)
 #: The suffixes of what a run leaves below its audit key while it deletes.
-_LEFT_BEHIND = (".intents/", ".parts/")
+_LEFT_BEHIND = (".intents/", ".parts/", ".leases/")
 
 
 @dataclass
@@ -49,10 +52,18 @@ class Settled:
         return {"runs": self.runs, "intents": self.intents, "recent": self.recent}
 
 
-def runs_left_behind(s3_client, target, dag_id: str) -> dict[str, dt.datetime]:
-    """The runs of ``dag_id`` with intents or parts, run id -> when they last wrote one."""
+@dataclass
+class LeftBehind:
+    """What one run left below its audit key: when it last wrote, and its leases."""
+
+    last_written: dt.datetime
+    leases: list[str] = field(default_factory=list)
+
+
+def runs_left_behind(s3_client, target, dag_id: str) -> dict[str, LeftBehind]:
+    """The runs of ``dag_id`` with intents, parts or leases, by run id."""
     below = audit_key(target.prefix, dag_id, "").removesuffix(".jsonl")  # {p}/audit/{dag}/
-    last: dict[str, dt.datetime] = {}
+    found: dict[str, LeftBehind] = {}
     paginator = s3_client.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=target.bucket, Prefix=below):
         for obj in page.get("Contents", []):
@@ -61,9 +72,31 @@ def runs_left_behind(s3_client, target, dag_id: str) -> dict[str, dt.datetime]:
                 run_id, sep, _ = rest.partition(suffix)
                 if sep and "/" not in run_id:
                     when = obj["LastModified"]
-                    last[run_id] = max(when, last.get(run_id, when))
+                    run = found.setdefault(run_id, LeftBehind(when))
+                    run.last_written = max(run.last_written, when)
+                    if suffix == ".leases/":
+                        run.leases.append(obj["Key"])
                     break
-    return last
+    return found
+
+
+def is_alive(s3_client, target, run: LeftBehind, now: dt.datetime, grace: dt.timedelta) -> bool:
+    """Whether a run that left intents or parts may still be at work.
+
+    With leases: alive while one of its attempts' leases is (its process still runs on
+    this host, or it was refreshed within ``grace``). Without: alive while it wrote within
+    ``grace``.
+    """
+    if not run.leases:
+        return now - run.last_written < grace
+    for key in run.leases:
+        lease = read_lease(s3_client, target.bucket, key)
+        if lease is None:
+            if now - run.last_written < grace:
+                return True
+        elif not lease_is_dead(lease, now, grace):
+            return True
+    return False
 
 
 def settle_left_behind(
@@ -91,13 +124,13 @@ def settle_left_behind(
     settled = Settled()
     recovered_by = f"{dag_id}/{run_id}"
     for earlier_dag in dag_ids:
-        for earlier_run, last in sorted(runs_left_behind(s3_client, target, earlier_dag).items()):
+        for earlier_run, left in sorted(runs_left_behind(s3_client, target, earlier_dag).items()):
             if (earlier_dag, earlier_run) == (dag_id, run_id):
                 continue
             name = f"{earlier_dag}/{earlier_run}"
-            if moment - last < grace:
-                log.warning("%s wrote at %s, less than %s ago: taken for alive, left alone",
-                            name, last.isoformat(), grace)  # fmt: skip
+            if is_alive(s3_client, target, left, moment, grace):
+                log.warning("%s last wrote at %s and may be alive: left alone",
+                            name, left.last_written.isoformat())  # fmt: skip
                 settled.recent.append(name)
                 continue
             settled.intents += reconcile_run(
@@ -108,7 +141,19 @@ def settle_left_behind(
                 s3_client, target.bucket, target.prefix, earlier_dag, earlier_run,
                 write_args=evidence_args(target, lock=True),
             )  # fmt: skip
+            for lease in left.leases:
+                s3_client.delete_object(Bucket=target.bucket, Key=lease)
             log.warning("settled %s, left behind: its audit s3://%s/%s now has %d lines",
                         name, target.bucket, summary["key"], summary["lines"])  # fmt: skip
             settled.runs.append(name)
     return settled
+
+
+def drop_leases(s3_client, target, dag_id: str, run_id: str) -> None:
+    """Remove the leases a run's killed attempts left (when the run's own audit is written)."""
+    below = leases_prefix(target.prefix, dag_id, run_id)
+    for page in s3_client.get_paginator("list_objects_v2").paginate(
+        Bucket=target.bucket, Prefix=below
+    ):
+        for obj in page.get("Contents", []):
+            s3_client.delete_object(Bucket=target.bucket, Key=obj["Key"])

@@ -19,7 +19,7 @@ from typing import Any
 from voipstudio_provider.engine.audit import merge_audit_parts
 from voipstudio_provider.engine.deletion import CONFIRM_TIMEOUT
 from voipstudio_provider.engine.evidence import evidence_args, reconcile_run
-from voipstudio_provider.engine.recovery import SETTLE_GRACE, settle_left_behind
+from voipstudio_provider.engine.recovery import SETTLE_GRACE, drop_leases, settle_left_behind
 from voipstudio_provider.tasks.settings import clients, deletion_target
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,8 @@ def finish_audit(
     :return: the summary of the audit object (see :func:`~.audit.merge_audit_parts`).
     """
     reconciled = reconcile_run(hook, s3_client, target, dag_id, run_id, wait=wait)
+    # Every attempt has ended by now: a lease left is a killed attempt's.
+    drop_leases(s3_client, target, dag_id, run_id)
     summary = merge_audit_parts(
         s3_client, target.bucket, target.prefix, dag_id, run_id,
         write_args=evidence_args(target, lock=True),
