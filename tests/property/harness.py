@@ -117,7 +117,9 @@ class Verdict:
         assert not self.leftovers, f"intents or parts left unsettled: {self.leftovers}"
         lines = self.deleted_lines()
         twice = {k: n for k, n in lines.items() if n > 1}
-        assert not twice, f"ids with more than one deleted line: {twice}"
+        assert not twice, f"ids with more than one deleted line: {twice}: " + dump(
+            [x for x in self.lines if (x["resource"], int(x["id"])) in twice]
+        )
         gone = (before - after) - set(removed_elsewhere)
         ours = {i for r, i in self.targeted if r == resource}
         unaudited = sorted(i for i in gone & ours if (resource, i) not in lines)

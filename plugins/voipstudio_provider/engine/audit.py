@@ -61,7 +61,7 @@ REASONS: dict[str, str] = {
     "legal_hold_id": "the id is under legal hold: kept",
     "legal_hold_number": "a phone number under legal hold is involved: kept",
     "max_deletions": "the resource's max_deletions was spent: the walk stopped here",
-    "gone": "no longer at the source when its turn came",
+    "gone": "no longer at the source when its turn came (or deleted by another run)",
     "delete_error": "the API refused or failed the delete",
     "delete_unconfirmed": "still listed after the delete was accepted",
     "delete_outcome_unknown": "the delete failed or its answer was lost; it may have taken "
@@ -69,6 +69,9 @@ REASONS: dict[str, str] = {
     "delete_interrupted": "an attempt was interrupted around its delete; still at the source",
     "number_matched": "the CDR involves the phone number of the purge",
 }
+
+#: The DAGs that delete at the source.
+DELETING_DAG_IDS = ("voipstudio_retention", "voipstudio_compliance_purge")
 
 _SPOOL_BYTES = 4 * 1024 * 1024
 #: What ``max_deletions`` counts: a deletion that could not be confirmed counts too.
@@ -263,6 +266,39 @@ def _delete_if_unchanged(s3_client, bucket: str, key: str, etag: str) -> None:
         log.warning("audit part s3://%s/%s changed while it was joined; kept", bucket, key)
         return
     s3_client.delete_object(Bucket=bucket, Key=key)
+
+
+def deleted_by_other_runs(
+    s3_client,
+    bucket: str,
+    prefix: str,
+    dag_id: str,
+    run_id: str,
+    since: dt.datetime,
+    wanted: set[tuple[str, int]],
+) -> dict[tuple[str, int], str]:
+    """Which of ``wanted`` another deleting run audited ``deleted`` in what it wrote since
+    ``since``: ``(resource, id) -> "dag_id/run_id"``.
+
+    Reads only the audit objects and parts of :data:`DELETING_DAG_IDS` written since then,
+    so it is cheap where it is needed: when an id named by an intent is found gone.
+    """
+    found: dict[tuple[str, int], str] = {}
+    for other_dag in DELETING_DAG_IDS:
+        below = audit_key(prefix, other_dag, "").removesuffix(".jsonl")
+        pages = s3_client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=below)
+        for obj in (o for page in pages for o in page.get("Contents", [])):
+            key = obj["Key"]
+            if obj["LastModified"] < since or not key.endswith(".jsonl"):
+                continue
+            if key.startswith(audit_key(prefix, dag_id, run_id).removesuffix(".jsonl") + "."):
+                continue  # the run's own object and parts
+            for line in _object_lines(s3_client, bucket, key):
+                item = json.loads(line)
+                which = (item["resource"], int(item["id"]))
+                if item["action"] == DELETED and which in wanted and item["run_id"] != run_id:
+                    found.setdefault(which, f"{item['dag_id']}/{item['run_id']}")
+    return found
 
 
 def read_audit(s3_client, bucket: str, key: str) -> list[dict[str, Any]]:

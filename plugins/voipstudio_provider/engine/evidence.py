@@ -39,6 +39,7 @@ from voipstudio_provider.engine.audit import (
     audit_outcomes,
     audit_part,
     audit_parts_prefix,
+    deleted_by_other_runs,
 )
 from voipstudio_provider.engine.layout import audit_key
 from voipstudio_provider.engine.leases import AttemptLease
@@ -272,6 +273,11 @@ def reconcile_intents(
         }
         if final and wait > 0 and maybe_late:
             still = (still - maybe_late) | _ask_until(hook, name, maybe_late, wait)
+        # An id gone because another deleting run deleted it has that run's line already.
+        elsewhere = _deleted_elsewhere(
+            s3_client, target, dag_id, run_id, intent,
+            {(name, i) for i in ids if i not in still and not outcomes.get((name, i))},
+        )  # fmt: skip
         open_ids = 0
         for record_id in ids:
             done = outcomes.get((name, record_id), set())
@@ -280,7 +286,14 @@ def reconcile_intents(
             fields = dict(intent["items"].get(str(record_id), {})) | extra
             reason = fields.pop("reason", "archive_verified")
             archive_key = fields.pop("archive_key", None)
-            if record_id not in still:
+            if (name, record_id) in elsewhere:
+                detail = f"deleted by {elsewhere[(name, record_id)]}, not by {attempt}"
+                audit.add(
+                    name, record_id, SKIPPED, "gone", detail=detail, archive_key=archive_key,
+                    **fields,
+                )  # fmt: skip
+                outcomes.setdefault((name, record_id), set()).add(SKIPPED)
+            elif record_id not in still:
                 detail = f"absent at the source when the delete intent of {attempt} was reconciled"
                 audit.add(
                     name, record_id, DELETED, reason, detail=detail, archive_key=archive_key,
@@ -308,6 +321,17 @@ def reconcile_intents(
         if not open_ids:
             settled.append(key)
     return settled
+
+
+def _deleted_elsewhere(
+    s3_client, target, dag_id: str, run_id: str, intent: dict, gone: set[tuple[str, int]]
+) -> dict[tuple[str, int], str]:
+    if not gone:
+        return {}
+    since = dt.datetime.fromisoformat(intent["time"]) - dt.timedelta(minutes=1)
+    return deleted_by_other_runs(
+        s3_client, target.bucket, target.prefix, dag_id, run_id, since, gone
+    )
 
 
 def _ask_until(hook, resource: str, ids: set[int], wait: float) -> set[int]:

@@ -21,15 +21,13 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from voipstudio_provider.engine.audit import merge_audit_parts
+from voipstudio_provider.engine.audit import DELETING_DAG_IDS, merge_audit_parts
 from voipstudio_provider.engine.evidence import evidence_args, reconcile_run
 from voipstudio_provider.engine.layout import audit_key
 from voipstudio_provider.engine.leases import lease_is_dead, leases_prefix, read_lease
 
 log = logging.getLogger(__name__)
 
-#: The DAGs that delete at the source; each settles what any of them left.
-DELETING_DAG_IDS = ("voipstudio_retention", "voipstudio_compliance_purge")
 #: A lease not refreshed for this long (ten heartbeats), or a run without leases that wrote
 #: nothing for this long, is taken for dead.
 SETTLE_GRACE = dt.timedelta(minutes=10)
