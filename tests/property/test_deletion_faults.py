@@ -338,6 +338,18 @@ _CI_PHASES = [Phase.explicit, Phase.reuse, Phase.generate]
         "remove_index": 0, "held": frozenset(), "hold_number": 0,
     }
 )  # fmt: skip
+# Found by make fuzz: a 429, then a retry answered 404 because an overlapping run had
+# deleted the id; the first run took the 404 for its own lost answer.
+@example(
+    scenario={
+        "rules": [{"path": BY_IDS, "methods": ["DELETE"], "kind": "429", "rate": 0.25,
+                   "times": None, "delay": 0.02, "retry_after": 0}],
+        "fault_seed": 2, "batch_size": 1, "budget": 2, "kill_at": None,
+        "kill_after_effect": False, "s3_failures": frozenset(), "s3_fail_after_effect": False,
+        "then": "retry", "overlap_at": 10, "insert_at": None, "remove_at": None,
+        "remove_index": 0, "held": frozenset(), "hold_number": 0,
+    }
+)  # fmt: skip
 @given(scenario=scenarios)
 def test_deleter_keeps_its_promises_under_generated_faults(world, scenario):
     run_checked(world, scenario)

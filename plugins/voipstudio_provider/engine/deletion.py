@@ -326,6 +326,14 @@ class SourceDeleter:
             except VoIPstudioError as read_error:
                 return read_error, set()
             absent = pending - done - still
+            # Gone because another deleting run deleted (and audited) it meanwhile.
+            others = self.intents.deleted_elsewhere(self.resource, absent) if self.intents else {}
+            for gone, by in sorted(others.items()):
+                record, key, _ = by_id[gone]
+                self._note(record, SKIPPED, "gone", f"deleted by {by} meanwhile", key)
+            pending -= set(others)
+            settled |= set(others)
+            absent -= set(others)
             if getattr(not_found, "after_retry", False):
                 # The 404 answered a retry: the first request most likely deleted the
                 # batch and only its answer was lost. What is absent was deleted by this

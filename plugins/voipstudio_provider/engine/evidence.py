@@ -150,6 +150,7 @@ class DeleteIntents:
         #: Ids an earlier attempt of the run asked to delete that were still listed when
         #: this one began (id -> reason, archive key): their delete may yet land.
         self.earlier: dict[int, dict[str, Any]] = {}
+        self.started = dt.datetime.now(dt.UTC)
 
     def record(self, resource: str, items: dict[int, dict[str, Any]]) -> str:
         """Write the intent to delete ``items`` (id -> its audit fields); return its key.
@@ -172,6 +173,17 @@ class DeleteIntents:
         }
         put_json(self.s3_client, self.target.bucket, key, document, write_args=self._write_args)
         return key
+
+    def deleted_elsewhere(self, resource: str, ids: set[int]) -> dict[int, str]:
+        """Which of ``ids`` another deleting run audited deleted since this attempt began
+        (id -> ``dag_id/run_id``)."""
+        if not ids:
+            return {}
+        found = deleted_by_other_runs(
+            self.s3_client, self.target.bucket, self.target.prefix, self.dag_id, self.run_id,
+            self.started - dt.timedelta(minutes=1), {(resource, i) for i in ids},
+        )  # fmt: skip
+        return {record_id: by for (_, record_id), by in found.items()}
 
     def resolve(self, key: str) -> None:
         """Remove an intent whose every id has its outcome line in S3."""
