@@ -385,10 +385,16 @@ class SourceDeleter:
         # A certain refusal deleted nothing: an id it covered that is not listed is one the
         # token cannot see, not one that is gone.
         certain = self._accepted(error, pending) | retried_away if unknown_why is None else None
+        absent = set() if read_error is not None else pending - remaining
+        # An accepted request proves nothing about an id another run deleted first.
+        others = self.intents.deleted_elsewhere(self.resource, absent) if self.intents else {}
         for record_id in sorted(pending):
             record, key, reason = by_id[record_id]
             refused = error is not None and certain is not None and record_id not in certain
-            if read_error is None and record_id not in remaining and not refused:
+            if record_id in others:
+                self._note(record, SKIPPED, "gone", f"deleted by {others[record_id]}", key)
+                settled.add(record_id)
+            elif read_error is None and record_id not in remaining and not refused:
                 self.deleted += 1
                 detail = (
                     "absent after a retried delete request"
