@@ -46,6 +46,10 @@ a write-ahead intent in S3 and confirmed by asking for exactly its ids.
 #### Tasks
 
 `read_retention_policy` checks both Variables and computes the cutoffs;
+`settle_earlier_runs` settles, before anything is deleted, what any earlier run of this DAG
+or of the compliance purge left when its process died (pending delete intents are asked of
+the source, their lines written, marked `recovered_by`, into that run's audit object, which
+is joined and finished);
 `delete_expired_records` is mapped over the resources (pool `voipstudio_api`, one at a
 time; a resource the policy keeps forever ends *skipped*); `write_audit_log` reconciles
 what an interrupted attempt left and joins the audit parts even when a resource task
@@ -67,7 +71,7 @@ import datetime as dt
 
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 from voipstudio_provider.tasks import retention
-from voipstudio_provider.tasks.deletion_run import end_deletion_run
+from voipstudio_provider.tasks.deletion_run import end_deletion_run, settle_before_deleting
 from voipstudio_provider.tasks.settings import (
     API_POOL,
     dag_default_args,
@@ -119,11 +123,18 @@ def voipstudio_retention():
             try_number=ti.try_number,
         )
 
+    @task(pool=API_POOL)
+    def settle_earlier_runs(dag_run=None):
+        return settle_before_deleting(dag_run.dag_id, dag_run.run_id)
+
     windows = read_retention_policy()
+    settled = settle_earlier_runs()
     deleted = delete_expired_records.expand(window=windows)
+    # Nothing is deleted before what earlier runs left is settled.
+    windows >> settled >> deleted
     # write_audit_log is the teardown; fail_if_a_task_failed keeps a failed resource
     # failing the run too.
-    end_deletion_run(deleted, [windows, deleted])
+    end_deletion_run(deleted, [windows, settled, deleted])
 
 
 voipstudio_retention()

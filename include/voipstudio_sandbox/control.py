@@ -137,6 +137,11 @@ def control_router(sandbox: Sandbox) -> APIRouter:
         sandbox.faults.clear()
         return Response(status_code=204)
 
+    @router.get("/effects")
+    def get_effects() -> dict[str, int]:
+        # Deferred effects of the ``late`` and ``late_500`` faults not yet applied.
+        return {"waiting": sandbox.faults.effects_waiting()}
+
     @router.get("/settings")
     def get_settings() -> dict[str, Any]:
         return dict(sandbox.settings.__dict__)

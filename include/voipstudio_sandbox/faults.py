@@ -4,6 +4,14 @@ A fault rule names request paths (an ``fnmatch`` glob), methods, a kind and a ra
 request is hit is drawn from a random source seeded by the rule set's ``seed``, so the same
 sequence of requests meets the same faults. Every API request is logged with the status
 and the number of body bytes that really left the server.
+
+Most kinds stop a request before the service acts on it. Four act first and fail after,
+as a service does whose answer is lost or whose work is queued:
+
+- ``apply_500``: the request takes effect, then the answer is a 500;
+- ``apply_drop``: the request takes effect, then the connection drops before any answer;
+- ``late``: 202 at once, the request takes effect ``delay`` seconds later;
+- ``late_500``: a 500 at once, the request still takes effect ``delay`` seconds later.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import json
 import logging
 import random
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -23,7 +32,10 @@ log = logging.getLogger(__name__)
 
 FAULT_KINDS = (
     "429", "500", "502", "503", "slow", "drop", "truncate", "malformed", "malformed_headers",
+    "apply_500", "apply_drop", "late", "late_500",
 )  # fmt: skip
+#: Kinds whose request still takes effect: at once (``apply_*``) or ``delay`` s later.
+APPLYING_KINDS = ("apply_500", "apply_drop", "late", "late_500")
 #: A header line longer than HTTP clients parse: Python's http.client refuses lines over
 #: 64 KiB (LineTooLong), Node's parser headers over 16 KiB (HPE_HEADER_OVERFLOW).
 _UNPARSEABLE_HEADER = (b"x-ratelimit-debug", b"x" * (80 * 1024))
@@ -89,6 +101,8 @@ class FaultPlan:
         self.seed = 0
         self.rules: list[FaultRule] = []
         self.rng = random.Random(0)
+        #: Deferred effects not yet run (``late``, ``late_500``); :meth:`clear` cancels them.
+        self.timers: list[threading.Timer] = []
 
     def replace(self, spec: dict[str, Any] | list | None) -> None:
         """Install ``{"seed": N, "rules": [...]}`` (a bare list of rules is accepted too)."""
@@ -104,7 +118,25 @@ class FaultPlan:
             self.seed, self.rules, self.rng = seed, rules, random.Random(seed)
 
     def clear(self) -> None:
+        """No rules, and the deferred effects still waiting are cancelled (a reset)."""
         self.replace(None)
+        with self.lock:
+            timers, self.timers = self.timers, []
+        for timer in timers:
+            timer.cancel()
+
+    def later(self, seconds: float, action: Callable[[], Any]) -> None:
+        """Run ``action`` in ``seconds`` unless the plan is cleared first."""
+        timer = threading.Timer(seconds, action)
+        timer.daemon = True
+        with self.lock:
+            self.timers = [t for t in self.timers if t.is_alive()] + [timer]
+        timer.start()
+
+    def effects_waiting(self) -> int:
+        """Deferred effects that have not run yet."""
+        with self.lock:
+            return sum(t.is_alive() for t in self.timers)
 
     def pick(self, method: str, path: str) -> FaultRule | None:
         with self.lock:
@@ -116,7 +148,8 @@ class FaultPlan:
 
     def as_json(self) -> dict[str, Any]:
         with self.lock:
-            return {"seed": self.seed, "rules": [asdict(rule) for rule in self.rules]}
+            return {"seed": self.seed, "rules": [asdict(rule) for rule in self.rules],
+                    "effects_waiting": sum(t.is_alive() for t in self.timers)}  # fmt: skip
 
 
 class RequestLog:
@@ -137,6 +170,33 @@ class RequestLog:
     def as_list(self) -> list[dict[str, Any]]:
         with self.lock:
             return [dict(entry) for entry in self.entries]
+
+
+class _Effect:
+    """One request run through the application with its answer thrown away."""
+
+    def __init__(self, app, scope, body: bytes) -> None:
+        self.app = app
+        self.scope = scope
+        self.body = body
+        self.status: int | None = None
+
+    async def run(self) -> None:
+        sent = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal sent
+            if sent:
+                return {"type": "http.disconnect"}
+            sent = True
+            return {"type": "http.request", "body": self.body, "more_body": False}
+
+        async def discard(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                self.status = message["status"]
+
+        await self.app(self.scope, receive, discard)
+        log.info("%s %s took effect: %s", self.scope["method"], self.scope["path"], self.status)
 
 
 class _BrokenBody(Exception):
@@ -181,7 +241,9 @@ class FaultMiddleware:
             await send(message)
 
         kind = rule.kind if rule else None
-        if kind in _REASONS:
+        if kind in APPLYING_KINDS:
+            await self._apply_then_fail(rule, scope, receive, counting_send, entry)
+        elif kind in _REASONS:
             await self._error(rule, counting_send)
         elif kind == "malformed":
             await self._answer(counting_send, 200, _MALFORMED_BODY, [])
@@ -205,6 +267,35 @@ class FaultMiddleware:
             if kind == "slow":
                 await asyncio.sleep(float(rule.delay))
             await self.app(scope, receive, counting_send)
+
+    async def _apply_then_fail(self, rule: FaultRule, scope, receive, send, entry) -> None:
+        """Let the request take effect (now or ``rule.delay`` s later), answer otherwise."""
+        body = b""
+        more = True
+        while more:  # read the whole request now: a deferred effect replays it
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False) and message["type"] == "http.request"
+        effect = _Effect(self.app, scope, body)
+        if rule.kind in ("late", "late_500"):
+            loop = asyncio.get_running_loop()
+            self.plan.later(
+                float(rule.delay),
+                lambda: asyncio.run_coroutine_threadsafe(effect.run(), loop).result(30),
+            )
+        else:
+            await effect.run()
+            entry["applied_status"] = effect.status
+        if rule.kind == "late":
+            await self._answer(send, 202, b'{"message": "Accepted"}', [])
+        elif rule.kind == "apply_drop":
+            # Headers promise a body that never comes: the client sees the connection drop.
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", b"64")]})  # fmt: skip
+            await send({"type": "http.response.body", "body": b"{", "more_body": True})
+        else:
+            await self._error(FaultRule(kind="500"), send)
 
     @staticmethod
     async def _answer(send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:

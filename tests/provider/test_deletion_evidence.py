@@ -168,7 +168,7 @@ def test_write_audit_log_reconciles_what_no_attempt_did(hook, truth, s3, s3_buck
     intents.record("monitors", items)
     hook.delete_records("monitors", [gone["id"]])  # the worker died before the second id
 
-    summary = finish_audit(hook, s3, target, DAG, RUN)
+    summary = finish_audit(hook, s3, target, DAG, RUN, wait=0.5)
 
     assert summary["reconciled_intents"] == 1
     lines = {x["id"]: x for x in read_audit(s3, s3_bucket, audit_key(PREFIX, DAG, RUN))}

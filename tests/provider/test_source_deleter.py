@@ -22,7 +22,11 @@ from voipstudio_provider.engine.deletion import DeletionUnconfirmedError
 from voipstudio_provider.engine.evidence import deletion_attempt, pending_intents
 from voipstudio_provider.engine.layout import ARCHIVE_KINDS
 from voipstudio_provider.engine.policy import LegalHold
-from voipstudio_provider.exceptions import VoIPstudioNotFoundError, VoIPstudioServerError
+from voipstudio_provider.exceptions import (
+    VoIPstudioAccessDeniedError,
+    VoIPstudioNotFoundError,
+    VoIPstudioServerError,
+)
 from voipstudio_provider.tasks.retention import SourceDeleter
 
 DAG, RUN, PREFIX = "voipstudio_retention", "manual__2026-11-20T00:00:00+00:00", "vs"
@@ -115,15 +119,29 @@ def test_ids_absent_after_a_retried_delete_count_as_deleted(hook, truth, seaweed
     assert deletions_so_far(s3, s3_bucket, PREFIX, DAG, RUN) == 4
 
 
-def test_a_refused_delete_audits_the_batch_failed_and_stops(
-    hook, truth, seaweed, s3_bucket, set_faults
-):
+@pytest.mark.parametrize(
+    ("fault", "error", "action", "reason", "counted"),
+    [
+        # 403 on the first try: certainly refused, nothing was deleted.
+        ("403", VoIPstudioAccessDeniedError, "failed", "delete_error", 0),
+        # 500 may hide a delete that was performed: kept pending, never failed-and-forgotten.
+        ("500", VoIPstudioServerError, "deleted_unconfirmed", "delete_outcome_unknown", 3),
+    ],
+)
+def test_a_failed_delete_audits_the_batch_and_stops(
+    hook, make_hook, sandbox, truth, seaweed, s3_bucket, set_faults, fault, error, action,
+    reason, counted,
+):  # fmt: skip
     s3 = seaweed.client()
-    records = truth("monitors")[:6]
-    set_faults({"path": "/v1.1/voipstudio/monitors/*", "methods": ["DELETE"], "kind": "500"})
+    records = [m for m in truth("monitors") if m["user_id"] != 1002][:6]
+    if fault == "403":
+        # A user's key: other users' recordings are refused, and invisible to its read-back.
+        hook = make_hook(token=f"{sandbox.token}-user-1002", conn_id="voipstudio_user")
+    else:
+        set_faults({"path": "/v1.1/voipstudio/monitors/*", "methods": ["DELETE"], "kind": fault})
     with audit_part(s3, s3_bucket, PREFIX, DAG, RUN, "monitors.try1") as audit:
         deleter = make_deleter(hook, s3, s3_bucket, audit, batch_size=3)
-        with pytest.raises(VoIPstudioServerError):
+        with pytest.raises(error):
             deleter.run(records)
         lines = lines_of(audit, s3, s3_bucket)
 
@@ -131,12 +149,12 @@ def test_a_refused_delete_audits_the_batch_failed_and_stops(
     first = [r["id"] for r in records[:3]]
     assert sorted(x["id"] for x in lines) == first
     for line in lines:
-        assert (line["action"], line["reason"]) == ("failed", "delete_error")
-        assert line["detail"].startswith("VoIPstudioServerError")
+        assert (line["action"], line["reason"]) == (action, reason)
+        assert error.__name__ in line["detail"]
     assert {r["id"] for r in records} <= monitor_ids(truth)
-    assert deleter.deleted == 0 and deleter.failed == 3
-    assert deletions_so_far(s3, s3_bucket, PREFIX, DAG, RUN) == 0
-    assert audit.summary()["resources"]["monitors"]["failed"] == 3
+    assert deleter.deleted == 0 and deleter.failed + deleter.unconfirmed == 3
+    assert deletions_so_far(s3, s3_bucket, PREFIX, DAG, RUN) == counted
+    assert audit.summary()["resources"]["monitors"][action] == 3
 
 
 def test_rows_still_listed_after_the_wait_are_unconfirmed_then_confirmed_later(

@@ -61,12 +61,17 @@ REASONS: dict[str, str] = {
     "legal_hold_id": "the id is under legal hold: kept",
     "legal_hold_number": "a phone number under legal hold is involved: kept",
     "max_deletions": "the resource's max_deletions was spent: the walk stopped here",
-    "gone": "no longer at the source when its turn came",
+    "gone": "no longer at the source when its turn came (or deleted by another run)",
     "delete_error": "the API refused or failed the delete",
     "delete_unconfirmed": "still listed after the delete was accepted",
+    "delete_outcome_unknown": "the delete failed or its answer was lost; it may have taken "
+    "effect, so the source is asked again",
     "delete_interrupted": "an attempt was interrupted around its delete; still at the source",
     "number_matched": "the CDR involves the phone number of the purge",
 }
+
+#: The DAGs that delete at the source.
+DELETING_DAG_IDS = ("voipstudio_retention", "voipstudio_compliance_purge")
 
 _SPOOL_BYTES = 4 * 1024 * 1024
 #: What ``max_deletions`` counts: a deletion that could not be confirmed counts too.
@@ -236,6 +241,66 @@ def _object_lines(s3_client, bucket: str, key: str) -> Iterator[bytes]:
                 yield line
 
 
+def _part_etags(s3_client, bucket: str, below: str) -> dict[str, str]:
+    """The parts below ``below``, key -> ETag, in key order."""
+    parts: dict[str, str] = {}
+    for page in s3_client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=below):
+        for obj in page.get("Contents", []):
+            parts[obj["Key"]] = obj["ETag"]
+    return dict(sorted(parts.items()))
+
+
+def _delete_if_unchanged(s3_client, bucket: str, key: str, etag: str) -> None:
+    """Delete a joined part unless its attempt has uploaded it again since it was read.
+
+    A part is rewritten whole at each checkpoint; one rewritten meanwhile holds lines the
+    join has not seen, so it stays for the next join.
+    """
+    try:
+        now = s3_client.head_object(Bucket=bucket, Key=key)["ETag"]
+    except ClientError as error:
+        if is_not_found(error):
+            return
+        raise
+    if now != etag:
+        log.warning("audit part s3://%s/%s changed while it was joined; kept", bucket, key)
+        return
+    s3_client.delete_object(Bucket=bucket, Key=key)
+
+
+def deleted_by_other_runs(
+    s3_client,
+    bucket: str,
+    prefix: str,
+    dag_id: str,
+    run_id: str,
+    since: dt.datetime,
+    wanted: set[tuple[str, int]],
+) -> dict[tuple[str, int], str]:
+    """Which of ``wanted`` another deleting run audited ``deleted`` in what it wrote since
+    ``since``: ``(resource, id) -> "dag_id/run_id"``.
+
+    Reads only the audit objects and parts of :data:`DELETING_DAG_IDS` written since then,
+    so it is cheap where it is needed: when an id named by an intent is found gone.
+    """
+    found: dict[tuple[str, int], str] = {}
+    for other_dag in DELETING_DAG_IDS:
+        below = audit_key(prefix, other_dag, "").removesuffix(".jsonl")
+        pages = s3_client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=below)
+        for obj in (o for page in pages for o in page.get("Contents", [])):
+            key = obj["Key"]
+            if obj["LastModified"] < since or not key.endswith(".jsonl"):
+                continue
+            if key.startswith(audit_key(prefix, dag_id, run_id).removesuffix(".jsonl") + "."):
+                continue  # the run's own object and parts
+            for line in _object_lines(s3_client, bucket, key):
+                item = json.loads(line)
+                which = (item["resource"], int(item["id"]))
+                if item["action"] == DELETED and which in wanted and item["run_id"] != run_id:
+                    found.setdefault(which, f"{item['dag_id']}/{item['run_id']}")
+    return found
+
+
 def read_audit(s3_client, bucket: str, key: str) -> list[dict[str, Any]]:
     """Every line of an audit object, decoded (for reports and tests; it may be large)."""
     return [json.loads(line) for line in _object_lines(s3_client, bucket, key)]
@@ -267,8 +332,9 @@ def merge_audit_parts(
     """Join a run's audit parts (and any audit object already there) into the audit object.
 
     Lines already in the object are kept, so clearing and re-running one task of a run
-    adds its lines instead of losing the others'; a line is never written twice, so
-    merging again after an interruption is harmless. Parts are deleted once joined.
+    adds its lines instead of losing the others'; a line is never written twice, and an
+    id's ``deleted`` line only once, so merging again after an interruption is harmless.
+    Parts are deleted once joined, unless rewritten meanwhile.
 
     :param write_args: S3 write arguments of the audit object (encryption, Object Lock).
 
@@ -276,8 +342,9 @@ def merge_audit_parts(
         ``key``.
     """
     key = audit_key(prefix, dag_id, run_id)
-    parts = _keys_below(s3_client, bucket, audit_parts_prefix(prefix, dag_id, run_id))
+    parts = _part_etags(s3_client, bucket, audit_parts_prefix(prefix, dag_id, run_id))
     seen: set[bytes] = set()
+    deleted: set[tuple[str, int]] = set()
     counts: Counter[tuple[str, str, str]] = Counter()
     with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
         for source in (key, *parts):
@@ -285,15 +352,22 @@ def merge_audit_parts(
                 fingerprint = hashlib.sha256(line).digest()
                 if fingerprint in seen:
                     continue
+                item = json.loads(line)
+                if item["action"] == DELETED:
+                    # One deletion, one line: the same deletion confirmed twice (by the
+                    # attempt and by a run that settled it meanwhile) keeps its first line.
+                    which = (item["resource"], int(item["id"]))
+                    if which in deleted:
+                        continue
+                    deleted.add(which)
                 seen.add(fingerprint)
                 spool.write(line + b"\n")
-                item = json.loads(line)
                 counts[(item["resource"], item["action"], item["reason"])] += 1
         if parts or seen:
             deletions = _deletions_by_resource(counts)
             _put_lines(s3_client, bucket, key, spool, deletions, dict(write_args or {}))
-    for part in parts:
-        s3_client.delete_object(Bucket=bucket, Key=part)
+    for part, etag in parts.items():
+        _delete_if_unchanged(s3_client, bucket, part, etag)
     summary = summarize_counts(counts)
     summary["key"] = key
     log.info("audit log s3://%s/%s: %d lines from %d parts", bucket, key, len(seen), len(parts))

@@ -47,8 +47,26 @@ CONFIRM_TIMEOUT = 20.0
 GO_REASONS = frozenset({"archive_verified", "archive_not_required", "archive_pending"})
 
 
+_LANDED_LATE = "absent when deleted again: an earlier delete request of this run landed late"
+
+
 class DeletionUnconfirmedError(RuntimeError):
     """Deleted ids were still listed after the wait: audited, the task must fail."""
+
+
+def _unknown_fate(error: VoIPstudioError | None, read_error: VoIPstudioError | None) -> str | None:
+    """Why the ids still listed may yet be deleted, or ``None`` when their fate is known.
+
+    A refusal on the first try (400, 401, 403) is certain: nothing was deleted. A server
+    error, a dropped connection or a refusal after a retry may hide a delete that was
+    performed, or that the service performs later; so may any delete whose read-back
+    failed.
+    """
+    if read_error is not None:
+        return f"the read-back failed: {type(read_error).__name__}: {read_error}"
+    if error is not None and (error.retryable or error.after_retry):
+        return f"the delete may have taken effect: {type(error).__name__}: {error}"
+    return None
 
 
 def batched(records: Iterable[dict], size: int) -> Iterator[list[dict]]:
@@ -273,15 +291,17 @@ class SourceDeleter:
                 for record, key, reason in chosen
             }
             intent = self.intents.record(self.resource, items)
+        settled: set[int] = set()
         unconfirmed_before = self.unconfirmed
         try:
-            self._delete(chosen)
+            self._delete(chosen, settled)
         finally:
             if self.checkpoint is not None:
                 self.checkpoint()
-                # Every id's line is in S3 now; an unconfirmed one keeps its intent, for a
-                # later attempt to confirm.
-                if intent is not None and self.unconfirmed == unconfirmed_before:
+                # Resolved only when every id has its final line in S3: an id whose fate
+                # is unknown (unconfirmed, a lost answer, a failed read-back, an
+                # interruption before its line) keeps the intent for the source to be asked.
+                if intent is not None and settled >= {record["id"] for record, _, _ in chosen}:
                     self.intents.resolve(intent)
         if self.unconfirmed > unconfirmed_before:
             raise DeletionUnconfirmedError(
@@ -290,17 +310,30 @@ class SourceDeleter:
                 "deleted_unconfirmed, a later attempt confirms them"
             )
 
-    def _delete(self, chosen: list[tuple[dict, str | None, str]]) -> None:
-        by_id = {record["id"]: (record, key, reason) for record, key, reason in chosen}
-        pending = set(by_id)
-        retried_away: set[int] = set()
-        error: VoIPstudioError | None = None
+    def _request_delete(
+        self, pending: set[int], by_id: dict[int, tuple[dict, str | None, str]],
+        settled: set[int],
+    ) -> tuple[VoIPstudioError | None, set[int]]:  # fmt: skip
+        """Send the delete of ``pending`` (ids vanished meanwhile are audited ``gone``
+        and removed from it); return the error that ended it, if any, and the ids a lost
+        answer's retry found already absent."""
         try:
             self.hook.delete_records(self.resource, sorted(pending))
         except VoIPstudioNotFoundError as not_found:
-            done = set(getattr(not_found, "deleted_ids", ()))
-            still = present_ids(self.hook, self.resource, pending - done)
+            try:
+                done = set(getattr(not_found, "deleted_ids", ()))
+                still = present_ids(self.hook, self.resource, pending - done)
+            except VoIPstudioError as read_error:
+                return read_error, set()
             absent = pending - done - still
+            # Gone because another deleting run deleted (and audited) it meanwhile.
+            others = self.intents.deleted_elsewhere(self.resource, absent) if self.intents else {}
+            for gone, by in sorted(others.items()):
+                record, key, _ = by_id[gone]
+                self._note(record, SKIPPED, "gone", f"deleted by {by} meanwhile", key)
+            pending -= set(others)
+            settled |= set(others)
+            absent -= set(others)
             if getattr(not_found, "after_retry", False):
                 # The 404 answered a retry: the first request most likely deleted the
                 # batch and only its answer was lost. What is absent was deleted by this
@@ -309,21 +342,59 @@ class SourceDeleter:
             else:
                 # All or nothing: one id vanished meanwhile (deleted elsewhere); the rest
                 # remain.
+                retried_away = set()
+                earlier = self.intents.earlier if self.intents is not None else {}
                 for gone in sorted(absent):
-                    record, key, _ = by_id[gone]
-                    self._note(record, SKIPPED, "gone", "not found when deleting", key)
+                    record, key, reason = by_id[gone]
+                    if gone in earlier:  # this run's earlier accepted delete landed late
+                        self.deleted += 1
+                        self._note(record, DELETED, reason, _LANDED_LATE, key)
+                    else:
+                        self._note(record, SKIPPED, "gone", "not found when deleting", key)
                     pending.discard(gone)
+                    settled.add(gone)
             if still:
                 try:
                     self.hook.delete_records(self.resource, sorted(still))
                 except VoIPstudioError as retry_error:
-                    error = retry_error
+                    return retry_error, retried_away
+            return None, retried_away
         except VoIPstudioError as delete_error:
-            error = delete_error
-        remaining = self._wait_until_gone(pending, patient=error is None)
+            return delete_error, set()
+        return None, set()
+
+    @staticmethod
+    def _accepted(error: VoIPstudioError | None, pending: set[int]) -> set[int]:
+        """The ids whose delete request was answered with success."""
+        if error is None:
+            return set(pending)
+        return set(getattr(error, "deleted_ids", ())) & pending
+
+    def _delete(self, chosen: list[tuple[dict, str | None, str]], settled: set[int]) -> None:
+        """Delete, read back, and write each id's line; ``settled`` gets the ids whose
+        line is final (``deleted``, ``gone``, or ``failed`` on a certain refusal)."""
+        by_id = {record["id"]: (record, key, reason) for record, key, reason in chosen}
+        pending = set(by_id)
+        error, retried_away = self._request_delete(pending, by_id, settled)
+        read_error: VoIPstudioError | None = None
+        try:
+            remaining = self._wait_until_gone(pending, patient=error is None)
+        except VoIPstudioError as failed_read:
+            read_error, remaining = failed_read, set(pending)
+        unknown_why = _unknown_fate(error, read_error)
+        # A certain refusal deleted nothing: an id it covered that is not listed is one the
+        # token cannot see, not one that is gone.
+        certain = self._accepted(error, pending) | retried_away if unknown_why is None else None
+        absent = set() if read_error is not None else pending - remaining
+        # An accepted request proves nothing about an id another run deleted first.
+        others = self.intents.deleted_elsewhere(self.resource, absent) if self.intents else {}
         for record_id in sorted(pending):
             record, key, reason = by_id[record_id]
-            if record_id not in remaining:
+            refused = error is not None and certain is not None and record_id not in certain
+            if record_id in others:
+                self._note(record, SKIPPED, "gone", f"deleted by {others[record_id]}", key)
+                settled.add(record_id)
+            elif read_error is None and record_id not in remaining and not refused:
                 self.deleted += 1
                 detail = (
                     "absent after a retried delete request"
@@ -331,15 +402,22 @@ class SourceDeleter:
                     else "absence confirmed by reading back"
                 )
                 self._note(record, DELETED, reason, detail, key)
+                settled.add(record_id)
+            elif unknown_why is not None:
+                # The request may have taken effect, or may still: never `failed` and
+                # forgotten; the intent stays until the source is asked again.
+                self.unconfirmed += 1
+                self._note(record, DELETED_UNCONFIRMED, "delete_outcome_unknown", unknown_why, key)
             elif error is not None:
                 self.failed += 1
                 self._note(record, FAILED, "delete_error", f"{type(error).__name__}: {error}", key)
+                settled.add(record_id)
             else:
                 self.unconfirmed += 1
                 self._note(record, DELETED_UNCONFIRMED, "delete_unconfirmed", None, key)
-        if error is not None:
-            # Audit first, then stop: an API that refuses deletes will not start accepting.
-            raise error
+        if error is not None or read_error is not None:
+            # Audit first, then stop: an API that fails deletes will not start accepting.
+            raise error or read_error
 
     def _wait_until_gone(self, ids: set[int], *, patient: bool = True) -> set[int]:
         """The ids still listed after a bounded poll (no wait after a refused delete)."""

@@ -22,6 +22,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -38,8 +39,10 @@ from voipstudio_provider.engine.audit import (
     audit_outcomes,
     audit_part,
     audit_parts_prefix,
+    deleted_by_other_runs,
 )
 from voipstudio_provider.engine.layout import audit_key
+from voipstudio_provider.engine.leases import AttemptLease
 from voipstudio_provider.engine.s3objects import put_checked, put_json, stored_checksum
 
 log = logging.getLogger(__name__)
@@ -144,6 +147,10 @@ class DeleteIntents:
         self.part = part
         self._seq = 0
         self._write_args = evidence_args(target, lock=False)
+        #: Ids an earlier attempt of the run asked to delete that were still listed when
+        #: this one began (id -> reason, archive key): their delete may yet land.
+        self.earlier: dict[int, dict[str, Any]] = {}
+        self.started = dt.datetime.now(dt.UTC)
 
     def record(self, resource: str, items: dict[int, dict[str, Any]]) -> str:
         """Write the intent to delete ``items`` (id -> its audit fields); return its key.
@@ -166,6 +173,17 @@ class DeleteIntents:
         }
         put_json(self.s3_client, self.target.bucket, key, document, write_args=self._write_args)
         return key
+
+    def deleted_elsewhere(self, resource: str, ids: set[int]) -> dict[int, str]:
+        """Which of ``ids`` another deleting run audited deleted since this attempt began
+        (id -> ``dag_id/run_id``)."""
+        if not ids:
+            return {}
+        found = deleted_by_other_runs(
+            self.s3_client, self.target.bucket, self.target.prefix, self.dag_id, self.run_id,
+            self.started - dt.timedelta(minutes=1), {(resource, i) for i in ids},
+        )  # fmt: skip
+        return {record_id: by for (_, record_id), by in found.items()}
 
     def resolve(self, key: str) -> None:
         """Remove an intent whose every id has its outcome line in S3."""
@@ -230,32 +248,64 @@ def reconcile_intents(
     *,
     resource: str | None = None,
     final: bool = False,
+    wait: float = 0.0,
+    line_fields: dict[str, Any] | None = None,
+    still_open: dict[int, dict[str, Any]] | None = None,
 ) -> list[str]:
-    """Write the outcome of every id of the run's pending intents; return their keys.
+    """Write the outcome of every id of the run's pending intents; return the keys of the
+    intents every id of which now has its outcome.
 
     An id with a ``deleted`` or ``skipped`` line already is left alone. Any other id the
     source no longer lists gets a ``deleted`` line (after a ``deleted_unconfirmed`` one,
-    that line is the later confirmation). An id still listed is decided again by the
-    attempt's walk; when ``final`` (the run's audit is being written) it is audited
-    ``failed`` instead. The caller uploads ``audit``, then resolves the returned intents.
+    that line is the later confirmation). An id still listed keeps its intent pending and
+    is decided again by the attempt's walk (``still_open`` gets it, id -> reason and
+    archive key); when ``final`` (the run's audit is being written) it is audited
+    ``failed`` instead, and its intent is released. The caller uploads ``audit``, then
+    resolves the returned intents.
+
+    :param wait: when ``final``, seconds to keep asking about ids still listed whose
+        delete was not refused for certain (it may land late) before releasing them.
+    :param line_fields: added to every line written (e.g. ``recovered_by``).
     """
     intents = pending_intents(s3_client, target, dag_id, run_id, resource)
     if not intents:
         return []
+    settled: list[str] = []
     outcomes = audit_outcomes(s3_client, target.bucket, target.prefix, dag_id, run_id)
+    extra = dict(line_fields or {})
     for key, intent in intents:
         name = intent["resource"]
+        attempt = intent.get("attempt")
         ids = [int(i) for i in intent["ids"]]
         still = present_ids(hook, name, ids)
+        # Any id not refused for certain may still be deleted late (a queued delete, a
+        # request sent just before the process died): ask again before releasing it.
+        maybe_late = {
+            i for i in still if not outcomes.get((name, i), set()) & {DELETED, SKIPPED, FAILED}
+        }
+        if final and wait > 0 and maybe_late:
+            still = (still - maybe_late) | _ask_until(hook, name, maybe_late, wait)
+        # An id gone because another deleting run deleted it has that run's line already.
+        elsewhere = _deleted_elsewhere(
+            s3_client, target, dag_id, run_id, intent,
+            {(name, i) for i in ids if i not in still and not outcomes.get((name, i))},
+        )  # fmt: skip
+        open_ids = 0
         for record_id in ids:
             done = outcomes.get((name, record_id), set())
             if done & {DELETED, SKIPPED}:
                 continue
-            fields = dict(intent["items"].get(str(record_id), {}))
+            fields = dict(intent["items"].get(str(record_id), {})) | extra
             reason = fields.pop("reason", "archive_verified")
             archive_key = fields.pop("archive_key", None)
-            attempt = intent.get("attempt")
-            if record_id not in still:
+            if (name, record_id) in elsewhere:
+                detail = f"deleted by {elsewhere[(name, record_id)]}, not by {attempt}"
+                audit.add(
+                    name, record_id, SKIPPED, "gone", detail=detail, archive_key=archive_key,
+                    **fields,
+                )  # fmt: skip
+                outcomes.setdefault((name, record_id), set()).add(SKIPPED)
+            elif record_id not in still:
                 detail = f"absent at the source when the delete intent of {attempt} was reconciled"
                 audit.add(
                     name, record_id, DELETED, reason, detail=detail, archive_key=archive_key,
@@ -270,11 +320,40 @@ def reconcile_intents(
                     **fields,
                 )  # fmt: skip
                 outcomes.setdefault((name, record_id), set()).add(FAILED)
+            elif not done & {FAILED}:
+                # Still listed, and the request may yet land: the intent stays, and the
+                # attempt's walk learns the id (a later 404 on it is this run's delete).
+                open_ids += 1
+                if still_open is not None:
+                    still_open[record_id] = {"reason": reason, "archive_key": archive_key}
         log.warning(
             "reconciled the delete intent %s of %s (%d ids, %d still at the source)",
             key, attempt, len(ids), len(still),
         )  # fmt: skip
-    return [key for key, _ in intents]
+        if not open_ids:
+            settled.append(key)
+    return settled
+
+
+def _deleted_elsewhere(
+    s3_client, target, dag_id: str, run_id: str, intent: dict, gone: set[tuple[str, int]]
+) -> dict[tuple[str, int], str]:
+    if not gone:
+        return {}
+    since = dt.datetime.fromisoformat(intent["time"]) - dt.timedelta(minutes=1)
+    return deleted_by_other_runs(
+        s3_client, target.bucket, target.prefix, dag_id, run_id, since, gone
+    )
+
+
+def _ask_until(hook, resource: str, ids: set[int], wait: float) -> set[int]:
+    """The ids of ``ids`` still listed after asking again for up to ``wait`` seconds."""
+    deadline = time.monotonic() + wait
+    still = set(ids)
+    while still and time.monotonic() < deadline:
+        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+        still = present_ids(hook, resource, still)
+    return still
 
 
 @contextlib.contextmanager
@@ -284,35 +363,58 @@ def deletion_attempt(
     """The audit part and the intents of one deleting task attempt, earlier ones reconciled.
 
     ``with deletion_attempt(hook, s3, target, dag_id, run_id, "monitors", 2) as (audit,
-    intents): ...``; the audit part is uploaded when the block ends, however it ends.
+    intents): ...``; the audit part is uploaded when the block ends, however it ends, and
+    the attempt holds its lease (:class:`~.leases.AttemptLease`) meanwhile.
     """
     part = f"{resource}.try{try_number}"
     write_args = evidence_args(target, lock=False)
-    with audit_part(
-        s3_client, target.bucket, target.prefix, dag_id, run_id, part, write_args
-    ) as audit:
+    # The lease says "alive" to a run that settles what dead runs left (engine.recovery).
+    with (
+        AttemptLease(s3_client, target, dag_id, run_id, part, write_args),
+        audit_part(
+            s3_client, target.bucket, target.prefix, dag_id, run_id, part, write_args
+        ) as audit,
+    ):
         intents = DeleteIntents(s3_client, target, dag_id, run_id, part)
         handled = reconcile_intents(
-            hook, s3_client, target, audit, dag_id, run_id, resource=resource
-        )
-        if handled:
+            hook, s3_client, target, audit, dag_id, run_id, resource=resource,
+            still_open=intents.earlier,
+        )  # fmt: skip
+        if len(audit):
             audit.upload(s3_client, target.bucket, audit.key)
-            for key in handled:
-                intents.resolve(key)
+        for key in handled:
+            intents.resolve(key)
         yield audit, intents
 
 
-def reconcile_run(hook, s3_client, target, dag_id: str, run_id: str) -> int:
+def reconcile_run(
+    hook,
+    s3_client,
+    target,
+    dag_id: str,
+    run_id: str,
+    *,
+    wait: float = 0.0,
+    line_fields: dict[str, Any] | None = None,
+    part_name: str = "reconciled",
+) -> int:
     """Reconcile every pending intent of a run into a part of its own; return how many.
 
-    Called when the run's audit is written: an id still at the source is audited
-    ``failed`` then.
+    Called when the run's audit is written, by its own teardown or by a later run that
+    settles it: an id still at the source is audited ``failed`` then and released.
+
+    :param wait: see :func:`reconcile_intents`.
+    :param line_fields: added to every line written.
+    :param part_name: the part's name before its time stamp.
     """
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
-    part = f"reconciled.{stamp}.{uuid.uuid4().hex[:8]}"
+    part = f"{part_name}.{stamp}.{uuid.uuid4().hex[:8]}"
     key = f"{audit_parts_prefix(target.prefix, dag_id, run_id)}{part}.jsonl"
     with AuditLog(dag_id, run_id, key, evidence_args(target, lock=False)) as audit:
-        handled = reconcile_intents(hook, s3_client, target, audit, dag_id, run_id, final=True)
+        handled = reconcile_intents(
+            hook, s3_client, target, audit, dag_id, run_id, final=True, wait=wait,
+            line_fields=line_fields,
+        )  # fmt: skip
         if len(audit):
             audit.upload(s3_client, target.bucket, key)
     for intent in handled:

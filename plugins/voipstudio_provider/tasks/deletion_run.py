@@ -1,20 +1,25 @@
 """How a run of a DAG that deletes at the source ends: its audit is written, a failure shows.
 
-The retention DAG and the compliance purge end alike. :func:`write_audit_log` reconciles
-what an interrupted attempt left and joins the run's audit parts into one object;
-:func:`fail_run` fails the run when another task failed. :func:`end_deletion_run` adds the
-two tasks to a DAG and wires them, so that both DAGs declare them the same way.
+The retention DAG and the compliance purge begin and end alike. Before either deletes,
+:func:`settle_earlier_runs` settles what any earlier run of either DAG left when its
+process died. At the end :func:`write_audit_log` reconciles what an interrupted attempt
+left and joins the run's audit parts into one object; :func:`fail_run` fails the run when
+another task failed. :func:`end_deletion_run` adds the two tasks to a DAG and wires them,
+so that both DAGs declare them the same way.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from voipstudio_provider.engine.audit import merge_audit_parts
+from voipstudio_provider.engine.deletion import CONFIRM_TIMEOUT
 from voipstudio_provider.engine.evidence import evidence_args, reconcile_run
+from voipstudio_provider.engine.recovery import SETTLE_GRACE, drop_leases, settle_left_behind
 from voipstudio_provider.tasks.settings import clients, deletion_target
 
 log = logging.getLogger(__name__)
@@ -30,12 +35,18 @@ def fail_run() -> None:
     raise RuntimeError("another task of this run failed; its log says why")
 
 
-def finish_audit(hook, s3_client, target, dag_id: str, run_id: str) -> dict[str, Any]:
+def finish_audit(
+    hook, s3_client, target, dag_id: str, run_id: str, *, wait: float = CONFIRM_TIMEOUT
+) -> dict[str, Any]:
     """Reconcile the run's pending delete intents, then join its audit parts.
 
+    :param wait: seconds to keep asking about deletes that may still land before an id
+        still at the source is audited ``failed`` and released.
     :return: the summary of the audit object (see :func:`~.audit.merge_audit_parts`).
     """
-    reconciled = reconcile_run(hook, s3_client, target, dag_id, run_id)
+    reconciled = reconcile_run(hook, s3_client, target, dag_id, run_id, wait=wait)
+    # Every attempt has ended by now: a lease left is a killed attempt's.
+    drop_leases(s3_client, target, dag_id, run_id)
     summary = merge_audit_parts(
         s3_client, target.bucket, target.prefix, dag_id, run_id,
         write_args=evidence_args(target, lock=True),
@@ -87,3 +98,50 @@ def end_deletion_run(work, watched: Iterable) -> None:
 
     work >> write_run_audit().as_teardown(on_failure_fail_dagrun=True)
     list(watched) >> fail_if_a_task_failed()
+
+
+def settle_earlier_runs(
+    hook,
+    s3_client,
+    target,
+    dag_id: str,
+    run_id: str,
+    *,
+    grace: dt.timedelta = SETTLE_GRACE,
+    wait: float = CONFIRM_TIMEOUT,
+) -> dict[str, Any]:
+    """Settle what any earlier run of either deleting DAG left, before deleting anything.
+
+    Call it at the start of a deleting step, after the bucket probe and before the first
+    delete: pending intents of runs that died are asked of the source and their lines,
+    marked ``recovered_by``, written into those runs' audit objects, which are joined
+    and finished. Raises when it cannot: a run that cannot settle must not delete.
+
+    :param hook: a :class:`~voipstudio_provider.hooks.voipstudio.VoIPstudioHook`.
+    :param s3_client: a boto3 S3 client of the archive bucket.
+    :param target: the deletion target (:func:`~.settings.deletion_target`).
+    :param dag_id: the settling run's DAG id.
+    :param run_id: the settling run's id (never settled by itself).
+    :param grace: runs that wrote an intent or a part more recently are left alone.
+    :param wait: seconds to keep asking about ids a dead run may have deleted late
+        before they are audited ``failed`` and released.
+    :return: ``{"runs": [...], "intents": n, "recent": [...]}``.
+    """
+    settled = settle_left_behind(
+        hook, s3_client, target, dag_id=dag_id, run_id=run_id, grace=grace, wait=wait
+    )
+    return settled.as_dict()
+
+
+def settle_before_deleting(
+    dag_id: str,
+    run_id: str,
+    aws_conn_id: str = "aws_default",
+    voipstudio_conn_id: str = "voipstudio_default",
+) -> dict[str, Any]:
+    """The task that settles earlier runs (see :func:`settle_earlier_runs`)."""
+    target = deletion_target()
+    hook, s3_client = clients(voipstudio_conn_id, aws_conn_id)
+    summary = settle_earlier_runs(hook, s3_client, target, dag_id, run_id)
+    log.info("earlier deleting runs settled: %s", json.dumps(summary, sort_keys=True))
+    return summary
