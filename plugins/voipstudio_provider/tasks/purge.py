@@ -61,6 +61,7 @@ from voipstudio_provider.engine.purge import (
     purge_planned,
 )
 from voipstudio_provider.engine.s3objects import put_json
+from voipstudio_provider.tasks.deletion_run import settle_earlier_runs
 from voipstudio_provider.tasks.settings import (
     clients,
     deletion_target,
@@ -258,12 +259,14 @@ def _approval(approval_answer: Mapping[str, Any] | None, dag_run) -> Approval:
 # -- deleting -----------------------------------------------------------------------------
 
 
-def _before_deleting(s3_client, target, dag_id: str, run_id: str, part: str) -> None:
+def _before_deleting(hook, s3_client, target, dag_id: str, run_id: str, part: str) -> None:
     """What must hold before this task's first delete request, once the approval and the
-    plan's digest are checked: the bucket proves what it stores. Every check of what came
-    before this run (earlier runs included) belongs here, so that none can come after a
-    delete."""
+    plan's digest are checked: the bucket proves what it stores, and what any earlier run
+    of either deleting DAG left behind (pending intents, unjoined audit parts) is settled,
+    so that a finished audit object holds every line before anything new is deleted."""
     probe_bucket(s3_client, target, dag_id, run_id, part)
+    settled = settle_earlier_runs(hook, s3_client, target, dag_id, run_id)
+    log.info("earlier deleting runs settled: %s", json.dumps(settled, sort_keys=True))
 
 
 def run_purge(
@@ -291,7 +294,7 @@ def run_purge(
         check_plan_criteria(plan, request.criteria())
     except PermissionError as error:
         raise AirflowFailException(str(error)) from None
-    _before_deleting(s3_client, target, dag_id, run_id, f"{resource}.try{try_number}")
+    _before_deleting(hook, s3_client, target, dag_id, run_id, f"{resource}.try{try_number}")
     with deletion_attempt(hook, s3_client, target, dag_id, run_id, resource, try_number) as (
         audit,
         intents,
