@@ -111,29 +111,37 @@ def _policy(name: str) -> dict:
     return json.loads((DOCS / "iam" / f"{name}.json").read_text())
 
 
-@pytest.fixture(scope="module")
-def archive_role() -> dict:
-    return _policy("archive-role")
+ROLES = ["archive-role", "retention-role", "auditor-role", "legal-hold-role", "erasure-role"]
 
 
 @pytest.fixture(scope="module")
-def retention_role() -> dict:
-    return _policy("retention-role")
+def policies() -> dict[str, dict]:
+    return {name: _policy(name) for name in ROLES}
 
 
 @pytest.fixture(scope="module")
-def auditor_role() -> dict:
-    return _policy("auditor-role")
+def archive_role(policies) -> dict:
+    return policies["archive-role"]
 
 
 @pytest.fixture(scope="module")
-def legal_hold_role() -> dict:
-    return _policy("legal-hold-role")
+def retention_role(policies) -> dict:
+    return policies["retention-role"]
 
 
 @pytest.fixture(scope="module")
-def erasure_role() -> dict:
-    return _policy("erasure-role")
+def auditor_role(policies) -> dict:
+    return policies["auditor-role"]
+
+
+@pytest.fixture(scope="module")
+def legal_hold_role(policies) -> dict:
+    return policies["legal-hold-role"]
+
+
+@pytest.fixture(scope="module")
+def erasure_role(policies) -> dict:
+    return policies["erasure-role"]
 
 
 MONITOR = {"id": 42, "timestamp": "2025-11-01 10:00:00"}
@@ -143,8 +151,8 @@ MSDR = {"id": 9, "created_at": "2025-11-01 10:00:00"}
 RECORDS = {"monitors": MONITOR, "voicemessages": VOICEMAIL, "cdrs": CDR, "msdrs": MSDR}
 
 
-def archive_written_keys() -> list[str]:
-    """Every key the archive, export and reconciliation DAGs write, built by the layout."""
+def record_copies() -> list[str]:
+    """Each archive kind's binary, sidecar and quarantined copy, built by the layout."""
     keys = []
     for kind in layout.ARCHIVE_KINDS.values():
         record = RECORDS[kind.resource]
@@ -153,6 +161,12 @@ def archive_written_keys() -> list[str]:
         if kind.sidecar:
             keys.append(layout.sidecar_key(PREFIX, kind, record))
         keys.append(layout.quarantine_key(PREFIX, key, dt.datetime(2026, 11, 20, tzinfo=dt.UTC)))
+    return keys
+
+
+def archive_written_keys() -> list[str]:
+    """Every key the archive, export and reconciliation DAGs write, built by the layout."""
+    keys = record_copies()
     keys += [
         layout.cdr_csv_key(PREFIX, 1002, DAY),
         layout.highwater_key(PREFIX, "monitors"),
@@ -256,15 +270,7 @@ def test_the_auditor_role_reads_and_lists_only(auditor_role):
 
 def archived_copies() -> list[str]:
     """The archived objects of records: what an erasure removes and a legal hold locks."""
-    keys = []
-    for kind in layout.ARCHIVE_KINDS.values():
-        record = RECORDS[kind.resource]
-        key = layout.archive_key(PREFIX, kind, record)
-        keys.append(key)
-        if kind.sidecar:
-            keys.append(layout.sidecar_key(PREFIX, kind, record))
-        keys.append(layout.quarantine_key(PREFIX, key, dt.datetime(2026, 11, 20, tzinfo=dt.UTC)))
-    return keys + [layout.chat_key(PREFIX, 7, DAY)]
+    return record_copies() + [layout.chat_key(PREFIX, 7, DAY)]
 
 
 def evidence_keys() -> list[str]:
@@ -316,9 +322,6 @@ def test_the_archive_and_retention_roles_cannot_touch_legal_holds(archive_role, 
     for policy in (archive_role, retention_role):
         for key in archived_copies():
             assert not allowed(policy, "s3:PutObjectLegalHold", obj(key)), key
-
-
-ROLES = ["archive-role", "retention-role", "auditor-role", "legal-hold-role", "erasure-role"]
 
 
 @pytest.mark.parametrize("name", ROLES)
