@@ -397,3 +397,37 @@ def _log_says(path: Path, text: str):
         return text in log and " ready." in log
 
     return check
+
+
+@contextlib.contextmanager
+def running_cluster(tmp_path_factory, sandbox_server, seaweed, bucket: str, extra_env, **kwargs):
+    """A started cluster on a scratch database and broker db, connected to the sandbox and
+    ``bucket``, with the ``voipstudio_api`` pool; stopped and dropped whatever happens.
+
+    :param extra_env: more ``AIRFLOW_*`` settings of the deployment.
+    :param kwargs: passed to :class:`~airflow_cluster.AirflowCluster` (``users``,
+        ``dags_folder``).
+    """
+    with scratch_database() as database, scratch_redis_db() as broker:
+        cluster = AirflowCluster(
+            tmp_path_factory.mktemp("airflow-home"),
+            database,
+            broker,
+            extra_env={
+                "AIRFLOW_CONN_VOIPSTUDIO_DEFAULT": sandbox_server.airflow_conn_json(),
+                "AIRFLOW_CONN_AWS_DEFAULT": seaweed.airflow_conn_uri(),
+                "AIRFLOW_VAR_VOIPSTUDIO_S3_BUCKET": bucket,
+                **extra_env,
+            },
+            **kwargs,
+        )
+        try:
+            cluster.migrate()
+            cluster.cli("pools", "set", "voipstudio_api", "4", "VoIPstudio API calls")
+            cluster.start()
+            yield cluster
+        except BaseException as error:
+            error.add_note(cluster.log_tails())
+            raise
+        finally:
+            cluster.stop()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from airflow_cluster import AirflowCluster, scratch_database, scratch_redis_db
+from airflow_cluster import running_cluster
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -58,27 +58,11 @@ def airflow_cluster(tmp_path_factory, sandbox_server, seaweed, archive_bucket, a
     # A CeleryExecutor that cannot start is a broken deployment, not a reason to skip.
     if reason := _why_celery_cannot_run():
         pytest.fail(reason)
-    with scratch_database() as database, scratch_redis_db() as broker:
-        cluster = AirflowCluster(
-            tmp_path_factory.mktemp("airflow-home"),
-            database,
-            broker,
-            extra_env={
-                "AIRFLOW_CONN_VOIPSTUDIO_DEFAULT": sandbox_server.airflow_conn_json(),
-                "AIRFLOW_CONN_AWS_DEFAULT": seaweed.airflow_conn_uri(),
-                "AIRFLOW_VAR_VOIPSTUDIO_S3_BUCKET": archive_bucket,
-                "AIRFLOW_VAR_VOIPSTUDIO_S3_PREFIX": archive_prefix,
-                "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
-            },
-            users=PURGE_USERS,
-        )
-        try:
-            cluster.migrate()
-            cluster.cli("pools", "set", "voipstudio_api", "4", "VoIPstudio API calls")
-            cluster.start()
-            yield cluster
-        except BaseException as error:
-            error.add_note(cluster.log_tails())
-            raise
-        finally:
-            cluster.stop()
+    extra_env = {
+        "AIRFLOW_VAR_VOIPSTUDIO_S3_PREFIX": archive_prefix,
+        "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
+    }
+    with running_cluster(
+        tmp_path_factory, sandbox_server, seaweed, archive_bucket, extra_env, users=PURGE_USERS
+    ) as cluster:
+        yield cluster

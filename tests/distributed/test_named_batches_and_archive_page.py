@@ -22,7 +22,7 @@ import time
 import uuid
 
 import pytest
-from airflow_cluster import REPO, AirflowCluster, scratch_database, scratch_redis_db
+from airflow_cluster import REPO, running_cluster
 from voipstudio_provider.engine.layout import parse_api_datetime
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
@@ -70,31 +70,16 @@ def archive_bucket(seaweed) -> str:
 
 @pytest.fixture(scope="module")
 def airflow_cluster(tmp_path_factory, sandbox_server, seaweed, archive_bucket, dags_folder):
-    with scratch_database() as database, scratch_redis_db() as broker:
-        cluster = AirflowCluster(
-            tmp_path_factory.mktemp("airflow-home"),
-            database,
-            broker,
-            extra_env={
-                "AIRFLOW_CONN_VOIPSTUDIO_DEFAULT": sandbox_server.airflow_conn_json(),
-                "AIRFLOW_CONN_AWS_DEFAULT": seaweed.airflow_conn_uri(),
-                "AIRFLOW_VAR_VOIPSTUDIO_S3_BUCKET": archive_bucket,
-                "AIRFLOW_VAR_VOIPSTUDIO_S3_PREFIX": PREFIX,
-                # Airflow loads a provider's plugins only when it discovers providers eagerly.
-                "AIRFLOW__CORE__LAZY_DISCOVER_PROVIDERS": "False",
-            },
-            dags_folder=dags_folder,
-        )
-        try:
-            cluster.migrate()
-            cluster.cli("pools", "set", "voipstudio_api", "4", "VoIPstudio API calls")
-            cluster.start()
-            yield cluster
-        except BaseException as error:
-            error.add_note(cluster.log_tails())
-            raise
-        finally:
-            cluster.stop()
+    extra_env = {
+        "AIRFLOW_VAR_VOIPSTUDIO_S3_PREFIX": PREFIX,
+        # Airflow loads a provider's plugins only when it discovers providers eagerly.
+        "AIRFLOW__CORE__LAZY_DISCOVER_PROVIDERS": "False",
+    }
+    with running_cluster(
+        tmp_path_factory, sandbox_server, seaweed, archive_bucket, extra_env,
+        dags_folder=dags_folder,
+    ) as cluster:  # fmt: skip
+        yield cluster
 
 
 def wait_until(check, what: str, timeout: float = 600, every: float = 3):
