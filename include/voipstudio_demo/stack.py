@@ -64,7 +64,8 @@ class DemoStack:
         self.sandbox.start()
         self.sandbox.control("POST", "reset")
         self.seaweed.start()
-        self.seaweed.client().create_bucket(Bucket=BUCKET)
+        # With Object Lock, the reconciliation locks the held recording's archived copies.
+        self.seaweed.client().create_bucket(Bucket=BUCKET, ObjectLockEnabledForBucket=True)
 
     def stop(self) -> None:
         """Stop a DAG run in progress and both servers; safe to call more than once."""
@@ -94,6 +95,9 @@ class DemoStack:
                 "AIRFLOW__API_AUTH__JWT_SECRET": self._jwt_secret,
                 "AIRFLOW_CONN_VOIPSTUDIO_DEFAULT": self.sandbox.airflow_conn_json(),
                 "AIRFLOW_CONN_AWS_DEFAULT": self.seaweed.airflow_conn_uri(),
+                # One local key plays the legal-hold and erasure roles a deployment separates.
+                "AIRFLOW_CONN_AWS_LEGAL_HOLD": self.seaweed.airflow_conn_uri(),
+                "AIRFLOW_CONN_AWS_ERASURE": self.seaweed.airflow_conn_uri(),
                 "PYTHONPATH": os.pathsep.join(
                     [str(REPO / "plugins"), str(REPO / "include"), env.get("PYTHONPATH", "")]
                 ),
