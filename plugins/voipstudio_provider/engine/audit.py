@@ -296,7 +296,12 @@ def deleted_by_other_runs(
             for line in _object_lines(s3_client, bucket, key):
                 item = json.loads(line)
                 which = (item["resource"], int(item["id"]))
-                if item["action"] == DELETED and which in wanted and item["run_id"] != run_id:
+                if item["action"] != DELETED or which not in wanted or item["run_id"] == run_id:
+                    continue
+                # An object rewritten lately (a dead run settled, parts joined) holds old
+                # lines too: only a deletion audited since then counts.
+                written = item.get("time")
+                if written is None or dt.datetime.fromisoformat(written) >= since:
                     found.setdefault(which, f"{item['dag_id']}/{item['run_id']}")
     return found
 
