@@ -44,11 +44,9 @@ from voipstudio_provider.engine.audit import (
 from voipstudio_provider.engine.layout import audit_key
 from voipstudio_provider.engine.leases import AttemptLease
 from voipstudio_provider.engine.s3objects import put_checked, put_json, stored_checksum
+from voipstudio_provider.engine.targets import LOCK_ARGS
 
 log = logging.getLogger(__name__)
-
-#: Write arguments that make an object locked; temporary objects go without them.
-_LOCK_ARGS = ("ObjectLockMode", "ObjectLockRetainUntilDate", "ObjectLockLegalHoldStatus")
 
 
 class BucketProbeError(RuntimeError):
@@ -65,7 +63,7 @@ def evidence_args(target, *, lock: bool) -> dict[str, Any]:
     """
     args = {k: v for k, v in target.object_args().items() if k != "StorageClass"}
     if not lock:
-        args = {k: v for k, v in args.items() if k not in _LOCK_ARGS}
+        args = {k: v for k, v in args.items() if k not in LOCK_ARGS}
     return args
 
 

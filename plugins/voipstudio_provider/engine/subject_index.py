@@ -40,11 +40,10 @@ from voipstudio_provider.engine.layout import (
 from voipstudio_provider.engine.ledger import jsonl, key_day
 from voipstudio_provider.engine.phone_numbers import numbers_by_field
 from voipstudio_provider.engine.s3objects import put_checked
+from voipstudio_provider.engine.targets import LOCK_ARGS
 
 log = logging.getLogger(__name__)
 
-#: The Object Lock arguments an index object is written without (see the module's text).
-_LOCK_ARGS = ("ObjectLockMode", "ObjectLockRetainUntilDate", "ObjectLockLegalHoldStatus")
 #: Folders whose JSON sidecars the backfill reads: the record as the API sent it.
 SIDECAR_KINDS = tuple(k for k in ARCHIVE_KINDS.values() if k.sidecar)
 
@@ -102,7 +101,7 @@ def chat_line(key: str, document: Mapping[str, Any], regions: Sequence[str] = ()
 
 def index_write_args(target) -> dict[str, Any]:
     """The target's write arguments (encryption, tags) without Object Lock retention."""
-    return {k: v for k, v in target.document_args().items() if k not in _LOCK_ARGS}
+    return {k: v for k, v in target.document_args().items() if k not in LOCK_ARGS}
 
 
 def write_lines(s3_client, target, name: str, lines: Iterable[Mapping[str, Any]]) -> list[str]:

@@ -15,6 +15,10 @@ from typing import Any
 
 from voipstudio_provider.engine.proof import ARCHIVE_STORAGE_CLASSES
 
+#: The write arguments that put an object under Object Lock; what is rewritten or
+#: temporary (index objects, audit parts, intents, probes) is written without them.
+LOCK_ARGS = ("ObjectLockMode", "ObjectLockRetainUntilDate", "ObjectLockLegalHoldStatus")
+
 __all__ = [
     "ARCHIVED", "FAILED", "MIN_CHUNK_SIZE", "OBJECT_LOCK_MODES", "SKIPPED", "SSE_ALGORITHMS",
     "ArchiveOutcome", "ArchiveTarget", "s3_client_for", "summarize",
