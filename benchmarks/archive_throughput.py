@@ -4,7 +4,7 @@ Starts the VoIPstudio sandbox and SeaweedFS on loopback, adds the recordings to 
 archives the same set three ways, each in a process of its own so that its peak memory is
 its own:
 
-- ``provider``: :func:`voipstudio_provider.engine.archive.archive_batch` (spooled, hashed,
+- ``provider``: :func:`voipstudio_provider.engine.archive.writer.archive_batch` (spooled, hashed,
   verified, with sidecars);
 - ``http_to_s3``: ``HttpToS3Operator.execute()`` per recording (it reads each body whole);
 - ``bare_loop``: ``requests`` streaming each body straight into ``upload_fileobj``;
@@ -51,7 +51,11 @@ MIB = 1024 * 1024
 
 
 def _archive_with_provider(records: list[dict], job: dict) -> int:
-    from voipstudio_provider.engine.archive import ArchiveTarget, archive_batch, s3_client_for
+    from voipstudio_provider.engine.archive.writer import (
+        ArchiveTarget,
+        archive_batch,
+        s3_client_for,
+    )
     from voipstudio_provider.engine.layout import ARCHIVE_KINDS
     from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
 

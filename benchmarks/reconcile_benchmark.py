@@ -50,13 +50,13 @@ def add_recordings(sandbox, count: int) -> list[dict]:
 
 def store_archive(s3, bucket: str, prefix: str, records: list[dict], batch: int) -> None:
     """What the archive DAG leaves for each record: binary, sidecar, ledger lines."""
+    from voipstudio_provider.engine.archive.ledger import jsonl
     from voipstudio_provider.engine.layout import (
         ARCHIVE_KINDS,
         archive_key,
         ledger_key,
         sidecar_key,
     )
-    from voipstudio_provider.engine.ledger import jsonl
 
     kind = ARCHIVE_KINDS["monitors"]
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["AIRFLOW_CONN_VOIPSTUDIO_DEFAULT"] = sandbox.airflow_conn_json()
             import boto3
             from botocore.config import Config
-            from voipstudio_provider.engine.archive import ArchiveTarget
+            from voipstudio_provider.engine.archive.writer import ArchiveTarget
             from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
 
             s3 = boto3.client(  # as many connections as store_archive has threads

@@ -92,9 +92,9 @@ from __future__ import annotations
 import datetime as dt
 
 from airflow.sdk import Param, dag, task
-from voipstudio_provider.engine.approval import DEFAULT_APPROVAL_HOURS
-from voipstudio_provider.engine.deletion import DEFAULT_MAX_DELETIONS
-from voipstudio_provider.engine.purge import PURGE_RESOURCES
+from voipstudio_provider.engine.deletion.approval import DEFAULT_APPROVAL_HOURS
+from voipstudio_provider.engine.deletion.deleter import DEFAULT_MAX_DELETIONS
+from voipstudio_provider.engine.deletion.purge import PURGE_RESOURCES
 from voipstudio_provider.operators.purge_approval import PurgeApprovalOperator
 from voipstudio_provider.tasks import erasure, purge, run_notes
 from voipstudio_provider.tasks.deletion_run import end_deletion_run

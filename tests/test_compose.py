@@ -374,7 +374,7 @@ def test_env_example_sets_the_variables_and_holds_no_secret(env_example):
     assert policy and all(isinstance(days, int) and days > 0 for days in policy.values())
     hold = json.loads(env_example["AIRFLOW_VAR_VOIPSTUDIO_LEGAL_HOLD"])
     assert set(hold) == {"ids", "numbers"}
-    from voipstudio_provider.engine.phone_numbers import parse_region
+    from voipstudio_provider.engine.subjects.phone_numbers import parse_region
 
     assert parse_region(env_example["AIRFLOW_VAR_VOIPSTUDIO_DEFAULT_REGION"]) == "GB"
     for key in PLACEHOLDER_SECRETS:

@@ -244,7 +244,7 @@ def test_a_batch_retry_fetches_only_what_failed(airflow_env):
 
 
 def test_a_large_window_gets_larger_batches_not_more_than_the_limit(airflow_env):
-    from voipstudio_provider.engine.batches import plan_batches
+    from voipstudio_provider.engine.archive.batches import plan_batches
     from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
 
     monitors = [r["id"] for r in records_in_window(airflow_env.sandbox, "monitors")]

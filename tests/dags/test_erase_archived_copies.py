@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from voipstudio_provider.engine.subject_index import SubjectIndex
+from voipstudio_provider.engine.subjects.subject_index import SubjectIndex
 from voipstudio_provider.tasks.erasure import erase_archived_copies
 from voipstudio_provider.tasks.settings import ConfigurationError
 

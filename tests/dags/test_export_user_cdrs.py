@@ -133,7 +133,7 @@ def test_extra_fields_and_both_encodings_of_enumerations_reach_the_csv_as_sent(a
 def test_calls_whose_ids_do_not_rise_with_calldate_are_written_in_calldate_order(
     airflow_env, monkeypatch
 ):
-    from voipstudio_provider.engine import cdr_csv
+    from voipstudio_provider.engine.exports import cdr_csv
 
     monkeypatch.setattr(cdr_csv, "SORT_RUN_RECORDS", 3)  # several sorted runs to merge
     sandbox = airflow_env.sandbox
@@ -172,7 +172,7 @@ class _CallArrivesAfterTheWalk:
 
 
 def test_a_csv_whose_rows_differ_from_the_apis_total_is_not_written(airflow_env):
-    from voipstudio_provider.engine.cdr_csv import ExportMismatchError, export_user_day
+    from voipstudio_provider.engine.exports.cdr_csv import ExportMismatchError, export_user_day
     from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
 
     sandbox = airflow_env.sandbox
@@ -185,7 +185,7 @@ def test_a_csv_whose_rows_differ_from_the_apis_total_is_not_written(airflow_env)
 
 
 def test_records_of_another_user_or_day_are_refused():
-    from voipstudio_provider.engine.cdr_csv import CdrSpool, ExportMismatchError
+    from voipstudio_provider.engine.exports.cdr_csv import CdrSpool, ExportMismatchError
 
     spool = CdrSpool(io.BytesIO(), 1001, dt.date(2026, 5, 4))
     spool.add({"id": 1, "user_id": 1001, "calldate": "2026-05-04 10:00:00"})
@@ -199,7 +199,7 @@ def test_records_of_another_user_or_day_are_refused():
 def test_records_are_put_in_calldate_then_id_order_through_sorted_runs(monkeypatch):
     from contextlib import ExitStack
 
-    from voipstudio_provider.engine import cdr_csv
+    from voipstudio_provider.engine.exports import cdr_csv
 
     monkeypatch.setattr(cdr_csv, "SORT_RUN_RECORDS", 2)
     spool = cdr_csv.CdrSpool(io.BytesIO(), 7, dt.date(2026, 5, 4))
@@ -212,7 +212,7 @@ def test_records_are_put_in_calldate_then_id_order_through_sorted_runs(monkeypat
 
 
 def test_csv_columns_are_the_reference_then_further_fields_by_name():
-    from voipstudio_provider.engine.cdr_csv import csv_cell, csv_columns
+    from voipstudio_provider.engine.exports.cdr_csv import csv_cell, csv_columns
 
     columns = csv_columns(["zeta", "labels", "id", "alpha"])
     assert columns == [*RESOURCES["cdrs"].fields, "alpha", "labels", "zeta"]

@@ -7,10 +7,10 @@ import datetime as dt
 import json
 
 import pytest
-from voipstudio_provider.engine.audit import read_audit
+from voipstudio_provider.engine.deletion.purge import PURGE_RESOURCES, plan_counts
+from voipstudio_provider.engine.evidence.audit import read_audit
 from voipstudio_provider.engine.layout import ARCHIVE_KINDS, archive_key, audit_key, plan_key
-from voipstudio_provider.engine.policy import normalize_number
-from voipstudio_provider.engine.purge import PURGE_RESOURCES, plan_counts
+from voipstudio_provider.engine.subjects.phone_numbers import normalize_number
 from voipstudio_provider.tasks.purge import refusal
 
 from tests.dags.approvals import DAG_TEST_USER, ApprovalDesk
@@ -273,7 +273,7 @@ def test_plan_larger_than_max_deletions_fails_before_anyone_is_asked(airflow_env
     out, err = capfd.readouterr()
     assert f"trigger again with max_deletions raised to at least {planned}" in out + err
 
-    from voipstudio_provider.engine.purge import parse_purge_request
+    from voipstudio_provider.engine.deletion.purge import parse_purge_request
 
     summary = {"plan_key": "k", "counts": plan_counts(plan)}
     assert refusal(parse_purge_request({**conf, "max_deletions": planned - 1}), summary)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from voipstudio_provider.engine.audit import read_audit
+from voipstudio_provider.engine.evidence.audit import read_audit
 from voipstudio_provider.engine.layout import audit_key, plan_key
 
 from tests.dags.approvals import DAG_TEST_USER, TimeoutSweep

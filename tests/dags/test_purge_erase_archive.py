@@ -8,16 +8,16 @@ import json
 import uuid
 
 import pytest
-from voipstudio_provider.engine.erasure import ERASED
+from voipstudio_provider.engine.archive.ledger import read_day
+from voipstudio_provider.engine.archive.targets import ArchiveTarget
+from voipstudio_provider.engine.deletion.erasure import ERASED
+from voipstudio_provider.engine.evidence.manifests import manifest_index, read_lines, write_day
 from voipstudio_provider.engine.layout import (
     ARCHIVE_KINDS,
     archive_key,
     erasure_audit_key,
     sidecar_key,
 )
-from voipstudio_provider.engine.ledger import read_day
-from voipstudio_provider.engine.manifests import manifest_index, read_lines, write_day
-from voipstudio_provider.engine.targets import ArchiveTarget
 
 from tests.dags.test_archive_recordings import run_archive
 from tests.dags.test_erase_archived_copies import stored

@@ -6,8 +6,8 @@ import csv
 import datetime as dt
 import io
 
-from voipstudio_provider.engine.plans import PLAN_CSV_COLUMNS
-from voipstudio_provider.engine.purge import PURGE_RESOURCES
+from voipstudio_provider.engine.deletion.purge import PURGE_RESOURCES
+from voipstudio_provider.engine.evidence.plans import PLAN_CSV_COLUMNS
 
 from tests.dags.conftest import load_dag
 from tests.dags.test_purge import DAG_ID, approved_purge, read_plan, state

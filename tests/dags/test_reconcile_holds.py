@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from voipstudio_provider.engine.subject_index import SubjectIndex
+from voipstudio_provider.engine.subjects.subject_index import SubjectIndex
 
 from tests.dags.test_archive_recordings import run_archive, xcom
 from tests.dags.test_reconcile import run_reconcile, states

@@ -6,8 +6,8 @@ import datetime as dt
 import json
 
 import pytest
-from voipstudio_provider.engine.archive import ArchiveTarget, archive_batch
-from voipstudio_provider.engine.audit import read_audit
+from voipstudio_provider.engine.archive.writer import ArchiveTarget, archive_batch
+from voipstudio_provider.engine.evidence.audit import read_audit
 from voipstudio_provider.engine.layout import (
     ARCHIVE_KINDS,
     archive_key,
@@ -15,7 +15,7 @@ from voipstudio_provider.engine.layout import (
     parse_api_datetime,
     sidecar_key,
 )
-from voipstudio_provider.engine.policy import normalize_number
+from voipstudio_provider.engine.subjects.phone_numbers import normalize_number
 
 DAG_ID = "voipstudio_retention"
 DATE_FIELDS = {"monitors": "timestamp", "voicemessages": "origtime", "chatmsgs": "created_at"}

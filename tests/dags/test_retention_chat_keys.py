@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from voipstudio_provider.engine.audit import read_audit
+from voipstudio_provider.engine.evidence.audit import read_audit
 from voipstudio_provider.engine.layout import audit_key
 
 DAG_ID = "voipstudio_retention"

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from voipstudio_provider.engine.audit import read_audit
+from voipstudio_provider.engine.evidence.audit import read_audit
 
 from tests.dags.conftest import DAGS_FOLDER, REPO
 from tests.dags.test_retention import archive_old, today, truth

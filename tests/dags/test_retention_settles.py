@@ -7,11 +7,11 @@ import socket
 import subprocess
 import sys
 
-from voipstudio_provider.engine.archive import ArchiveTarget
-from voipstudio_provider.engine.audit import audit_part, read_audit
-from voipstudio_provider.engine.evidence import DeleteIntents
+from voipstudio_provider.engine.archive.writer import ArchiveTarget
+from voipstudio_provider.engine.evidence.audit import audit_part, read_audit
+from voipstudio_provider.engine.evidence.intents import DeleteIntents
+from voipstudio_provider.engine.evidence.leases import leases_prefix
 from voipstudio_provider.engine.layout import audit_key
-from voipstudio_provider.engine.leases import leases_prefix
 
 from tests.dags.test_purge import DAG_ID, approved_purge
 from tests.dags.test_purge import desk as desk  # noqa: F401 (fixture)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
-from voipstudio_provider.engine.audit import read_audit
+from voipstudio_provider.engine.evidence.audit import read_audit
 
 #: A DELETE by ids: ``.../monitors/1,2,3`` (anything else would be a whole collection).
 _BY_IDS = re.compile(r"/(monitors|voicemessages|chatmsgs)/([0-9,]+)$")

@@ -16,10 +16,10 @@ import time
 
 import boto3
 from botocore.config import Config
-from voipstudio_provider.engine.archive import ArchiveTarget
-from voipstudio_provider.engine.deletion import SourceDeleter
-from voipstudio_provider.engine.evidence import deletion_attempt, probe_bucket
-from voipstudio_provider.engine.policy import LegalHold
+from voipstudio_provider.engine.archive.writer import ArchiveTarget
+from voipstudio_provider.engine.deletion.deleter import SourceDeleter
+from voipstudio_provider.engine.evidence.intents import deletion_attempt, probe_bucket
+from voipstudio_provider.engine.subjects.legal_hold import LegalHold
 from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
 
 

@@ -31,9 +31,9 @@ import pytest
 from botocore.exceptions import ClientError
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from voipstudio_provider.engine.archive import ArchiveTarget, archive_record, verify_archive
+from voipstudio_provider.engine.archive.proof import ArchiveListing
+from voipstudio_provider.engine.archive.writer import ArchiveTarget, archive_record, verify_archive
 from voipstudio_provider.engine.layout import ARCHIVE_KINDS, archive_key, sidecar_key
-from voipstudio_provider.engine.proof import ArchiveListing
 from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
 
 MONITORS = ARCHIVE_KINDS["monitors"]

@@ -1,6 +1,6 @@
 """The deleter driven through generated faults, judged from the sandbox and the bucket.
 
-Each scenario runs :class:`~voipstudio_provider.engine.deletion.SourceDeleter` with the real
+Each scenario runs :class:`~voipstudio_provider.engine.deletion.deleter.SourceDeleter` with the real
 hook against the sandbox (over HTTP, where its faults live) and SeaweedFS: API requests may
 meet 429, 5xx or a dropped connection before the effect, 5xx or a drop after it, a slow
 answer, a 202 or a 500 whose effect lands late; S3 calls on intents, audit parts, proofs
@@ -27,11 +27,11 @@ import pytest
 from hypothesis import HealthCheck, Phase, event, example, given, settings
 from hypothesis import strategies as st
 from voipstudio_provider.endpoints import parse_api_datetime
-from voipstudio_provider.engine.archive import ArchiveTarget, archive_batch
-from voipstudio_provider.engine.deletion import SourceDeleter
-from voipstudio_provider.engine.evidence import deletion_attempt, probe_bucket
+from voipstudio_provider.engine.archive.writer import ArchiveTarget, archive_batch
+from voipstudio_provider.engine.deletion.deleter import SourceDeleter
+from voipstudio_provider.engine.evidence.intents import deletion_attempt, probe_bucket
 from voipstudio_provider.engine.layout import ARCHIVE_KINDS, archive_key
-from voipstudio_provider.engine.policy import LegalHold
+from voipstudio_provider.engine.subjects.legal_hold import LegalHold
 from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
 from voipstudio_provider.tasks.deletion_run import finish_audit, settle_earlier_runs
 

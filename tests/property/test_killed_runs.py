@@ -21,12 +21,12 @@ import pytest
 from hypothesis import Phase, example, given, settings
 from hypothesis import strategies as st
 from voipstudio_provider.endpoints import parse_api_datetime
-from voipstudio_provider.engine.archive import ArchiveTarget, archive_batch
-from voipstudio_provider.engine.deletion import SourceDeleter
-from voipstudio_provider.engine.evidence import deletion_attempt
+from voipstudio_provider.engine.archive.writer import ArchiveTarget, archive_batch
+from voipstudio_provider.engine.deletion.deleter import SourceDeleter
+from voipstudio_provider.engine.evidence.intents import deletion_attempt
+from voipstudio_provider.engine.evidence.recovery import DELETING_DAG_IDS
 from voipstudio_provider.engine.layout import ARCHIVE_KINDS
-from voipstudio_provider.engine.policy import LegalHold
-from voipstudio_provider.engine.recovery import DELETING_DAG_IDS
+from voipstudio_provider.engine.subjects.legal_hold import LegalHold
 from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
 from voipstudio_provider.tasks.deletion_run import finish_audit, settle_earlier_runs
 

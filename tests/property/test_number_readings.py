@@ -17,8 +17,8 @@ import phonenumbers
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
 from phonenumbers import NumberParseException, PhoneNumberFormat, PhoneNumberType
-from voipstudio_provider.engine.policy import parse_legal_hold
-from voipstudio_provider.engine.purge import parse_purge_request
+from voipstudio_provider.engine.deletion.purge import parse_purge_request
+from voipstudio_provider.engine.subjects.legal_hold import parse_legal_hold
 
 DEFAULT_REGIONS = [None, "US", "GB", "DE", "FR", "AU", "IN", "BR", "JP", "TR", "IT", "NL"]
 

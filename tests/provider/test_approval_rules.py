@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from voipstudio_provider.engine.approval import (
+from voipstudio_provider.engine.deletion.approval import (
     Approval,
     ApprovalRefused,
     Approvers,
@@ -103,7 +103,7 @@ def test_the_subject_says_what_goes():
 
 @pytest.mark.parametrize("value", [True, False])
 def test_erase_archive_is_a_criterion_of_the_plan(value):
-    from voipstudio_provider.engine.purge import parse_purge_request
+    from voipstudio_provider.engine.deletion.purge import parse_purge_request
 
     request = parse_purge_request({"older_than": "2026-01-01", "erase_archive": value})
     assert request.erase_archive is value and request.criteria()["erase_archive"] is value
@@ -112,7 +112,7 @@ def test_erase_archive_is_a_criterion_of_the_plan(value):
 
 @pytest.mark.parametrize("value", ["yes", 1, None, "true"])
 def test_erase_archive_is_true_or_false_and_nothing_else(value):
-    from voipstudio_provider.engine.purge import parse_purge_request
+    from voipstudio_provider.engine.deletion.purge import parse_purge_request
 
     with pytest.raises(ValueError, match="erase_archive must be true or false"):
         parse_purge_request({"older_than": "2026-01-01", "erase_archive": value})

@@ -12,7 +12,7 @@ import urllib.request
 import uuid
 
 import pytest
-from voipstudio_provider.engine.archive import (
+from voipstudio_provider.engine.archive.writer import (
     ArchiveOutcome,
     ArchiveTarget,
     archive_and_summarize,
@@ -338,7 +338,7 @@ def test_archive_and_summarize_counts_earlier_failures_and_logs_each(
     monitors = small_monitors(sandbox, 2)
     ghost = {**monitors[0], "id": 987654322}
     unread = ArchiveOutcome("monitors", 987654323, "failed", "", error="get: gone")
-    caplog.set_level(logging.ERROR, logger="voipstudio_provider.engine.archive")
+    caplog.set_level(logging.ERROR, logger="voipstudio_provider.engine.archive.writer")
 
     done = archive_and_summarize(
         hook, s3, MONITORS, [*monitors, ghost], target, max_streams=2, earlier=[unread]
@@ -357,7 +357,7 @@ def test_archive_and_summarize_counts_earlier_failures_and_logs_each(
 
 def test_batch_logs_progress_a_skip_line_and_one_summary(sandbox, hook, s3, target, caplog):
     monitors = small_monitors(sandbox, 4)
-    caplog.set_level(logging.INFO, logger="voipstudio_provider.engine.archive")
+    caplog.set_level(logging.INFO, logger="voipstudio_provider.engine.archive.writer")
 
     archive_batch(hook, s3, MONITORS, monitors, target, max_streams=2, progress_interval=0)
 

@@ -13,28 +13,28 @@ import uuid
 import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
-from voipstudio_provider.engine.batches import archive_planned_batch
-from voipstudio_provider.engine.chats import ChatArchive
-from voipstudio_provider.engine.erasure import (
+from voipstudio_provider.engine.archive.batches import archive_planned_batch
+from voipstudio_provider.engine.archive.ledger import read_day
+from voipstudio_provider.engine.archive.targets import ArchiveTarget
+from voipstudio_provider.engine.deletion.chats import ChatArchive
+from voipstudio_provider.engine.deletion.erasure import (
     ErasureRules,
     erase_due,
     erase_subjects,
     subjects_of_number,
 )
-from voipstudio_provider.engine.layout import quarantine_key
-from voipstudio_provider.engine.ledger import read_day
-from voipstudio_provider.engine.manifests import (
+from voipstudio_provider.engine.evidence.manifests import (
     manifest_index,
     manifest_lines,
     read_lines,
     tombstone,
     write_day,
 )
-from voipstudio_provider.engine.object_holds import UNKNOWN, hold_status, sync_holds
-from voipstudio_provider.engine.policy import parse_legal_hold
-from voipstudio_provider.engine.reconciliation import Reconciler
-from voipstudio_provider.engine.subject_index import SubjectIndex, backfill
-from voipstudio_provider.engine.targets import ArchiveTarget
+from voipstudio_provider.engine.evidence.reconciliation import Reconciler
+from voipstudio_provider.engine.layout import quarantine_key
+from voipstudio_provider.engine.subjects.legal_hold import parse_legal_hold
+from voipstudio_provider.engine.subjects.object_holds import UNKNOWN, hold_status, sync_holds
+from voipstudio_provider.engine.subjects.subject_index import SubjectIndex, backfill
 from voipstudio_provider.verify_manifest import verify
 
 SUBJECT = "442079460321"

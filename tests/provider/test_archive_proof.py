@@ -15,10 +15,10 @@ from collections.abc import Callable
 
 import pytest
 from botocore.awsrequest import AWSResponse
-from voipstudio_provider.engine.archive import ArchiveTarget, archive_record, verify_archive
-from voipstudio_provider.engine.audit import audit_part, read_audit
+from voipstudio_provider.engine.archive.writer import ArchiveTarget, archive_record, verify_archive
+from voipstudio_provider.engine.evidence.audit import audit_part, read_audit
 from voipstudio_provider.engine.layout import ARCHIVE_KINDS, archive_key, sidecar_key
-from voipstudio_provider.engine.policy import LegalHold
+from voipstudio_provider.engine.subjects.legal_hold import LegalHold
 from voipstudio_provider.tasks.retention import SourceDeleter
 
 MONITORS = ARCHIVE_KINDS["monitors"]

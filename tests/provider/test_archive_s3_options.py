@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 from voipstudio_devstack import SeaweedS3
-from voipstudio_provider.engine.archive import (
+from voipstudio_provider.engine.archive.writer import (
     ArchiveTarget,
     archive_record,
     put_json,

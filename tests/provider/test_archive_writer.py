@@ -14,10 +14,10 @@ import uuid
 
 import pytest
 from botocore.exceptions import ClientError
-from voipstudio_provider.engine.archive import ArchiveTarget, archive_record, verify_archive
+from voipstudio_provider.engine.archive.proof import ArchiveListing
+from voipstudio_provider.engine.archive.uploads import upload_spooled
+from voipstudio_provider.engine.archive.writer import ArchiveTarget, archive_record, verify_archive
 from voipstudio_provider.engine.layout import ARCHIVE_KINDS, archive_key
-from voipstudio_provider.engine.proof import ArchiveListing
-from voipstudio_provider.engine.uploads import upload_spooled
 
 MONITORS = ARCHIVE_KINDS["monitors"]
 MIB = 1024 * 1024
@@ -107,7 +107,7 @@ def test_a_failed_labelling_copy_never_deletes_another_runs_verified_archive(
 def test_a_refused_labelling_copy_removes_only_its_own_version(
     add_monitor, hook, seaweed, target, caplog
 ):
-    caplog.set_level(logging.WARNING, logger="voipstudio_provider.engine.archive")
+    caplog.set_level(logging.WARNING, logger="voipstudio_provider.engine.archive.writer")
     monitor = add_monitor(6 * MIB)
     key = archive_key(target.prefix, MONITORS, monitor)
     s3 = seaweed.client()

@@ -11,11 +11,11 @@ import uuid
 
 import pytest
 from voipstudio_devstack import SeaweedS3
-from voipstudio_provider.engine.archive import ArchiveTarget
-from voipstudio_provider.engine.audit import audit_part, merge_audit_parts
-from voipstudio_provider.engine.evidence import evidence_args, probe_bucket
+from voipstudio_provider.engine.archive.writer import ArchiveTarget
+from voipstudio_provider.engine.evidence.audit import audit_part, merge_audit_parts
+from voipstudio_provider.engine.evidence.intents import evidence_args, probe_bucket
+from voipstudio_provider.engine.evidence.plans import read_plan, write_plan
 from voipstudio_provider.engine.layout import audit_key, plan_key
-from voipstudio_provider.engine.plans import read_plan, write_plan
 
 DAG, RUN, PREFIX = "voipstudio_retention", "scheduled__2026-11-20T04:00:00+00:00", "vs"
 

@@ -6,10 +6,10 @@ import datetime as dt
 import json
 import uuid
 
-from voipstudio_provider.engine.chats import ChatArchive
+from voipstudio_provider.engine.archive.targets import ArchiveTarget
+from voipstudio_provider.engine.deletion.chats import ChatArchive
 from voipstudio_provider.engine.layout import chat_key
-from voipstudio_provider.engine.policy import parse_legal_hold
-from voipstudio_provider.engine.targets import ArchiveTarget
+from voipstudio_provider.engine.subjects.legal_hold import parse_legal_hold
 
 DAY = dt.datetime(2025, 3, 4, 12, tzinfo=dt.UTC)
 

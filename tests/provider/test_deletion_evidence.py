@@ -12,11 +12,15 @@ from pathlib import Path
 
 import pytest
 from voipstudio_provider.endpoints import parse_api_datetime
-from voipstudio_provider.engine.archive import ArchiveTarget, Verification, archive_batch
-from voipstudio_provider.engine.audit import AuditLog, read_audit
-from voipstudio_provider.engine.evidence import BucketProbeError, pending_intents, probe_bucket
+from voipstudio_provider.engine.archive.writer import ArchiveTarget, Verification, archive_batch
+from voipstudio_provider.engine.evidence.audit import AuditLog, read_audit
+from voipstudio_provider.engine.evidence.intents import (
+    BucketProbeError,
+    pending_intents,
+    probe_bucket,
+)
 from voipstudio_provider.engine.layout import ARCHIVE_KINDS, audit_key
-from voipstudio_provider.engine.policy import LegalHold
+from voipstudio_provider.engine.subjects.legal_hold import LegalHold
 from voipstudio_provider.tasks.deletion_run import finish_audit
 from voipstudio_provider.tasks.retention import SourceDeleter, retain_resource
 
@@ -71,7 +75,7 @@ def test_an_unverifiable_archive_is_kept_with_its_own_reason(
 ):
     # verify_archive's "unverifiable ..." answer (no stored checksum, or an object that
     # cannot be read now) is what a storage without checksums gives; played here.
-    import voipstudio_provider.engine.archive as archive
+    import voipstudio_provider.engine.archive.writer as archive
 
     def unverifiable(s3_client, kind, record, target):
         return Verification(False, "unverifiable: the object reports no ChecksumSHA256", "k")
@@ -134,7 +138,7 @@ def test_a_killed_attempt_leaves_exactly_one_line_per_deleted_id(
     assert len(pending_intents(s3, target, DAG, RUN)) == 1
 
     # The next attempt reconciles, then deletes the rest; the run's audit is written.
-    from voipstudio_provider.engine.evidence import deletion_attempt
+    from voipstudio_provider.engine.evidence.intents import deletion_attempt
 
     with deletion_attempt(hook, s3, target, DAG, RUN, "monitors", 2) as (audit, intents):
         retain_resource(
@@ -159,7 +163,7 @@ def test_a_killed_attempt_leaves_exactly_one_line_per_deleted_id(
 
 def test_write_audit_log_reconciles_what_no_attempt_did(hook, truth, s3, s3_bucket):
     """An intent whose task never ran again: the run's audit still gets every line."""
-    from voipstudio_provider.engine.evidence import DeleteIntents
+    from voipstudio_provider.engine.evidence.intents import DeleteIntents
 
     target = ArchiveTarget(bucket=s3_bucket, prefix=PREFIX)
     gone, stays = truth("monitors")[:2]

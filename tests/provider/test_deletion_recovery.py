@@ -14,11 +14,11 @@ import time
 from collections import Counter
 
 import pytest
-from voipstudio_provider.engine.archive import ArchiveTarget
-from voipstudio_provider.engine.audit import read_audit
-from voipstudio_provider.engine.evidence import deletion_attempt, pending_intents
+from voipstudio_provider.engine.archive.writer import ArchiveTarget
+from voipstudio_provider.engine.evidence.audit import read_audit
+from voipstudio_provider.engine.evidence.intents import deletion_attempt, pending_intents
 from voipstudio_provider.engine.layout import audit_key
-from voipstudio_provider.engine.policy import LegalHold
+from voipstudio_provider.engine.subjects.legal_hold import LegalHold
 from voipstudio_provider.exceptions import VoIPstudioError
 from voipstudio_provider.tasks.deletion_run import finish_audit
 from voipstudio_provider.tasks.retention import SourceDeleter
@@ -172,8 +172,8 @@ def test_an_earlier_attempts_delete_landing_during_the_retry_keeps_its_line(
 
 
 def test_a_run_whose_attempt_still_holds_its_lease_is_left_alone(hook, truth, s3, s3_bucket):
-    from voipstudio_provider.engine.evidence import DeleteIntents
-    from voipstudio_provider.engine.leases import leases_prefix
+    from voipstudio_provider.engine.evidence.intents import DeleteIntents
+    from voipstudio_provider.engine.evidence.leases import leases_prefix
     from voipstudio_provider.tasks.deletion_run import settle_earlier_runs
 
     target = ArchiveTarget(bucket=s3_bucket, prefix=PREFIX)

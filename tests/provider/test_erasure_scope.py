@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from voipstudio_provider.engine.erasure_scope import erasure_plan
-from voipstudio_provider.engine.subject_index import SubjectIndex
+from voipstudio_provider.engine.deletion.erasure_scope import erasure_plan
+from voipstudio_provider.engine.subjects.subject_index import SubjectIndex
 
 NUMBER = "+442079460321"
 

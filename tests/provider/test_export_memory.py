@@ -29,7 +29,7 @@ EXPORT_ONE = textwrap.dedent(
     import psutil
 
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-    from voipstudio_provider.engine.cdr_csv import export_user_day
+    from voipstudio_provider.engine.exports.cdr_csv import export_user_day
     from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
 
     bucket, user_id, day = sys.argv[1], int(sys.argv[2]), dt.date.fromisoformat(sys.argv[3])

@@ -5,10 +5,10 @@ extension like any other."""
 from __future__ import annotations
 
 import pytest
-from voipstudio_provider.engine.archive import ArchiveTarget, archive_batch
-from voipstudio_provider.engine.audit import audit_part, read_audit
+from voipstudio_provider.engine.archive.writer import ArchiveTarget, archive_batch
+from voipstudio_provider.engine.evidence.audit import audit_part, read_audit
 from voipstudio_provider.engine.layout import ARCHIVE_KINDS
-from voipstudio_provider.engine.policy import parse_legal_hold
+from voipstudio_provider.engine.subjects.legal_hold import parse_legal_hold
 from voipstudio_provider.tasks.retention import SourceDeleter
 
 DAG, RUN, PREFIX = "voipstudio_retention", "manual__2026-12-01T00:00:00+00:00", "vs"

@@ -22,7 +22,7 @@ ARCHIVE_ONE = textwrap.dedent(
 
     import psutil
 
-    from voipstudio_provider.engine.archive import ArchiveTarget, archive_record
+    from voipstudio_provider.engine.archive.writer import ArchiveTarget, archive_record
     from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
     from voipstudio_provider.engine.layout import ARCHIVE_KINDS
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook

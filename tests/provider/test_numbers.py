@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from voipstudio_provider.engine.phone_numbers import (
+from voipstudio_provider.engine.subjects.legal_hold import parse_legal_hold
+from voipstudio_provider.engine.subjects.phone_numbers import (
     find_match,
     normalize_number,
     numbers_in_text,
@@ -13,7 +14,6 @@ from voipstudio_provider.engine.phone_numbers import (
     record_numbers,
     uri_user_part,
 )
-from voipstudio_provider.engine.policy import parse_legal_hold
 
 HELD = "+44 20 7946 0321"
 #: The same London number as people, the API, SIP and tel URIs write it.
@@ -233,7 +233,7 @@ def test_a_held_number_is_found_in_its_own_countrys_forms_under_another_region(c
 
 @pytest.mark.parametrize("value", ["1-212-555-0147", "12125550147", "001 212 555 0147"])
 def test_an_erasure_without_a_region_finds_every_unambiguous_form(value):
-    from voipstudio_provider.engine.purge import parse_purge_request
+    from voipstudio_provider.engine.deletion.purge import parse_purge_request
 
     request = parse_purge_request({"phone_number": "+1 212 555 0147"}, region=None)
     assert request.match("monitors", {"id": 1, "caller": value, "called": "101"}) == value
@@ -243,7 +243,7 @@ def test_an_erasure_without_a_region_finds_every_unambiguous_form(value):
 
 @pytest.mark.parametrize("region", [None, "US", "GB", "TR", "DE", "FR", "AU"])
 def test_a_look_alike_is_never_the_purged_number(region):
-    from voipstudio_provider.engine.purge import parse_purge_request
+    from voipstudio_provider.engine.deletion.purge import parse_purge_request
 
     request = parse_purge_request({"phone_number": "+1 212 555 0147"}, region=region)
     for value in ("0212 5550147", "02125550147", "212 555 01470", "+90 212 555 0147"):
@@ -277,7 +277,7 @@ def test_an_entered_list_of_numbers_is_refused():
 
 
 def test_digits_next_to_an_international_number_do_not_make_it_doubtful():
-    from voipstudio_provider.engine.purge import parse_purge_request
+    from voipstudio_provider.engine.deletion.purge import parse_purge_request
 
     request = parse_purge_request({"phone_number": "+44 20 7946 0321"}, region="GB")
     said = {"id": 1, "chat_id": 2, "message": "Order 123 call me on +44 (0)20 7946 0321 2 times"}

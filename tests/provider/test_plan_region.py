@@ -7,10 +7,14 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from voipstudio_provider.engine.archive import ArchiveTarget
+from voipstudio_provider.engine.archive.writer import ArchiveTarget
+from voipstudio_provider.engine.deletion.purge import parse_purge_request
+from voipstudio_provider.engine.evidence.plans import (
+    check_plan_criteria,
+    read_approved_plan,
+    write_plan,
+)
 from voipstudio_provider.engine.layout import plan_key
-from voipstudio_provider.engine.plans import check_plan_criteria, read_approved_plan, write_plan
-from voipstudio_provider.engine.purge import parse_purge_request
 
 DAG_ID, RUN_ID = "voipstudio_compliance_purge", "manual__2026-12-01T00:00:00+00:00"
 FORM = {"phone_number": "+44 20 7946 0321", "resources": ["monitors"], "dry_run": False}

@@ -6,14 +6,14 @@ import datetime as dt
 
 import pendulum
 import pytest
-from voipstudio_provider.engine.phone_numbers import record_numbers
-from voipstudio_provider.engine.policy import (
+from voipstudio_provider.engine.deletion.purge import parse_purge_request
+from voipstudio_provider.engine.deletion.retention import (
     DEFAULT_RETENTION_DAYS,
-    parse_legal_hold,
     parse_retention_policy,
     retention_cutoff,
 )
-from voipstudio_provider.engine.purge import parse_purge_request
+from voipstudio_provider.engine.subjects.legal_hold import parse_legal_hold
+from voipstudio_provider.engine.subjects.phone_numbers import record_numbers
 
 
 @pytest.mark.parametrize("unset", [None, "", "  "])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from voipstudio_provider.engine.audit import (
+from voipstudio_provider.engine.evidence.audit import (
     audit_part,
     audit_parts_prefix,
     deletions_so_far,

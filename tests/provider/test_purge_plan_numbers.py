@@ -4,8 +4,8 @@ no other number, and leaves look-alikes out, with and without a default region."
 from __future__ import annotations
 
 import pytest
-from voipstudio_provider.engine.policy import LegalHold
-from voipstudio_provider.engine.purge import build_plan, parse_purge_request
+from voipstudio_provider.engine.deletion.purge import build_plan, parse_purge_request
+from voipstudio_provider.engine.subjects.legal_hold import LegalHold
 
 #: +1 212 555 0147 as people and the API write it, each nothing but that number.
 SAME = ("1-212-555-0147", "12125550147", "001 212 555 0147", "+1 (212) 555-0147 ext. 9")

@@ -8,9 +8,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-from voipstudio_provider.engine.archive import ArchiveTarget
-from voipstudio_provider.engine.audit import AuditLog
-from voipstudio_provider.engine.batches import plan_batches
+from voipstudio_provider.engine.archive.batches import plan_batches
+from voipstudio_provider.engine.archive.writer import ArchiveTarget
+from voipstudio_provider.engine.evidence.audit import AuditLog
 from voipstudio_provider.engine.layout import (
     ARCHIVE_KINDS,
     archive_key,
@@ -199,8 +199,8 @@ def test_a_late_record_writes_a_new_manifest_version_and_edits_break_the_chain(
 
 
 def test_per_user_csvs_and_archived_chats_are_reconciled_by_listing(hook, s3, target, truth):
-    from voipstudio_provider.engine.archive import put_json
-    from voipstudio_provider.engine.cdr_csv import export_user_day, users_to_export
+    from voipstudio_provider.engine.archive.writer import put_json
+    from voipstudio_provider.engine.exports.cdr_csv import export_user_day, users_to_export
     from voipstudio_provider.engine.layout import cdr_csv_key, chat_key
 
     by_day: dict[dt.date, set[int]] = {}
@@ -281,7 +281,7 @@ def test_the_auditors_shell_check_of_one_day(hook, s3, target, truth, tmp_path):
 
 
 def test_manifests_are_locked_like_the_binaries(s3):
-    from voipstudio_provider.engine.manifests import manifest_index, write_day
+    from voipstudio_provider.engine.evidence.manifests import manifest_index, write_day
 
     bucket = f"locked-{uuid.uuid4().hex[:12]}"
     s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)

@@ -7,7 +7,7 @@ import json
 import uuid
 
 import pytest
-from voipstudio_provider.engine.archive import ArchiveTarget, archive_record
+from voipstudio_provider.engine.archive.writer import ArchiveTarget, archive_record
 from voipstudio_provider.engine.layout import ARCHIVE_KINDS, sidecar_key
 from voipstudio_sandbox.generate import EXTRA_FIELDS
 

@@ -6,14 +6,14 @@ import datetime as dt
 
 import pendulum
 import pytest
-from voipstudio_provider.engine.policy import (
+from voipstudio_provider.engine.deletion.purge import parse_purge_request
+from voipstudio_provider.engine.deletion.retention import (
     parse_retention_budgets,
     parse_retention_policy,
     retention_cutoff,
     retention_policy_is_set,
     retention_reference,
 )
-from voipstudio_provider.engine.purge import parse_purge_request
 from voipstudio_provider.tasks.retention import resource_budget
 
 

@@ -16,12 +16,17 @@ from urllib.parse import parse_qs
 
 import pytest
 from voipstudio_provider.endpoints import parse_api_datetime
-from voipstudio_provider.engine.archive import ArchiveTarget, archive_batch
-from voipstudio_provider.engine.audit import AuditLog, audit_part, deletions_so_far, read_audit
-from voipstudio_provider.engine.deletion import DeletionUnconfirmedError
-from voipstudio_provider.engine.evidence import deletion_attempt, pending_intents
+from voipstudio_provider.engine.archive.writer import ArchiveTarget, archive_batch
+from voipstudio_provider.engine.deletion.deleter import DeletionUnconfirmedError
+from voipstudio_provider.engine.evidence.audit import (
+    AuditLog,
+    audit_part,
+    deletions_so_far,
+    read_audit,
+)
+from voipstudio_provider.engine.evidence.intents import deletion_attempt, pending_intents
 from voipstudio_provider.engine.layout import ARCHIVE_KINDS
-from voipstudio_provider.engine.policy import LegalHold
+from voipstudio_provider.engine.subjects.legal_hold import LegalHold
 from voipstudio_provider.exceptions import (
     VoIPstudioAccessDeniedError,
     VoIPstudioNotFoundError,

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 from airflow.providers.common.compat.sdk import AirflowException
-from voipstudio_provider.engine.archive import verify_archive
+from voipstudio_provider.engine.archive.writer import verify_archive
 from voipstudio_provider.engine.layout import ARCHIVE_KINDS, sidecar_key
 from voipstudio_provider.operators.voipstudio import VoIPstudioListOperator
 from voipstudio_provider.transfers.voipstudio_to_s3 import VoIPstudioToS3Operator

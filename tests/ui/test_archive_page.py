@@ -14,11 +14,11 @@ import json
 import os
 
 import pytest
-from voipstudio_provider.engine.audit import AuditLog
+from voipstudio_provider.engine.archive.targets import ArchiveTarget
+from voipstudio_provider.engine.evidence.audit import AuditLog
+from voipstudio_provider.engine.evidence.manifests import manifest_index, write_day
 from voipstudio_provider.engine.layout import audit_key, report_key
-from voipstudio_provider.engine.manifests import manifest_index, write_day
 from voipstudio_provider.engine.s3objects import put_json
-from voipstudio_provider.engine.targets import ArchiveTarget
 
 from tests.ui.api_server import ADMIN, VIEWER, ArchiveApiServer
 from tests.ui.browser import Browser, chromium_binary

@@ -6,15 +6,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from voipstudio_provider.engine import deletion_runs
-from voipstudio_provider.engine.audit import AuditLog
-from voipstudio_provider.engine.coverage import gap_days, manifest_chain, read_coverage
-from voipstudio_provider.engine.hold_reach import hold_reach
+from voipstudio_provider.engine.archive.targets import ArchiveTarget
+from voipstudio_provider.engine.evidence import deletion_runs
+from voipstudio_provider.engine.evidence.audit import AuditLog
+from voipstudio_provider.engine.evidence.coverage import gap_days, manifest_chain, read_coverage
+from voipstudio_provider.engine.evidence.manifests import manifest_index, write_day
 from voipstudio_provider.engine.layout import audit_key, manifest_key, report_key
-from voipstudio_provider.engine.manifests import manifest_index, write_day
-from voipstudio_provider.engine.policy import parse_legal_hold
 from voipstudio_provider.engine.s3objects import put_json
-from voipstudio_provider.engine.targets import ArchiveTarget
+from voipstudio_provider.engine.subjects.hold_reach import hold_reach
+from voipstudio_provider.engine.subjects.legal_hold import parse_legal_hold
 
 PREFIX = "p"
 

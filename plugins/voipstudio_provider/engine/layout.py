@@ -7,6 +7,7 @@ Dates in keys are UTC days taken from the record's own date field.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 
 from voipstudio_provider.endpoints import (
@@ -62,6 +63,17 @@ ARCHIVE_KINDS: dict[str, ArchiveKind] = {
         ArchiveKind("msdr_traces", "download_msdr_trace", "pcaps/msdrs", sidecar=False),
     )
 }
+
+
+_DAY = re.compile(r"/date=(\d{4}-\d{2}-\d{2})/")
+
+
+def key_day(key: str) -> dt.date:
+    """The ``date=YYYY-MM-DD`` day of an archive key."""
+    found = _DAY.search(key)
+    if found is None:
+        raise ValueError(f"{key} names no day")
+    return dt.date.fromisoformat(found.group(1))
 
 
 def record_day(resource: str, record: dict) -> dt.date:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import IO, Any
 
 from botocore.exceptions import ClientError
@@ -19,6 +19,9 @@ from botocore.exceptions import ClientError
 #: The error codes S3 and S3-compatible servers give for a key that is not there
 #: (``GetObject``: ``NoSuchKey``; ``HeadObject``: ``404``; copies: ``NotFound``).
 NOT_FOUND_CODES = ("404", "NoSuchKey", "NotFound")
+#: The write arguments that put an object under Object Lock; what is rewritten or
+#: temporary (index objects, audit parts, intents, probes) is written without them.
+LOCK_ARGS = ("ObjectLockMode", "ObjectLockRetainUntilDate", "ObjectLockLegalHoldStatus")
 #: Bytes hashed at a time when the body is a file.
 _CHUNK = 1024 * 1024
 
@@ -46,6 +49,11 @@ def _sha256(body: bytes | IO[bytes]) -> hashlib._Hash:
         digest.update(chunk)
     body.seek(0)
     return digest
+
+
+def jsonl(lines: Iterable[Mapping[str, Any]]) -> bytes:
+    """JSON lines, keys sorted, one object a line, each line ending in a newline."""
+    return b"".join(json.dumps(line, sort_keys=True).encode() + b"\n" for line in lines)
 
 
 def put_checked(

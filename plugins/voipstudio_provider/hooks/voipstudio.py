@@ -624,8 +624,9 @@ class VoIPstudioHook(BaseHook):
         The real service queues an export job and answers ``202`` with JSON: that answer is
         returned as an :class:`ExportJob` and nothing is written. A ``200`` with ``text/csv``
         is streamed like :meth:`download` (counted, hashed, checked, retried). To build a
-        user's CSV that must exist, use :func:`voipstudio_provider.engine.cdr_csv.export_user_day`,
-        which builds it from ``GET /cdrs``.
+        user's CSV that must exist, use
+        :func:`voipstudio_provider.engine.exports.cdr_csv.export_user_day`, which builds it
+        from ``GET /cdrs``.
 
         ``hook.export_user_cdrs_csv(12, f, since=day_start, until=day_end)``
         """

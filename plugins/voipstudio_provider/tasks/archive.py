@@ -4,7 +4,7 @@
 a planning task lists the window and returns small batch descriptions (id ranges, never
 records), a mapped task archives one batch with parallel streams, and a summary task adds
 the batches up. The functions here are those tasks' bodies, so the DAG files are wiring
-only; the planning and the archiving are in :mod:`voipstudio_provider.engine.batches`.
+only; the planning and the archiving are in :mod:`voipstudio_provider.engine.archive.batches`.
 Heavy imports (the hooks, boto3) happen inside them, so the DAG folder parses fast.
 """
 
@@ -19,7 +19,7 @@ from airflow.sdk import Asset, Param, task
 from airflow.sdk.exceptions import AirflowException
 
 from voipstudio_provider.endpoints import as_utc
-from voipstudio_provider.engine.batches import (
+from voipstudio_provider.engine.archive.batches import (
     archive_planned_batch,
     archive_window,
     combine_summaries,
@@ -216,17 +216,17 @@ def archive_one_batch(
     aws_conn_id: str = AWS_CONN_ID,
 ) -> dict[str, Any]:
     """Archive every record of one batch through the connections
-    (:func:`~voipstudio_provider.engine.batches.archive_planned_batch`).
+    (:func:`~voipstudio_provider.engine.archive.batches.archive_planned_batch`).
 
-    :param batch: one item of :func:`~voipstudio_provider.engine.batches.plan_batches`.
+    :param batch: one item of :func:`~voipstudio_provider.engine.archive.batches.plan_batches`.
     :param target: where to write (:func:`archive_target`).
     :param max_streams: parallel downloads and uploads inside the batch.
     :param voipstudio_conn_id: the VoIPstudio connection.
     :param aws_conn_id: the Amazon provider's connection for S3.
     :return: the batch summary (see
-        :func:`~voipstudio_provider.engine.batches.archive_planned_batch`).
+        :func:`~voipstudio_provider.engine.archive.batches.archive_planned_batch`).
     """
-    from voipstudio_provider.engine.targets import s3_client_for
+    from voipstudio_provider.engine.archive.targets import s3_client_for
     from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
     from voipstudio_provider.tasks.settings import load_default_region
 
@@ -323,7 +323,7 @@ def summarize_run(
     summary["window"] = {"since": summary["since"], "until": summary["until"]}
     summary["id_ranges"] = id_ranges(plan, batches, [s for s in summaries if s])
     if plan:
-        from voipstudio_provider.engine.highwater import write_mark
+        from voipstudio_provider.engine.archive.highwater import write_mark
 
         if s3_client is None:
             from airflow.providers.amazon.aws.hooks.s3 import S3Hook

@@ -16,10 +16,14 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from voipstudio_provider.engine.audit import merge_audit_parts
-from voipstudio_provider.engine.deletion import CONFIRM_TIMEOUT
-from voipstudio_provider.engine.evidence import evidence_args, reconcile_run
-from voipstudio_provider.engine.recovery import SETTLE_GRACE, drop_leases, settle_left_behind
+from voipstudio_provider.engine.deletion.deleter import CONFIRM_TIMEOUT
+from voipstudio_provider.engine.evidence.audit import merge_audit_parts
+from voipstudio_provider.engine.evidence.intents import evidence_args, reconcile_run
+from voipstudio_provider.engine.evidence.recovery import (
+    SETTLE_GRACE,
+    drop_leases,
+    settle_left_behind,
+)
 from voipstudio_provider.tasks.settings import clients, deletion_target
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ def _archive_client():
 
 
 def _rules(now: dt.datetime | None):
-    from voipstudio_provider.engine.erasure import ErasureRules
+    from voipstudio_provider.engine.deletion.erasure import ErasureRules
     from voipstudio_provider.tasks.settings import load_legal_hold, load_minimum_keep_days
 
     return ErasureRules(
@@ -57,13 +57,13 @@ def erase_archived_copies(
     :raises ConfigurationError: ``aws_erasure`` is not defined, or a Variable does not
         parse; nothing is erased then.
     """
-    from voipstudio_provider.engine.erasure import (
+    from voipstudio_provider.engine.deletion.erasure import (
         erase_subjects,
         subjects_of_number,
         subjects_of_plan,
     )
-    from voipstudio_provider.engine.phone_numbers import parse_number, to_e164
-    from voipstudio_provider.engine.subject_index import SubjectIndex
+    from voipstudio_provider.engine.subjects.phone_numbers import parse_number, to_e164
+    from voipstudio_provider.engine.subjects.subject_index import SubjectIndex
     from voipstudio_provider.tasks.settings import (
         deletion_target,
         erasure_client,
@@ -92,8 +92,8 @@ def erase_archived_copies(
 def erase_due_copies(run_id: str, *, now: dt.datetime | None = None) -> dict[str, Any]:
     """Erase the kept copies whose ``erase_after`` has passed; a no-op, without the erasure
     connection, when nothing waits."""
-    from voipstudio_provider.engine.erasure import erase_due, pending_items
-    from voipstudio_provider.engine.subject_index import SubjectIndex
+    from voipstudio_provider.engine.deletion.erasure import erase_due, pending_items
+    from voipstudio_provider.engine.subjects.subject_index import SubjectIndex
     from voipstudio_provider.tasks.settings import deletion_target, erasure_client
 
     target = deletion_target()
@@ -128,10 +128,10 @@ def erase_after_purge(
     """
     from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-    from voipstudio_provider.engine.erasure_scope import erasure_plan
+    from voipstudio_provider.engine.deletion.erasure_scope import erasure_plan
+    from voipstudio_provider.engine.evidence.plans import check_plan_criteria, read_approved_plan
     from voipstudio_provider.engine.layout import plan_key
-    from voipstudio_provider.engine.plans import check_plan_criteria, read_approved_plan
-    from voipstudio_provider.engine.subject_index import SubjectIndex
+    from voipstudio_provider.engine.subjects.subject_index import SubjectIndex
     from voipstudio_provider.tasks.purge import _approval, _request
     from voipstudio_provider.tasks.settings import (
         clients,

@@ -2,7 +2,7 @@
 
 The task bodies: the day a run exports, the users listed in a Variable, the users cut into
 mapped batches, each batch's summary and the run's totals. Building and checking one user's
-CSV is :mod:`voipstudio_provider.engine.cdr_csv`.
+CSV is :mod:`voipstudio_provider.engine.exports.cdr_csv`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,11 @@ from airflow.sdk import Asset
 from airflow.sdk.exceptions import AirflowException
 
 from voipstudio_provider.endpoints import as_utc
-from voipstudio_provider.engine.cdr_csv import export_user_day, user_batches, users_to_export
+from voipstudio_provider.engine.exports.cdr_csv import (
+    export_user_day,
+    user_batches,
+    users_to_export,
+)
 from voipstudio_provider.engine.summaries import BATCH_SUMMARY_KEY
 from voipstudio_provider.tasks.settings import (
     AWS_CONN_ID,

@@ -1,7 +1,7 @@
 """Legal holds on the archived copies and the subject index, as the reconciliation's daily
 task: index the chat archives (and, when asked, everything archived before the index)
 not indexed yet, then make every archived copy's S3 legal
-hold match ``voipstudio_legal_hold`` (:mod:`~voipstudio_provider.engine.object_holds`).
+hold match ``voipstudio_legal_hold`` (:mod:`~voipstudio_provider.engine.subjects.object_holds`).
 """
 
 from __future__ import annotations
@@ -41,14 +41,14 @@ def sync_legal_holds_task(params: Mapping[str, Any], run_id: str) -> dict[str, A
     Flags are set and lifted, and their audit written, through the connection
     ``aws_legal_hold`` only, which must exist once a hold names anything.
 
-    :return: what :func:`~voipstudio_provider.engine.object_holds.sync_holds` reports,
+    :return: what :func:`~voipstudio_provider.engine.subjects.object_holds.sync_holds` reports,
         with ``backfill`` counts when it ran; a finding (a bucket without Object Lock) is
         logged as an error and returned, and fails the task through ``check_holds``.
     """
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-    from voipstudio_provider.engine.object_holds import needs_changes, sync_holds
-    from voipstudio_provider.engine.subject_index import SubjectIndex, backfill
+    from voipstudio_provider.engine.subjects.object_holds import needs_changes, sync_holds
+    from voipstudio_provider.engine.subjects.subject_index import SubjectIndex, backfill
     from voipstudio_provider.tasks.settings import (
         AWS_CONN_ID,
         archive_target,

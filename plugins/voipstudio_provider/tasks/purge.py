@@ -2,7 +2,7 @@
 
 A purge is asked for by a person, with ``older_than`` (a date), a ``phone_number``, or
 both. ``plan_purge`` lists what matches per resource, held items apart
-(:func:`~voipstudio_provider.engine.purge.build_plan`), and writes the plan to
+(:func:`~voipstudio_provider.engine.deletion.purge.build_plan`), and writes the plan to
 :func:`~.layout.plan_key` (JSON, and CSV beside it). ``approve_purge`` (Airflow's
 human-in-the-loop ``ApprovalOperator``, see
 :class:`~voipstudio_provider.operators.purge_approval.PurgeApprovalOperator`) shows the
@@ -10,9 +10,9 @@ plan to a second person, with its SHA-256: the digest is fixed then. Only an App
 someone other than the person who asked lets the deletion go on; it reads the plan from
 S3 again, refuses bytes that do not hash to that digest, and deletes the planned ids that
 still match, are not held and are verified, with the archive check, legal hold, batching
-and audit of retention (:func:`~voipstudio_provider.engine.purge.purge_planned`). CDRs
+and audit of retention (:func:`~voipstudio_provider.engine.deletion.purge.purge_planned`). CDRs
 cannot be deleted one by one in this API; with ``mask_cdrs`` the number is masked in
-matching CDRs through the bulk PATCH instead (:mod:`~voipstudio_provider.engine.masking`).
+matching CDRs through the bulk PATCH instead (:mod:`~voipstudio_provider.engine.deletion.masking`).
 
 The decisions are in the engine; this module reads the form, the Variables and the
 connections, and reports to the log and XCom.
@@ -28,7 +28,7 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from voipstudio_provider.engine.approval import (
+from voipstudio_provider.engine.deletion.approval import (
     APPROVED,
     EXPIRED,
     REJECTED,
@@ -41,11 +41,21 @@ from voipstudio_provider.engine.approval import (
     check_approval,
     decide,
 )
-from voipstudio_provider.engine.audit import DELETED, FAILED, SKIPPED, audit_part
-from voipstudio_provider.engine.evidence import deletion_attempt, evidence_args, probe_bucket
-from voipstudio_provider.engine.layout import plan_key
-from voipstudio_provider.engine.masking import mask_planned_cdrs
-from voipstudio_provider.engine.plans import (
+from voipstudio_provider.engine.deletion.masking import mask_planned_cdrs
+from voipstudio_provider.engine.deletion.purge import (
+    PurgeRequest,
+    build_plan,
+    parse_purge_request,
+    plan_counts,
+    purge_planned,
+)
+from voipstudio_provider.engine.evidence.audit import DELETED, FAILED, SKIPPED, audit_part
+from voipstudio_provider.engine.evidence.intents import (
+    deletion_attempt,
+    evidence_args,
+    probe_bucket,
+)
+from voipstudio_provider.engine.evidence.plans import (
     approved_plan_key,
     check_plan_criteria,
     plan_csv_key,
@@ -53,13 +63,7 @@ from voipstudio_provider.engine.plans import (
     write_plan,
     write_plan_csv,
 )
-from voipstudio_provider.engine.purge import (
-    PurgeRequest,
-    build_plan,
-    parse_purge_request,
-    plan_counts,
-    purge_planned,
-)
+from voipstudio_provider.engine.layout import plan_key
 from voipstudio_provider.engine.s3objects import put_json
 from voipstudio_provider.tasks.deletion_run import settle_earlier_runs
 from voipstudio_provider.tasks.settings import (
@@ -79,11 +83,11 @@ ANSWER_KEY = "answer"
 
 
 def _request(params: Mapping[str, Any]) -> PurgeRequest:
-    """The run's :class:`~voipstudio_provider.engine.purge.PurgeRequest`; the Variable
+    """The run's :class:`~voipstudio_provider.engine.deletion.purge.PurgeRequest`; the Variable
     ``voipstudio_default_region`` is read only when the form gives a number.
 
     :raises ValueError: the form is wrong (see
-        :func:`~voipstudio_provider.engine.purge.parse_purge_request`).
+        :func:`~voipstudio_provider.engine.deletion.purge.parse_purge_request`).
     """
     region = load_default_region() if params.get("phone_number") else None
     return parse_purge_request(params, region)
@@ -193,7 +197,7 @@ def approval_request(
 def record_answer(
     params: Mapping[str, Any], plan_summary: Mapping[str, Any], dag_run, answer: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """What the answer means (:func:`~voipstudio_provider.engine.approval.decide`); an
+    """What the answer means (:func:`~voipstudio_provider.engine.deletion.approval.decide`); an
     approval also gets the run's copy of the plan with who asked and who approved
     (:func:`~.plans.approved_plan_key`).
 

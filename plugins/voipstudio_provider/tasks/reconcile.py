@@ -14,8 +14,7 @@ from typing import Any
 from airflow.sdk import Param
 from airflow.sdk.exceptions import AirflowException
 
-from voipstudio_provider.engine.layout import ARCHIVE_KINDS
-from voipstudio_provider.engine.reconciliation import (
+from voipstudio_provider.engine.evidence.reconciliation import (
     FINDINGS,
     RECONCILED_KINDS,
     RECONCILED_RESOURCES,
@@ -27,6 +26,7 @@ from voipstudio_provider.engine.reconciliation import (
     days,
     gap_age_hours,
 )
+from voipstudio_provider.engine.layout import ARCHIVE_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def rearchive(
 ) -> dict[str, dict[str, int]]:
     """Archive the given ids again the way the archive DAGs' batches do.
 
-    :param archive: :func:`~voipstudio_provider.engine.batches.archive_planned_batch` bound
+    :param archive: :func:`~voipstudio_provider.engine.archive.batches.archive_planned_batch` bound
         to the clients and a target.
     """
     since = dt.datetime.combine(first, dt.time(), dt.UTC)
@@ -172,8 +172,8 @@ def run_reconciliation(
     unknown = set(resources) - set(RECONCILED_RESOURCES)
     if unknown:
         raise ValueError(f"cannot reconcile {sorted(unknown)}; known: {RECONCILED_RESOURCES}")
+    from voipstudio_provider.engine.evidence.manifests import manifest_index, write_day
     from voipstudio_provider.engine.layout import report_key
-    from voipstudio_provider.engine.manifests import manifest_index, write_day
     from voipstudio_provider.engine.s3objects import put_json
 
     requests = count_requests(s3_client)
@@ -310,8 +310,8 @@ def raise_if_overdue(summary: Mapping[str, Any], gap_hours: float) -> None:
 def reconcile_task(params: Mapping[str, Any], data_interval_end: dt.datetime) -> dict[str, Any]:
     """The ``reconcile_archive`` task's body: reconcile, report, log; return the summary."""
     from voipstudio_provider.endpoints import as_utc
-    from voipstudio_provider.engine.batches import archive_planned_batch
-    from voipstudio_provider.engine.targets import s3_client_for
+    from voipstudio_provider.engine.archive.batches import archive_planned_batch
+    from voipstudio_provider.engine.archive.targets import s3_client_for
     from voipstudio_provider.hooks.voipstudio import VoIPstudioHook
     from voipstudio_provider.tasks.settings import (
         AWS_CONN_ID,
@@ -360,8 +360,8 @@ def verify_task(params: Mapping[str, Any], summary: Mapping[str, Any]) -> dict[s
     reconciled range that should exist (days before the report's day)."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
+    from voipstudio_provider.engine.evidence.manifest_chain import verify
     from voipstudio_provider.tasks.settings import AWS_CONN_ID, resolve_bucket_and_prefix
-    from voipstudio_provider.verify_manifest import verify
 
     bucket, prefix = resolve_bucket_and_prefix(params)
     s3_client = S3Hook(aws_conn_id=AWS_CONN_ID).get_conn()

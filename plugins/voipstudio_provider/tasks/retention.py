@@ -2,8 +2,8 @@
 
 :func:`retain_resource` walks one resource's records dated before its cutoff by keyset
 (``id gt last id``), so its own deletes and calls arriving meanwhile never make it skip a
-row, and hands them to :class:`~voipstudio_provider.engine.deletion.SourceDeleter`. The rest of
-this module is the bodies of the retention DAG's tasks: read the policy, probe the
+row, and hands them to :class:`~voipstudio_provider.engine.deletion.deleter.SourceDeleter`.
+The rest of this module is the bodies of the retention DAG's tasks: read the policy, probe the
 bucket, delete one resource; :mod:`~voipstudio_provider.tasks.deletion_run` writes the run's
 audit.
 
@@ -22,9 +22,8 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from voipstudio_provider.engine.audit import AuditLog, deletions_so_far
-from voipstudio_provider.engine.chats import ChatArchive
-from voipstudio_provider.engine.deletion import (
+from voipstudio_provider.engine.deletion.chats import ChatArchive
+from voipstudio_provider.engine.deletion.deleter import (
     CONFIRM_TIMEOUT,
     DEFAULT_MAX_DELETIONS,
     DELETE_BATCH,
@@ -33,20 +32,21 @@ from voipstudio_provider.engine.deletion import (
     SourceDeleter,
     batched,
 )
-from voipstudio_provider.engine.evidence import (
-    DeleteIntents,
-    deletion_attempt,
-    present_ids,
-    probe_bucket,
-)
-from voipstudio_provider.engine.policy import (
-    LegalHold,
+from voipstudio_provider.engine.deletion.retention import (
     parse_retention_budgets,
     parse_retention_policy,
     retention_cutoff,
     retention_policy_is_set,
     retention_reference,
 )
+from voipstudio_provider.engine.evidence.audit import AuditLog, deletions_so_far
+from voipstudio_provider.engine.evidence.intents import (
+    DeleteIntents,
+    deletion_attempt,
+    present_ids,
+    probe_bucket,
+)
+from voipstudio_provider.engine.subjects.legal_hold import LegalHold
 from voipstudio_provider.tasks.settings import (
     POLICY_VARIABLE,
     clients,

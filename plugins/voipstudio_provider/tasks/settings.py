@@ -107,7 +107,7 @@ def resolve_s3_options(params: Mapping[str, Any] | None = None) -> dict[str, Any
     :param params: the run's DAG params (``sse``, ``kms_key_id``, ``storage_class``,
         ``object_lock_mode``, ``object_lock_days``).
     :return: only the options that are set, as keyword arguments of
-        :class:`~voipstudio_provider.engine.archive.ArchiveTarget`.
+        :class:`~voipstudio_provider.engine.archive.targets.ArchiveTarget`.
     """
     params = params or {}
     raw = _variable(S3_OPTIONS_VARIABLE, None)
@@ -126,10 +126,11 @@ def resolve_s3_options(params: Mapping[str, Any] | None = None) -> dict[str, Any
 
 
 def archive_target(params: Mapping[str, Any] | None, chunk_size: int | None = None):
-    """The :class:`~voipstudio_provider.engine.targets.ArchiveTarget` of a run, from its params
+    """The :class:`~voipstudio_provider.engine.archive.targets.ArchiveTarget` of a run, from
+    its params
     (bucket and prefix as :func:`resolve_bucket_and_prefix`, S3 options as
     :func:`resolve_s3_options`)."""
-    from voipstudio_provider.engine.targets import ArchiveTarget
+    from voipstudio_provider.engine.archive.targets import ArchiveTarget
 
     bucket, prefix = resolve_bucket_and_prefix(params)
     options = resolve_s3_options(params)
@@ -149,22 +150,22 @@ def deletion_target():
 
 def load_retention_policy() -> Any:
     """The Variable ``voipstudio_retention_policy`` as stored, ``None`` when it is not set
-    (:mod:`~voipstudio_provider.engine.policy` reads it)."""
+    (:mod:`~voipstudio_provider.engine.deletion.retention` reads it)."""
     return _variable(POLICY_VARIABLE)
 
 
 def load_default_region() -> str | None:
     """The region national numbers are read in, from ``voipstudio_default_region``."""
-    from voipstudio_provider.engine.phone_numbers import REGION_VARIABLE, parse_region
+    from voipstudio_provider.engine.subjects.phone_numbers import REGION_VARIABLE, parse_region
 
     return parse_region(_variable(REGION_VARIABLE))
 
 
 def load_legal_hold():
-    """The :class:`~voipstudio_provider.engine.policy.LegalHold` from its Variable, its
+    """The :class:`~voipstudio_provider.engine.subjects.legal_hold.LegalHold` from its Variable, its
     national numbers read in the default region; a hold that cannot be read, or a number in
     it that is not one valid number, stops the run."""
-    from voipstudio_provider.engine.policy import parse_legal_hold
+    from voipstudio_provider.engine.subjects.legal_hold import parse_legal_hold
 
     return parse_legal_hold(_variable(HOLD_VARIABLE), region=load_default_region())
 
@@ -173,7 +174,7 @@ def load_minimum_keep_days() -> dict[str, int]:
     """Days each resource's archived copies must be kept from the record's own date, from
     ``voipstudio_minimum_keep_days`` (nothing when it is not set); an entry that does not
     parse stops the run."""
-    from voipstudio_provider.engine.erasure import parse_minimum_keep_days
+    from voipstudio_provider.engine.deletion.erasure import parse_minimum_keep_days
 
     return parse_minimum_keep_days(_variable(KEEP_DAYS_VARIABLE))
 
@@ -203,9 +204,9 @@ def legal_hold_client():
 
 def load_purge_approvers():
     """Who may approve a purge, from ``voipstudio_purge_approvers``
-    (:func:`~voipstudio_provider.engine.approval.parse_approvers`); unset: no list, and the
+    (:func:`~voipstudio_provider.engine.deletion.approval.parse_approvers`); unset: no list, and the
     person who asked may never approve."""
-    from voipstudio_provider.engine.approval import APPROVERS_VARIABLE, parse_approvers
+    from voipstudio_provider.engine.deletion.approval import APPROVERS_VARIABLE, parse_approvers
 
     return parse_approvers(_variable(APPROVERS_VARIABLE))
 

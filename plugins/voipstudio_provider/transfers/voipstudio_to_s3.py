@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
-from voipstudio_provider.engine.archive import archive_and_summarize
+from voipstudio_provider.engine.archive.targets import FAILED, ArchiveOutcome, ArchiveTarget
+from voipstudio_provider.engine.archive.writer import archive_and_summarize
 from voipstudio_provider.engine.layout import ARCHIVE_KINDS, ArchiveKind
 from voipstudio_provider.engine.summaries import push_summary
-from voipstudio_provider.engine.targets import FAILED, ArchiveOutcome, ArchiveTarget
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -27,7 +27,8 @@ class VoIPstudioToS3Operator(BaseOperator):
     """Archive the binaries of VoIPstudio records to S3, streaming, verified, resumable.
 
     Records already complete in the bucket (see
-    :func:`~voipstudio_provider.engine.proof.verify_archive`) are skipped without a download.
+    :func:`~voipstudio_provider.engine.archive.proof.verify_archive`) are skipped without a
+    download.
     Every other body is streamed into S3 while it is hashed (one checked PUT, or parts
     uploaded as they arrive), then described in its sidecar; at most ``max_streams``
     transfers run at a time. A failed record does not stop the
@@ -115,7 +116,7 @@ class VoIPstudioToS3Operator(BaseOperator):
     def s3_client(self):
         """One boto3 S3 client, shared by the streams (boto3 clients are thread-safe), with
         a connection for each stream and each part in flight."""
-        from voipstudio_provider.engine.targets import s3_client_for
+        from voipstudio_provider.engine.archive.targets import s3_client_for
 
         return s3_client_for(self.aws_conn_id, int(self.max_streams))
 

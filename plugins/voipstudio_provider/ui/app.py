@@ -26,8 +26,8 @@ from fastapi import Depends, FastAPI, HTTPException, status
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, select_autoescape
 
-from voipstudio_provider.engine.audit import REASONS
-from voipstudio_provider.engine.coverage import COVERAGE_COUNTS
+from voipstudio_provider.engine.evidence.audit import REASONS
+from voipstudio_provider.engine.evidence.coverage import COVERAGE_COUNTS
 from voipstudio_provider.tasks.settings import HOLD_VARIABLE
 from voipstudio_provider.ui.overview import DAG_IDS, PURGE_DAG_ID, archive_overview
 

@@ -17,9 +17,9 @@ from urllib.parse import quote, urlparse
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from voipstudio_provider.engine.coverage import gap_days, manifest_chain, read_coverage
-from voipstudio_provider.engine.deletion_runs import latest_deletion_runs
-from voipstudio_provider.engine.hold_reach import hold_reach
+from voipstudio_provider.engine.evidence.coverage import gap_days, manifest_chain, read_coverage
+from voipstudio_provider.engine.evidence.deletion_runs import latest_deletion_runs
+from voipstudio_provider.engine.subjects.hold_reach import hold_reach
 from voipstudio_provider.tasks.settings import (
     AWS_CONN_ID,
     load_legal_hold,
