@@ -208,7 +208,7 @@ class SourceDeleter:
             return reason, None, key
         if not self.require_archive:
             return "archive_not_required", None, key
-        from voipstudio_provider.engine.archive.proof import verify_archive
+        from voipstudio_provider.engine.archive.writer import verify_archive
 
         verification = verify_archive(self.s3_client, self.kind, record, self.target)
         if verification.ok:
