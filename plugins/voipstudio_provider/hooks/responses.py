@@ -1,6 +1,7 @@
-"""How the API's answers and transport failures become the provider's errors, and how long
-to wait before trying again (tenacity's ``wait`` and ``retry`` for the hook's retries).
-Kept apart from the hook so the policy reads in one place."""
+"""How the API's answers and transport failures become the provider's errors: which error
+class, which message (the API's own, never the token), whether trying again may help
+(``retryable``) and how long the server asked to wait. What the hook then does about a
+retryable error is :mod:`~voipstudio_provider.hooks.retries`."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import requests
-import tenacity
 from urllib3.exceptions import HeaderParsingError
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 from urllib3.util.response import assert_header_parsing
@@ -256,30 +256,3 @@ def scrub_token(error: VoIPstudioError, token: str) -> VoIPstudioError:
     if token and error.api_message:
         error.api_message = error.api_message.replace(token, "***")
     return error
-
-
-class wait_retry_after(tenacity.wait.wait_base):  # noqa: N801 - named like tenacity's waits
-    """Wait what the server's ``Retry-After`` said (already capped, see
-    :func:`parse_retry_after`), or, without one, what ``fallback`` says."""
-
-    def __init__(self, fallback: tenacity.wait.wait_base) -> None:
-        self.fallback = fallback
-
-    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
-        outcome = retry_state.outcome
-        retry_after = getattr(outcome.exception() if outcome else None, "retry_after", None)
-        return retry_after if retry_after is not None else self.fallback(retry_state)
-
-
-def retry_wait(base: float, cap: float) -> tenacity.wait.wait_base:
-    """The wait after a failed try: ``Retry-After`` when the server gave one, otherwise
-    exponential backoff with equal jitter (half of ``min(cap, base * 2 ** (try - 1))`` plus a
-    random part of up to the other half), so that clients do not retry in step."""
-    half = tenacity.wait_exponential(multiplier=base / 2, max=cap / 2)
-    jitter = tenacity.wait_random_exponential(multiplier=base / 2, max=cap / 2)
-    return wait_retry_after(half + jitter)
-
-
-def is_retryable(exc: BaseException) -> bool:
-    """Whether trying again may help: only the provider's errors that say so are retried."""
-    return isinstance(exc, VoIPstudioError) and exc.retryable

@@ -4,14 +4,16 @@ Paths come from :mod:`voipstudio_provider.endpoints`; no other module of the pro
 a URL. The hook reuses one ``requests.Session``, puts an explicit timeout on every request,
 streams downloads while hashing them, and retries (with tenacity) what may succeed later.
 
-The class reads top to bottom: the session and its credentials, the retry policy, the one
-place a request is sent (where answers become errors), the generic entry points ``run()``
-and ``call()``, the checks of the connection, reads (records, pages, keyset walks, counts),
-writes and deletes, and downloads. What needs no session lives beside it:
+The class reads top to bottom: the session, the retries, the one place a request is sent
+(where answers become errors), the generic entry points ``run()`` and ``call()``, the checks
+of the connection, reads (records, pages, keyset walks, counts), writes and deletes, and
+downloads. What needs no session lives beside it:
+:mod:`~voipstudio_provider.hooks.session` (the connection's credentials and extras, the
+session), :mod:`~voipstudio_provider.hooks.retries` (what is tried again, and when),
 :mod:`~voipstudio_provider.hooks.paths` (paths and queries, the guard against
-whole-collection deletes), :mod:`~voipstudio_provider.hooks.responses` (errors from answers,
-the wait between tries) and :mod:`~voipstudio_provider.hooks.downloads` (one streamed body
-into a file, :class:`DownloadResult`, :class:`ExportJob`).
+whole-collection deletes), :mod:`~voipstudio_provider.hooks.responses` (errors from answers)
+and :mod:`~voipstudio_provider.hooks.downloads` (one streamed body into a file,
+:class:`DownloadResult`, :class:`ExportJob`).
 
 The module is longer than the project's usual 400 lines on purpose: it is one class serving
 every endpoint shape of the History module (about thirty endpoints), each public method with
@@ -27,10 +29,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any, TypeVar
 
 import requests
-import tenacity
 from airflow.sdk import BaseHook
-from airflow.sdk.log import mask_secret
-from requests_toolbelt.adapters.socket_options import TCPKeepAliveAdapter
 
 from voipstudio_provider.endpoints import MAX_PAGE_SIZE, Endpoint, Shape, endpoint
 from voipstudio_provider.exceptions import (
@@ -50,7 +49,6 @@ from voipstudio_provider.hooks.downloads import (
 )
 from voipstudio_provider.hooks.paths import (
     FilterLike,
-    base_url_of,
     date_filters,
     encode_json,
     encoded_query,
@@ -68,21 +66,20 @@ from voipstudio_provider.hooks.responses import (
     error_from_response,
     error_from_transport,
     filter_error,
-    is_retryable,
     malformed_json_error,
     request_label,
-    retry_wait,
-    scrub_token,
+)
+from voipstudio_provider.hooks.retries import with_retries
+from voipstudio_provider.hooks.session import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_PAGE_SIZE,
+    DEFAULT_READ_TIMEOUT,
+    KEEP_ALIVE,
+    new_session,
+    read_connection,
 )
 
 T = TypeVar("T")
-
-DEFAULT_CONNECT_TIMEOUT = 10.0
-DEFAULT_READ_TIMEOUT = 300.0
-DEFAULT_PAGE_SIZE = 1000
-#: TCP keep-alive as Airflow's HttpHook sets it: a connection that is quiet for minutes (a
-#: slow answer, a long read timeout) keeps being probed instead of silently dropped.
-KEEP_ALIVE = {"idle": 120, "count": 20, "interval": 30}
 
 
 class VoIPstudioHook(BaseHook):
@@ -150,38 +147,16 @@ class VoIPstudioHook(BaseHook):
     def get_conn(self) -> requests.Session:
         """The hook's one ``requests.Session``, built from the connection on first use."""
         if self._session is None:
-            self._session = self._new_session()
-        return self._session
-
-    def _new_session(self) -> requests.Session:
-        conn = self.get_connection(self.voipstudio_conn_id)
-        host = (conn.host or "").strip()
-        if "://" not in host:
-            raise ValueError(
-                f"connection {self.voipstudio_conn_id!r} needs the base URL as host, "
-                "e.g. https://l7api.com/v1.1/voipstudio"
+            settings = read_connection(
+                self.get_connection(self.voipstudio_conn_id),
+                self.voipstudio_conn_id,
+                timeout=self._timeout_arg,
+                page_size=self._page_size_arg,
             )
-        self.base_url = base_url_of(host)
-        self._token = conn.password or ""
-        if not self._token:
-            raise ValueError(f"connection {self.voipstudio_conn_id!r} has no API token")
-        mask_secret(self._token)
-        extra = conn.extra_dejson or {}
-        self.timeout = _timeout(_first(self._timeout_arg, extra.get("timeout")))
-        self.page_size = _page_size(_first(self._page_size_arg, extra.get("page_size")))
-
-        session = requests.Session()
-        session.headers.update({"Accept": "application/json", "User-Agent": "airflow-voipstudio"})
-        login = (conn.login or "").strip()
-        if login:
-            session.auth = (_basic_user(login), self._token)
-        else:
-            session.headers["X-Auth-Token"] = self._token
-        session.verify = _as_bool(extra.get("verify_ssl", extra.get("verify", True)))
-        keep_alive = TCPKeepAliveAdapter(**KEEP_ALIVE)
-        session.mount("http://", keep_alive)
-        session.mount("https://", keep_alive)
-        return session
+            self.base_url, self._token = settings.base_url, settings.token
+            self.timeout, self.page_size = settings.timeout, settings.page_size
+            self._session = new_session(settings)
+        return self._session
 
     def close(self) -> None:
         """Close the HTTP session; the next call opens a new one."""
@@ -203,36 +178,18 @@ class VoIPstudioHook(BaseHook):
         attempt_once: Callable[[], T],
         may_retry: Callable[[VoIPstudioError], bool] = lambda error: True,
     ) -> T:
-        """Run ``attempt_once`` until it succeeds, raises an error that is not retryable (or
-        that ``may_retry`` refuses), or ``max_attempts`` tries are spent; the last error is
-        raised as it is, its token scrubbed and ``after_retry`` set when it was not the first.
-        """
-        retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.max_attempts),
-            wait=retry_wait(self.backoff_base, self.backoff_cap),
-            retry=tenacity.retry_if_exception(lambda e: is_retryable(e) and may_retry(e)),
-            before_sleep=lambda state: self._log_retry(label, state),
-            reraise=True,
-        )
-        for attempt in retrying:
-            with attempt:
-                try:
-                    return attempt_once()
-                except VoIPstudioError as error:
-                    scrub_token(error, self._token)
-                    if attempt.retry_state.attempt_number > 1:
-                        error.after_retry = True
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover - tenacity raises or returns
-
-    def _log_retry(self, label: str, state: tenacity.RetryCallState) -> None:
-        self.log.warning(
-            "VoIPstudio %s failed (%s); attempt %d of %d, retrying in %.2f s",
+        """Run ``attempt_once`` with this hook's retry settings
+        (:func:`~voipstudio_provider.hooks.retries.with_retries`), its token scrubbed from
+        every error."""
+        return with_retries(
             label,
-            state.outcome.exception() if state.outcome else None,
-            state.attempt_number,
-            self.max_attempts,
-            state.next_action.sleep if state.next_action else 0.0,
+            attempt_once,
+            may_retry,
+            max_attempts=self.max_attempts,
+            backoff_base=self.backoff_base,
+            backoff_cap=self.backoff_cap,
+            token=self._token,
+            log=self.log,
         )
 
     # -- one request, and its answer as an error -----------------------------------------
@@ -685,48 +642,14 @@ class VoIPstudioHook(BaseHook):
         return self._with_retries(label, attempt, may_retry)
 
 
-def _first(argument: Any, extra: Any) -> Any:
-    """The hook's argument when given, else the connection's extra."""
-    return argument if argument is not None else extra
-
-
-def _basic_user(login: str) -> str:
-    """The Basic user of a connection's login: the numeric user id (the documented form) or
-    the user's e-mail (what a public client sends); anything else is refused before a request."""
-    local, at, domain = login.partition("@")
-    is_email = bool(at and local and "." in domain) and not any(
-        c.isspace() or c == ":" for c in login
-    )
-    if not (login.isascii() and login.isdigit()) and not is_email:
-        raise ValueError(
-            "the connection's login must be the numeric VoIPstudio user id or the user's e-mail"
-        )
-    return login
-
-
-def _timeout(value: Any) -> tuple[float, float]:
-    """``(connect, read)`` seconds from a number (read; connecting waits at most 10 s), a
-    pair, or nothing (the defaults)."""
-    if value in (None, ""):
-        return (DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT)
-    if isinstance(value, list | tuple):
-        connect, read = (float(v) for v in value)
-        return (connect, read)
-    read = float(value)
-    return (min(DEFAULT_CONNECT_TIMEOUT, read), read)
-
-
-def _page_size(value: Any) -> int:
-    size = int(value) if value not in (None, "") else DEFAULT_PAGE_SIZE
-    if size < 1:
-        raise ValueError(f"page_size must be at least 1, got {size}")
-    return min(size, MAX_PAGE_SIZE)
-
-
-def _as_bool(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() not in ("false", "0", "no", "off", "")
-    return bool(value)
-
-
-__all__ = ["DownloadResult", "ExportJob", "VoIPstudioHook", "filter_entries", "positive_id"]
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_PAGE_SIZE",
+    "DEFAULT_READ_TIMEOUT",
+    "KEEP_ALIVE",
+    "DownloadResult",
+    "ExportJob",
+    "VoIPstudioHook",
+    "filter_entries",
+    "positive_id",
+]
