@@ -1,26 +1,42 @@
-"""File endpoints: what a download gives back, and writing one streamed answer into a file
-object while counting and hashing it.
+"""File endpoints: downloading a file (or a user's CDRs as CSV) into a file object, what a
+download gives back, and writing one streamed answer while counting and hashing it.
 
-:meth:`VoIPstudioHook.download` and :meth:`VoIPstudioHook.export_user_cdrs_csv` send the
-request and retry; the functions here check and write one answer, and say (by the
-``retryable`` of their errors) whether asking again can help.
+:class:`DownloadsMixin` gives :class:`~voipstudio_provider.hooks.voipstudio.VoIPstudioHook`
+``download()`` and ``export_user_cdrs_csv()``: they send the request through the hook's
+``_send()`` and retry it with the hook's ``_with_retries()``, rewinding a seekable file
+before each try. The functions below check and write one answer, and say (by the
+``retryable`` of their errors) whether asking again can help. They share a module because
+what may be tried again depends on how the body was written.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import requests
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
-from voipstudio_provider.endpoints import bare_media_type
+from voipstudio_provider.endpoints import Endpoint, Shape, bare_media_type, endpoint
 from voipstudio_provider.exceptions import (
+    VoIPstudioError,
     VoIPstudioIncompleteDownloadError,
     VoIPstudioUnexpectedContentError,
 )
-from voipstudio_provider.hooks.responses import malformed_json_error
+from voipstudio_provider.hooks.paths import (
+    FilterLike,
+    date_filters,
+    encode_json,
+    encoded_query,
+    filter_entries,
+    path_of,
+)
+from voipstudio_provider.hooks.responses import malformed_json_error, request_label
+
+T = TypeVar("T")
 
 CHUNK_SIZE = 1024 * 1024
 #: A body that breaks mid-way surfaces as one of these while iterating over it.
@@ -60,6 +76,126 @@ class ExportJob:
 
     status_code: int
     body: Any
+
+
+class DownloadsMixin:
+    """The History API's file endpoints, for the VoIPstudio hook: each try streams one
+    answer into the file object, rewound first when it can be."""
+
+    #: The most bytes any download of this hook may bring (no limit when ``None``); a
+    #: download's own ``max_size`` can only lower it.
+    max_download_size: int | None = None
+
+    def download(
+        self,
+        operation: str,
+        record_id: int,
+        fileobj: IO[bytes],
+        *,
+        expected_size: int | None = None,
+        max_size: int | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> DownloadResult:
+        """Stream a file endpoint into ``fileobj``, counting and hashing what is written.
+
+        Raises :class:`VoIPstudioUnexpectedContentError` when the answer's media type is not
+        the endpoint's (a JSON or HTML page instead of the file; nothing is written), and
+        :class:`VoIPstudioIncompleteDownloadError` when the body is empty or the bytes
+        written differ from ``Content-Length`` or ``expected_size``. Both are tried again;
+        a broken body only if ``fileobj`` is seekable (it is rewound and truncated first).
+        A body longer than ``expected_size``, its ``Content-Length``, ``max_size`` or the
+        hook's ``max_download_size`` stops as soon as it passes the limit, before the byte
+        past it is written, and is not tried again.
+
+        ``hook.download("download_monitor_mp3", 42, f, expected_size=monitor["size"])``
+        """
+        ep = endpoint(operation)
+        if ep.shape is not Shape.DOWNLOAD:
+            raise ValueError(f"{operation} is not a file endpoint")
+        limits = [m for m in (max_size, self.max_download_size) if m is not None]
+
+        def receive(response: requests.Response, label: str) -> DownloadResult:
+            check_media_type(response, ep.content_type, label)
+            return write_body(
+                response, fileobj, label, expected_size, max_size=min(limits, default=None)
+            )
+
+        path = path_of(ep, id=record_id)
+        return self._stream(ep, path, encoded_query(params), fileobj, receive)
+
+    def export_user_cdrs_csv(
+        self,
+        user_id: int,
+        fileobj: IO[bytes],
+        *,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        filters: Iterable[FilterLike] | None = None,
+    ) -> DownloadResult | ExportJob:
+        """Ask ``/users/{id}/cdrs.csv`` for a user's CDRs; stream a CSV answer into ``fileobj``.
+
+        The real service queues an export job and answers ``202`` with JSON: that answer is
+        returned as an :class:`ExportJob` and nothing is written. A ``200`` with ``text/csv``
+        is streamed like :meth:`download` (counted, hashed, checked, retried). To build a
+        user's CSV that must exist, use
+        :func:`voipstudio_provider.engine.exports.cdr_csv.export_user_day`, which builds it
+        from ``GET /cdrs``.
+
+        ``hook.export_user_cdrs_csv(12, f, since=day_start, until=day_end)``
+        """
+        ep = endpoint("export_user_cdrs_csv")
+        path = path_of(ep, id=user_id)
+        entries = filter_entries(filters) + date_filters("cdrs", since, until)
+
+        def receive(response: requests.Response, label: str) -> DownloadResult | ExportJob:
+            if response.status_code == 202:
+                job = read_export_job(response, ep.method, path)
+                self.log.info("%s: export job accepted (202), no file delivered", label)
+                return job
+            check_media_type(response, ep.content_type, label)
+            return write_body(response, fileobj, label, None, max_size=self.max_download_size)
+
+        params = {"filter": encode_json(entries)} if entries else {}
+        return self._stream(ep, path, params, fileobj, receive, filters=entries)
+
+    def _stream(
+        self,
+        ep: Endpoint,
+        path: str,
+        params: dict[str, Any],
+        fileobj: IO[bytes],
+        receive: Callable[[requests.Response, str], T],
+        *,
+        filters: list[dict[str, Any]] | None = None,
+    ) -> T:
+        """Send a streamed request and hand each answer to ``receive``, with retries.
+
+        A seekable ``fileobj`` is rewound and truncated before every try; into one that is
+        not, a broken body is not tried again (written bytes cannot be taken back).
+        """
+        seekable = is_seekable(fileobj)
+        start = fileobj.tell() if seekable else 0
+        label = request_label(ep.method, path)
+
+        def attempt() -> T:
+            if seekable:
+                fileobj.seek(start)
+                fileobj.truncate()
+            # identity: Content-Length then counts the very bytes written to the file.
+            response = self._send(
+                ep.method,
+                path,
+                params=params,
+                stream=True,
+                headers={"Accept-Encoding": "identity"},
+                filters=filters,
+            )
+            return receive(response, label)
+
+        def may_retry(error: VoIPstudioError) -> bool:
+            return seekable or not isinstance(error, VoIPstudioIncompleteDownloadError)
+
+        return self._with_retries(label, attempt, may_retry)
 
 
 def read_export_job(response: requests.Response, method: str, path: str) -> ExportJob:

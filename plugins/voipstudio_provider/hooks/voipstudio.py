@@ -5,23 +5,21 @@ a URL. The hook reuses one ``requests.Session``, puts an explicit timeout on eve
 streams downloads while hashing them, and retries (with tenacity) what may succeed later.
 
 The class reads top to bottom: the session, the retries, the one place a request is sent
-(where answers become errors), the generic entry points ``run()`` and ``call()``, the checks
-of the connection, and downloads. Its reads and writes of records come from
-:class:`~voipstudio_provider.hooks.records.RecordsMixin`. What needs no session lives beside
-it:
-:mod:`~voipstudio_provider.hooks.session` (the connection's credentials and extras, the
-session), :mod:`~voipstudio_provider.hooks.retries` (what is tried again, and when),
+(where answers become errors), the generic entry points ``run()`` and ``call()`` and the
+checks of the connection. Its reads and writes of records come from
+:class:`~voipstudio_provider.hooks.records.RecordsMixin`, its downloads from
+:class:`~voipstudio_provider.hooks.downloads.DownloadsMixin`. What each step decides lives
+beside it: :mod:`~voipstudio_provider.hooks.session` (the connection's credentials and
+extras, the session), :mod:`~voipstudio_provider.hooks.retries` (what is tried again, and
+when), :mod:`~voipstudio_provider.hooks.responses` (errors from answers) and
 :mod:`~voipstudio_provider.hooks.paths` (paths and queries, the guard against
-whole-collection deletes), :mod:`~voipstudio_provider.hooks.responses` (errors from answers)
-and :mod:`~voipstudio_provider.hooks.downloads` (one streamed body into a file,
-:class:`DownloadResult`, :class:`ExportJob`).
+whole-collection deletes).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable, Iterable
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
 import requests
 from airflow.sdk import BaseHook
@@ -30,22 +28,11 @@ from voipstudio_provider.endpoints import Endpoint, Shape, endpoint
 from voipstudio_provider.exceptions import (
     VoIPstudioAuthenticationError,
     VoIPstudioError,
-    VoIPstudioIncompleteDownloadError,
     VoIPstudioNotFoundError,
     VoIPstudioValidationError,
 )
-from voipstudio_provider.hooks.downloads import (
-    DownloadResult,
-    ExportJob,
-    check_media_type,
-    is_seekable,
-    read_export_job,
-    write_body,
-)
+from voipstudio_provider.hooks.downloads import DownloadResult, DownloadsMixin, ExportJob
 from voipstudio_provider.hooks.paths import (
-    FilterLike,
-    date_filters,
-    encode_json,
     encoded_query,
     filter_entries,
     path_of,
@@ -75,7 +62,7 @@ from voipstudio_provider.hooks.session import (
 T = TypeVar("T")
 
 
-class VoIPstudioHook(RecordsMixin, BaseHook):
+class VoIPstudioHook(RecordsMixin, DownloadsMixin, BaseHook):
     """Call the VoIPstudio History API through a ``voipstudio`` connection.
 
     The connection's host is the base URL (``https://l7api.com/v1.1/voipstudio``), its
@@ -101,10 +88,6 @@ class VoIPstudioHook(RecordsMixin, BaseHook):
     default_conn_name = "voipstudio_default"
     conn_type = "voipstudio"
     hook_name = "VoIPstudio"
-
-    #: The most bytes any download of this hook may bring (no limit when ``None``); a
-    #: download's own ``max_size`` can only lower it.
-    max_download_size: int | None = None
 
     def __init__(
         self,
@@ -351,119 +334,6 @@ class VoIPstudioHook(RecordsMixin, BaseHook):
         finally:
             self.max_attempts = attempts
         return True, f"Connected to {self.base_url}: {answer.get('response', 'ok')}"
-
-    # -- downloads ----------------------------------------------------------------------
-
-    def download(
-        self,
-        operation: str,
-        record_id: int,
-        fileobj: IO[bytes],
-        *,
-        expected_size: int | None = None,
-        max_size: int | None = None,
-        params: dict[str, Any] | None = None,
-    ) -> DownloadResult:
-        """Stream a file endpoint into ``fileobj``, counting and hashing what is written.
-
-        Raises :class:`VoIPstudioUnexpectedContentError` when the answer's media type is not
-        the endpoint's (a JSON or HTML page instead of the file; nothing is written), and
-        :class:`VoIPstudioIncompleteDownloadError` when the body is empty or the bytes
-        written differ from ``Content-Length`` or ``expected_size``. Both are tried again;
-        a broken body only if ``fileobj`` is seekable (it is rewound and truncated first).
-        A body longer than ``expected_size``, its ``Content-Length``, ``max_size`` or the
-        hook's ``max_download_size`` stops as soon as it passes the limit, before the byte
-        past it is written, and is not tried again.
-
-        ``hook.download("download_monitor_mp3", 42, f, expected_size=monitor["size"])``
-        """
-        ep = endpoint(operation)
-        if ep.shape is not Shape.DOWNLOAD:
-            raise ValueError(f"{operation} is not a file endpoint")
-        limits = [m for m in (max_size, self.max_download_size) if m is not None]
-
-        def receive(response: requests.Response, label: str) -> DownloadResult:
-            check_media_type(response, ep.content_type, label)
-            return write_body(
-                response, fileobj, label, expected_size, max_size=min(limits, default=None)
-            )
-
-        path = path_of(ep, id=record_id)
-        return self._stream(ep, path, encoded_query(params), fileobj, receive)
-
-    def export_user_cdrs_csv(
-        self,
-        user_id: int,
-        fileobj: IO[bytes],
-        *,
-        since: dt.datetime | None = None,
-        until: dt.datetime | None = None,
-        filters: Iterable[FilterLike] | None = None,
-    ) -> DownloadResult | ExportJob:
-        """Ask ``/users/{id}/cdrs.csv`` for a user's CDRs; stream a CSV answer into ``fileobj``.
-
-        The real service queues an export job and answers ``202`` with JSON: that answer is
-        returned as an :class:`ExportJob` and nothing is written. A ``200`` with ``text/csv``
-        is streamed like :meth:`download` (counted, hashed, checked, retried). To build a
-        user's CSV that must exist, use
-        :func:`voipstudio_provider.engine.exports.cdr_csv.export_user_day`, which builds it
-        from ``GET /cdrs``.
-
-        ``hook.export_user_cdrs_csv(12, f, since=day_start, until=day_end)``
-        """
-        ep = endpoint("export_user_cdrs_csv")
-        path = path_of(ep, id=user_id)
-        entries = filter_entries(filters) + date_filters("cdrs", since, until)
-
-        def receive(response: requests.Response, label: str) -> DownloadResult | ExportJob:
-            if response.status_code == 202:
-                job = read_export_job(response, ep.method, path)
-                self.log.info("%s: export job accepted (202), no file delivered", label)
-                return job
-            check_media_type(response, ep.content_type, label)
-            return write_body(response, fileobj, label, None, max_size=self.max_download_size)
-
-        params = {"filter": encode_json(entries)} if entries else {}
-        return self._stream(ep, path, params, fileobj, receive, filters=entries)
-
-    def _stream(
-        self,
-        ep: Endpoint,
-        path: str,
-        params: dict[str, Any],
-        fileobj: IO[bytes],
-        receive: Callable[[requests.Response, str], T],
-        *,
-        filters: list[dict[str, Any]] | None = None,
-    ) -> T:
-        """Send a streamed request and hand each answer to ``receive``, with retries.
-
-        A seekable ``fileobj`` is rewound and truncated before every try; into one that is
-        not, a broken body is not tried again (written bytes cannot be taken back).
-        """
-        seekable = is_seekable(fileobj)
-        start = fileobj.tell() if seekable else 0
-        label = request_label(ep.method, path)
-
-        def attempt() -> T:
-            if seekable:
-                fileobj.seek(start)
-                fileobj.truncate()
-            # identity: Content-Length then counts the very bytes written to the file.
-            response = self._send(
-                ep.method,
-                path,
-                params=params,
-                stream=True,
-                headers={"Accept-Encoding": "identity"},
-                filters=filters,
-            )
-            return receive(response, label)
-
-        def may_retry(error: VoIPstudioError) -> bool:
-            return seekable or not isinstance(error, VoIPstudioIncompleteDownloadError)
-
-        return self._with_retries(label, attempt, may_retry)
 
 
 __all__ = [
