@@ -62,7 +62,7 @@ from voipstudio_provider.hooks.session import (
 T = TypeVar("T")
 
 
-class VoIPstudioHook(RecordsMixin, DownloadsMixin, BaseHook):
+class VoIPstudioHook(DownloadsMixin, RecordsMixin, BaseHook):
     """Call the VoIPstudio History API through a ``voipstudio`` connection.
 
     The connection's host is the base URL (``https://l7api.com/v1.1/voipstudio``), its
