@@ -10,7 +10,7 @@ precedence over them. Every connection of the session is probed with TCP keep-al
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import requests
@@ -44,7 +44,7 @@ class ConnectionSettings:
     """
 
     base_url: str
-    token: str
+    token: str = field(repr=False)
     basic_user: str | None
     timeout: tuple[float, float]
     page_size: int
