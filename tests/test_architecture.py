@@ -286,3 +286,9 @@ def test_the_changelog_lists_every_earlier_module_path():
     changelog = (ROOT / "docs" / "changelog.md").read_text()
     for old, new in MOVED_MODULES.items():
         assert f"| `engine.{old}` | `engine.{new[0]}`" in changelog
+
+
+def test_the_hook_module_stays_one_that_reads_in_one_sitting():
+    # Its seams (session, retries, records, downloads) are modules beside it.
+    lines = (PACKAGE / "hooks" / "voipstudio.py").read_text().count("\n")
+    assert lines < 400, f"hooks/voipstudio.py has {lines} lines"
