@@ -56,9 +56,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import CronDataIntervalTimetable, Param, dag
+from airflow.sdk import CronDataIntervalTimetable, dag
 from voipstudio_provider.tasks import archive
-from voipstudio_provider.tasks.settings import dag_default_args, location_params
+from voipstudio_provider.tasks.params import dag_params
+from voipstudio_provider.tasks.settings import dag_default_args
 
 
 @dag(
@@ -71,17 +72,7 @@ from voipstudio_provider.tasks.settings import dag_default_args, location_params
     doc_md=__doc__,
     tags=["voipstudio", "archive", "pcaps"],
     default_args=dag_default_args(retry_minutes=5),
-    params={
-        **location_params(),
-        **archive.batch_params(),
-        "include_traces": Param(
-            False,
-            type="boolean",
-            title="Include SIP traces",
-            description="also archive each call's .trace (the SIP messages as text)",
-        ),
-        **archive.s3_option_params(),
-    },
+    params=dag_params("location", "batches", "traces", "s3_options"),
 )
 def voipstudio_archive_pcaps():
     archive.declare_archive_tasks(

@@ -60,7 +60,8 @@ import datetime as dt
 
 from airflow.sdk import CronDataIntervalTimetable, dag
 from voipstudio_provider.tasks import archive
-from voipstudio_provider.tasks.settings import dag_default_args, location_params
+from voipstudio_provider.tasks.params import dag_params
+from voipstudio_provider.tasks.settings import dag_default_args
 
 
 @dag(
@@ -73,11 +74,7 @@ from voipstudio_provider.tasks.settings import dag_default_args, location_params
     doc_md=__doc__,
     tags=["voipstudio", "archive", "recordings"],
     default_args=dag_default_args(retry_minutes=2),
-    params={
-        **location_params(),
-        **archive.batch_params(),
-        **archive.s3_option_params(),
-    },
+    params=dag_params("location", "batches", "s3_options"),
 )
 def voipstudio_archive_recordings():
     archive.declare_archive_tasks(

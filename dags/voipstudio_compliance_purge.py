@@ -98,6 +98,7 @@ from voipstudio_provider.engine.deletion.purge import PURGE_RESOURCES
 from voipstudio_provider.operators.purge_approval import PurgeApprovalOperator
 from voipstudio_provider.tasks import erasure, purge, run_notes
 from voipstudio_provider.tasks.deletion_run import end_deletion_run
+from voipstudio_provider.tasks.params import dag_params
 from voipstudio_provider.tasks.settings import API_POOL, dag_default_args
 
 
@@ -111,8 +112,8 @@ from voipstudio_provider.tasks.settings import API_POOL, dag_default_args
     doc_md=__doc__,
     tags=["voipstudio", "retention", "compliance"],
     default_args=dag_default_args(retry_minutes=2),
-    params={
-        "resources": Param(
+    params=dag_params(
+        resources=Param(
             list(PURGE_RESOURCES),
             type="array",
             items={"type": "string", "enum": list(PURGE_RESOURCES)},
@@ -122,14 +123,14 @@ from voipstudio_provider.tasks.settings import API_POOL, dag_default_args
             title="Resources",
             description="what to purge: monitors (recordings), voicemessages, chatmsgs",
         ),
-        "older_than": Param(
+        older_than=Param(
             None,
             type=["null", "string"],
             format="date",
             title="Older than",
             description="purge records dated before this day (UTC)",
         ),
-        "phone_number": Param(
+        phone_number=Param(
             None,
             type=["null", "string"],
             title="Phone number",
@@ -139,25 +140,25 @@ from voipstudio_provider.tasks.settings import API_POOL, dag_default_args
                 "exactly this number match"
             ),
         ),
-        "dry_run": Param(
+        dry_run=Param(
             True,
             type="boolean",
             title="Dry run",
             description="plan only: nothing is asked or deleted",
         ),
-        "require_archive": Param(
+        require_archive=Param(
             True,
             type="boolean",
             title="Require archive",
             description="delete only what is verified in the archive bucket",
         ),
-        "mask_cdrs": Param(
+        mask_cdrs=Param(
             False,
             type="boolean",
             title="Mask CDRs",
             description="replace the phone number by 'masked' in matching CDRs",
         ),
-        "max_deletions": Param(
+        max_deletions=Param(
             DEFAULT_MAX_DELETIONS,
             type="integer",
             minimum=1,
@@ -165,14 +166,14 @@ from voipstudio_provider.tasks.settings import API_POOL, dag_default_args
             description="most items this purge may delete; a larger plan fails the run "
             "before anything is deleted",
         ),
-        "approval_hours": Param(
+        approval_hours=Param(
             DEFAULT_APPROVAL_HOURS,
             type="number",
             exclusiveMinimum=0,
             title="Approval hours",
             description="how long the approval request stays open; unanswered, nothing is deleted",
         ),
-        "erase_archive": Param(
+        erase_archive=Param(
             False,
             type="boolean",
             title="Erase archive",
@@ -182,7 +183,7 @@ from voipstudio_provider.tasks.settings import API_POOL, dag_default_args
                 "(voipstudio_minimum_keep_days) are kept"
             ),
         ),
-    },
+    ),
 )
 def voipstudio_compliance_purge():
     @task(pool=API_POOL, retries=0)

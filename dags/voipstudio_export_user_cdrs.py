@@ -52,6 +52,7 @@ import datetime as dt
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 from voipstudio_provider.engine.summaries import BATCH_SUMMARY_KEY, push_summary
 from voipstudio_provider.tasks import export
+from voipstudio_provider.tasks.params import dag_params
 from voipstudio_provider.tasks.settings import (
     API_POOL,
     AWS_CONN_ID,
@@ -60,7 +61,6 @@ from voipstudio_provider.tasks.settings import (
     dag_default_args,
     fail_on_configuration_error,
     load_export_user_ids,
-    location_params,
     resolve_bucket_and_prefix,
 )
 
@@ -75,19 +75,19 @@ from voipstudio_provider.tasks.settings import (
     doc_md=__doc__,
     tags=["voipstudio", "export", "cdrs"],
     default_args=dag_default_args(retry_minutes=5),
-    params={
-        **location_params(),
-        "day": Param(
+    params=dag_params(
+        "location",
+        day=Param(
             None,
             type=["null", "string"],
             format="date",
             title="Day",
             description="the UTC day to export (default: the day before the interval's end)",
         ),
-        "users_per_batch": Param(
+        users_per_batch=Param(
             25, type="integer", minimum=1, title="Users per batch", description="per mapped task"
         ),
-    },
+    ),
 )
 def voipstudio_export_user_cdrs():
     @task(pool=API_POOL)

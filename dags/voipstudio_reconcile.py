@@ -51,10 +51,10 @@ import datetime as dt
 from airflow.sdk import CronDataIntervalTimetable, dag, task
 from voipstudio_provider.engine.summaries import push_summary
 from voipstudio_provider.tasks import erasure, holds, reconcile
+from voipstudio_provider.tasks.params import dag_params
 from voipstudio_provider.tasks.settings import (
     API_POOL,
     dag_default_args,
-    location_params,
     run_interval,
 )
 
@@ -69,7 +69,7 @@ from voipstudio_provider.tasks.settings import (
     doc_md=__doc__,
     tags=["voipstudio", "archive", "reconciliation"],
     default_args=dag_default_args(retry_minutes=10),
-    params={**location_params(), **reconcile.reconcile_params(), **holds.hold_params()},
+    params=dag_params("location", **reconcile.reconcile_params(), **holds.hold_params()),
 )
 def voipstudio_reconcile():
     @task(pool=API_POOL)

@@ -72,6 +72,7 @@ import datetime as dt
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 from voipstudio_provider.tasks import retention
 from voipstudio_provider.tasks.deletion_run import end_deletion_run, settle_before_deleting
+from voipstudio_provider.tasks.params import dag_params
 from voipstudio_provider.tasks.settings import (
     API_POOL,
     dag_default_args,
@@ -90,18 +91,18 @@ from voipstudio_provider.tasks.settings import (
     doc_md=__doc__,
     tags=["voipstudio", "retention", "compliance"],
     default_args=dag_default_args(retry_minutes=5),
-    params={
-        "dry_run": Param(
+    params=dag_params(
+        dry_run=Param(
             False, type="boolean", title="Dry run", description="delete nothing; report only"
         ),
-        "max_deletions": Param(
+        max_deletions=Param(
             retention.DEFAULT_MAX_DELETIONS,
             type="integer",
             minimum=0,
             title="Max deletions",
             description="most items one run deletes of each resource",
         ),
-    },
+    ),
 )
 def voipstudio_retention():
     @task(retries=0)

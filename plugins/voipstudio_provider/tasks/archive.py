@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from airflow.sdk import Asset, Param, task
+from airflow.sdk import Asset, task
 from airflow.sdk.exceptions import AirflowException
 
 from voipstudio_provider.endpoints import as_utc
@@ -72,74 +72,6 @@ def pcap_kinds(params: Mapping[str, Any]) -> tuple[str, ...]:
 
 class ArchiveIncompleteError(AirflowException):
     """Some records of a batch or a run could not be archived; their ids are in the message."""
-
-
-def batch_params() -> dict[str, Param]:
-    """DAG params for how an archive run looks back and splits its window into batches."""
-    return {
-        "lookback_hours": Param(
-            6,
-            type="number",
-            minimum=0,
-            title="Look-back (hours)",
-            description="also look at records this many hours before the run's interval",
-        ),
-        "batch_size": Param(
-            200,
-            type="integer",
-            minimum=1,
-            title="Batch size",
-            description="records per mapped task (raised so a run maps at most 500 batches)",
-        ),
-        "max_streams": Param(
-            4,
-            type="integer",
-            minimum=1,
-            maximum=32,
-            title="Parallel streams",
-            description="downloads at a time inside one batch",
-        ),
-    }
-
-
-def s3_option_params() -> dict[str, Param]:
-    """DAG params for the S3 write options; unset ones come from ``voipstudio_s3_options``."""
-    nullable = ["null", "string"]
-    from_variable = "default: Variable voipstudio_s3_options"
-    return {
-        "sse": Param(
-            None,
-            type=nullable,
-            enum=[None, "AES256", "aws:kms"],
-            values_display={None: "(from the Variable)", "AES256": "SSE-S3", "aws:kms": "SSE-KMS"},
-            title="Server-side encryption",
-            description=from_variable,
-        ),
-        "kms_key_id": Param(
-            None, type=nullable, title="KMS key id", description=f"for SSE-KMS; {from_variable}"
-        ),
-        "storage_class": Param(
-            None,
-            type=nullable,
-            title="Storage class",
-            description=f"e.g. STANDARD_IA, GLACIER_IR; {from_variable}",
-        ),
-        "object_lock_mode": Param(
-            None,
-            type=nullable,
-            enum=[None, "GOVERNANCE", "COMPLIANCE"],
-            values_display={None: "(from the Variable)"},
-            title="Object Lock mode",
-            description=f"the bucket must have Object Lock enabled; {from_variable}",
-        ),
-        "object_lock_days": Param(
-            None,
-            type=["null", "integer"],
-            minimum=1,
-            title="Object Lock days",
-            description=f"retain-until = upload time + days; {from_variable}",
-        ),
-    }
 
 
 def declare_archive_tasks(

@@ -54,21 +54,6 @@ def dag_default_args(retry_minutes: int = 2) -> dict[str, Any]:
     }
 
 
-def location_params() -> dict[str, Any]:
-    """The DAG params ``bucket`` and ``prefix`` that override the Variables for one run."""
-    from airflow.sdk import Param
-
-    return {
-        name: Param(
-            None,
-            type=["null", "string"],
-            title=name.capitalize(),
-            description=f"default: Variable {variable}",
-        )
-        for name, variable in (("bucket", BUCKET_VARIABLE), ("prefix", PREFIX_VARIABLE))
-    }
-
-
 def _variable(name: str, default: Any = None) -> Any:
     from airflow.sdk import Variable
 
