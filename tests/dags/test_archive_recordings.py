@@ -19,11 +19,12 @@ from tests.dags.conftest import load_dag
 pytestmark = pytest.mark.slow
 
 DAG_ID = "voipstudio_archive_recordings"
-# The next full hour: the hourly run before it covers the current hour, so its window holds
-# the newest records and nothing lies above the high-water mark it starts; the look-back
-# widens the window to three weeks of the sandbox's history (a few dozen small MP3s).
+# The full hour after next: its window ends after every record a test adds (dated now) until
+# an hour after this module was imported, however long the suite runs before that test, so
+# nothing lies above the high-water mark it starts; the look-back widens the window to
+# three weeks of the sandbox's history (a few dozen small MP3s).
 LOGICAL_DATE = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0) + dt.timedelta(
-    hours=1
+    hours=2
 )
 LOOKBACK_HOURS = 21 * 24
 SINCE = LOGICAL_DATE - dt.timedelta(hours=1 + LOOKBACK_HOURS)
