@@ -11,11 +11,13 @@ from __future__ import annotations
 import ast
 import importlib
 import re
+import subprocess
 import sys
 import warnings
 from pathlib import Path
 
 import pytest
+from voipstudio_provider.engine import MOVED_MODULES
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "plugins" / "voipstudio_provider"
@@ -221,7 +223,6 @@ def test_architecture_md_names_every_engine_module_and_only_those():
 
 
 # The module paths of the flat engine of earlier releases keep working for one release.
-from voipstudio_provider.engine import MOVED_MODULES  # noqa: E402
 
 
 @pytest.mark.parametrize("old", sorted(MOVED_MODULES))
@@ -292,3 +293,18 @@ def test_the_hook_module_stays_one_that_reads_in_one_sitting():
     # Its seams (session, retries, records, downloads) are modules beside it.
     lines = (PACKAGE / "hooks" / "voipstudio.py").read_text().count("\n")
     assert lines < 400, f"hooks/voipstudio.py has {lines} lines"
+
+
+def test_the_auditors_command_imports_no_airflow():
+    code = (
+        "import sys, voipstudio_provider.verify_manifest, voipstudio_provider.engine.policy;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'airflow'))"
+    )
+    shown = subprocess.run(
+        [sys.executable, "-W", "ignore::DeprecationWarning", "-c", code],
+        env={"PYTHONPATH": str(PACKAGE.parent), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert shown.stdout.strip() == "[]"
