@@ -132,7 +132,7 @@ def erase_after_purge(
     from voipstudio_provider.engine.evidence.plans import check_plan_criteria, read_approved_plan
     from voipstudio_provider.engine.layout import plan_key
     from voipstudio_provider.engine.subjects.subject_index import SubjectIndex
-    from voipstudio_provider.tasks.purge import _approval, _request
+    from voipstudio_provider.tasks.purge import checked_approval, purge_request
     from voipstudio_provider.tasks.settings import (
         clients,
         deletion_target,
@@ -142,10 +142,10 @@ def erase_after_purge(
         load_minimum_keep_days,
     )
 
-    request = _request(params)
+    request = purge_request(params)
     if not request.erase_archive:
         raise AirflowSkipException("erase_archive is off: the archived copies stay")
-    approval = _approval(approval_answer, dag_run)
+    approval = checked_approval(approval_answer, dag_run)
     with fail_on_configuration_error("erasure's connection and Variables"):
         erasure_client()
         load_legal_hold()

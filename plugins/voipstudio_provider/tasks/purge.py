@@ -82,7 +82,7 @@ PLAN_SUMMARY_KEY = "plan_summary"
 ANSWER_KEY = "answer"
 
 
-def _request(params: Mapping[str, Any]) -> PurgeRequest:
+def purge_request(params: Mapping[str, Any]) -> PurgeRequest:
     """The run's :class:`~voipstudio_provider.engine.deletion.purge.PurgeRequest`; the Variable
     ``voipstudio_default_region`` is read only when the form gives a number.
 
@@ -103,7 +103,7 @@ def run_plan(params: Mapping[str, Any], dag_id: str, run_id: str, ti=None) -> di
     :return: the plan's key, digest and counts, and whether the run is a dry run.
     """
     try:
-        request = _request(params)
+        request = purge_request(params)
     except ValueError as error:  # the form is wrong: a retry would be refused again
         raise AirflowFailException(f"refused: {error}") from None
     target = deletion_target()
@@ -166,7 +166,7 @@ def approval_request(
     :raises AirflowSkipException: a dry run.
     :raises AirflowFailException: no plan, a plan that changed, or nobody who may approve.
     """
-    request = _request(params)
+    request = purge_request(params)
     if request.dry_run:
         raise AirflowSkipException("dry run: the plan is written, nothing is asked or deleted")
     if not plan_summary:
@@ -233,7 +233,7 @@ def record_answer(
 
 def expired_answer(params: Mapping[str, Any]) -> dict[str, Any]:
     """The answer when nobody answered in time."""
-    return {"outcome": EXPIRED, "approval_hours": _request(params).approval_hours}
+    return {"outcome": EXPIRED, "approval_hours": purge_request(params).approval_hours}
 
 
 def refused_line(outcome: Mapping[str, Any]) -> str | None:
@@ -252,7 +252,7 @@ def refused_line(outcome: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _approval(approval_answer: Mapping[str, Any] | None, dag_run) -> Approval:
+def checked_approval(approval_answer: Mapping[str, Any] | None, dag_run) -> Approval:
     """The approval a deleting task acts on, checked again where it deletes."""
     try:
         return check_approval(approval_answer, dag_run.triggering_user_name, load_purge_approvers())
@@ -284,10 +284,10 @@ def run_purge(
 
     :param approval_answer: what ``approve_purge`` returned.
     """
-    request = _request(params)
+    request = purge_request(params)
     if resource not in request.resources:
         raise AirflowSkipException(f"{resource} is not among this purge's resources")
-    approval = _approval(approval_answer, dag_run)
+    approval = checked_approval(approval_answer, dag_run)
     dag_id, run_id = dag_run.dag_id, dag_run.run_id
     target = deletion_target()
     bucket = target.bucket
@@ -319,10 +319,10 @@ def run_masking(
     params: Mapping[str, Any], dag_run, try_number: int, approval_answer: Mapping[str, Any] | None
 ) -> dict[str, Any]:
     """Task: mask the number in the approved plan's CDRs, when ``mask_cdrs`` is on."""
-    request = _request(params)
+    request = purge_request(params)
     if not request.mask_cdrs:
         raise AirflowSkipException("mask_cdrs is off: CDRs are left as they are")
-    approval = _approval(approval_answer, dag_run)
+    approval = checked_approval(approval_answer, dag_run)
     dag_id, run_id = dag_run.dag_id, dag_run.run_id
     hold = load_legal_hold()
     target = deletion_target()
@@ -375,7 +375,7 @@ def purge_note(
     :param erased: what ``erase_archived_copies`` returned, ``None`` when it did not run.
     """
     try:
-        request = _request(params)
+        request = purge_request(params)
     except ValueError as error:
         return f"REFUSED: {error}"
     if plan_summary is None:
