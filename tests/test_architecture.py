@@ -129,9 +129,7 @@ def test_each_engine_package_imports_only_itself_the_ground_and_packages_below()
             if imported == "voipstudio_provider.engine" and place in ENGINE_ORDER:
                 continue  # a package's ``__init__`` answers for the module it replaced
             if not imported.startswith("voipstudio_provider.engine"):
-                if layer_of(imported) > layer_of(name):
-                    wrong.append(f"{name} imports {imported}, a layer above")
-                continue
+                continue  # the layers' own test judges imports outside the engine
             if engine_place(imported) not in allowed:
                 wrong.append(f"{name} ({place}) imports {imported}")
     assert wrong == []
@@ -153,7 +151,6 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     low: dict[str, int] = {}
     stack: list[str] = []
     found: list[list[str]] = []
-    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10_000))
 
     def visit(node: str) -> None:
         index[node] = low[node] = len(index)

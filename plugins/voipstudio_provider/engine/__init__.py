@@ -136,7 +136,9 @@ class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def find_spec(self, fullname, path=None, target=None):
         parent, _, old = fullname.rpartition(".")
-        if parent != __name__ or old not in MOVED_MODULES or old in _PACKAGES:
+        # A package of the same name (archive, evidence, deletion) is found before this
+        # finder is asked; its ``__getattr__`` answers for the earlier module.
+        if parent != __name__ or old not in MOVED_MODULES:
             return None
         return importlib.util.spec_from_loader(fullname, self)
 
@@ -148,8 +150,6 @@ class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def exec_module(self, module) -> None:
         """Nothing to run: :meth:`create_module` made the module whole."""
 
-
-_PACKAGES = ("archive", "evidence", "deletion")
 
 if not any(isinstance(finder, _MovedModules) for finder in sys.meta_path):
     sys.meta_path.append(_MovedModules())
